@@ -1,0 +1,36 @@
+/* The engine: builds inputs, router and outputs from a configuration tree, runs them on one
+ * libuv loop, and stops them in order (inputs first, so nothing new arrives; then outputs,
+ * which flush what they hold where configured). */
+#ifndef WEIR_ENGINE_H
+#define WEIR_ENGINE_H
+
+#include <stdint.h>
+
+#include "weir/common.h"
+#include "weir/config.h"
+#include "weir/plugin.h"
+
+typedef struct weir_engine_opts {
+    bool dry_run;           /* build and validate only; open nothing */
+    int log_level_override; /* -1 = use <system> log_level */
+} weir_engine_opts_t;
+
+/* Builds everything the configuration names. On error, `err` names the file, line and what is
+ * wrong (an unknown @type names the type and the plugins weir has). */
+weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
+                               const weir_engine_opts_t *opts, weir_err_t *err);
+int weir_engine_start(weir_engine_t *eng, weir_err_t *err);
+/* SIGUSR1 */
+void weir_engine_flush(weir_engine_t *eng);
+/* Orderly stop; done(arg) runs when every input and output has finished. */
+void weir_engine_stop(weir_engine_t *eng, void (*done)(void *arg), void *arg);
+void weir_engine_free(weir_engine_t *eng);
+
+/* Counters for tests, metrics and the log. */
+typedef struct weir_engine_stats {
+    uint64_t events_in;
+    uint64_t events_unmatched;
+} weir_engine_stats_t;
+void weir_engine_get_stats(const weir_engine_t *eng, weir_engine_stats_t *out);
+
+#endif

@@ -1,0 +1,45 @@
+/* Logging in Fluentd's style, to stderr:
+ *   2024-05-09 21:00:40 +0000 [warn]: message
+ * The level comes from <system> log_level, -v and -q. Never log a secret: configuration dumps
+ * mask them (see config.h). Safe to call from any thread. */
+#ifndef WEIR_LOG_H
+#define WEIR_LOG_H
+
+#include <stdbool.h>
+
+typedef enum weir_log_level {
+    WEIR_LOG_TRACE = 0,
+    WEIR_LOG_DEBUG,
+    WEIR_LOG_INFO,
+    WEIR_LOG_WARN,
+    WEIR_LOG_ERROR,
+    WEIR_LOG_FATAL,
+} weir_log_level_t;
+
+void weir_log_set_level(weir_log_level_t level);
+weir_log_level_t weir_log_get_level(void);
+bool weir_log_enabled(weir_log_level_t level);
+/* Parses "trace".."fatal"; returns -1 for anything else. */
+int weir_log_level_parse(const char *name);
+const char *weir_log_level_name(weir_log_level_t level);
+
+void weir_log(weir_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define weir_trace(...) weir_log(WEIR_LOG_TRACE, __VA_ARGS__)
+#define weir_debug(...) weir_log(WEIR_LOG_DEBUG, __VA_ARGS__)
+#define weir_info(...) weir_log(WEIR_LOG_INFO, __VA_ARGS__)
+#define weir_warn(...) weir_log(WEIR_LOG_WARN, __VA_ARGS__)
+#define weir_error(...) weir_log(WEIR_LOG_ERROR, __VA_ARGS__)
+
+/* A rate limiter for warnings that bad input could otherwise turn into a flood: at most one line
+ * per `interval_ms`, with the count of suppressed ones carried into the next line. */
+typedef struct weir_ratelimit {
+    unsigned interval_ms;
+    unsigned long long last_ms;
+    unsigned long suppressed;
+} weir_ratelimit_t;
+
+/* Returns true when a line may be written now; *suppressed receives the number skipped. */
+bool weir_ratelimit_ok(weir_ratelimit_t *rl, unsigned long *suppressed);
+
+#endif

@@ -1,0 +1,86 @@
+/* The interfaces between stages: what an input, an output and the engine that connects them
+ * promise each other.
+ *
+ * Acknowledgement: an input hands a batch to weir_engine_emit() and may acknowledge it to the
+ * sender only when the emit reports it durable, either at once (WEIR_EMIT_DONE) or later through
+ * the callback (WEIR_EMIT_PENDING). WEIR_EMIT_FULL means the output cannot take the batch now:
+ * the input stops reading from its senders and retries after weir_engine_on_space() calls
+ * back. The batch is never owned by the callee: outputs copy what they keep. */
+#ifndef WEIR_PLUGIN_H
+#define WEIR_PLUGIN_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "weir/common.h"
+#include "weir/config.h"
+#include "weir/event.h"
+
+typedef struct weir_engine weir_engine_t;
+
+typedef enum weir_emit_result {
+    WEIR_EMIT_ERROR = -1,  /* rejected for good (e.g. the record cannot be stored): no ack */
+    WEIR_EMIT_DONE = 0,    /* durable now; the callback is not called */
+    WEIR_EMIT_PENDING = 1, /* the callback is called once, on the loop thread, later */
+    WEIR_EMIT_FULL = 2,    /* not taken: wait for space (backpressure), then emit again */
+} weir_emit_result_t;
+
+/* status: 0 durable, -1 failed (do not ack). */
+typedef void (*weir_emit_cb)(void *arg, int status);
+
+typedef struct weir_output_ops {
+    const char *type;
+    /* Reads the <match> section (and its <buffer>, <format>, ...), validating everything;
+     * opens nothing, so --dry-run can call it. */
+    int (*create)(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err);
+    /* Opens files, starts timers and threads. */
+    int (*start)(void *state, weir_err_t *err);
+    weir_emit_result_t (*emit)(void *state, const weir_batch_t *b, weir_emit_cb cb, void *arg);
+    /* SIGUSR1: flush everything buffered now. May be NULL. */
+    void (*flush)(void *state);
+    /* Shutdown: finish what is in flight (flush_at_shutdown where configured), then call
+     * done(arg) once. May be NULL (nothing to finish). */
+    void (*stop)(void *state, void (*done)(void *arg), void *arg);
+    void (*destroy)(void *state);
+} weir_output_ops_t;
+
+typedef struct weir_input_ops {
+    const char *type;
+    /* Reads the <source> section, validating everything; opens no port. */
+    int (*create)(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err);
+    /* Opens the ports. */
+    int (*start)(void *state, weir_err_t *err);
+    /* Stops accepting, lets connections finish what they already sent (acks included), then
+     * calls done(arg) once. */
+    void (*stop)(void *state, void (*done)(void *arg), void *arg);
+    void (*destroy)(void *state);
+} weir_input_ops_t;
+
+/* The registry of built-in plugins (src/core/registry.c). */
+const weir_input_ops_t *weir_input_find(const char *type);
+const weir_output_ops_t *weir_output_find(const char *type);
+/* "forward, http" / "null, stdout, file": the names weir has, for messages. */
+void weir_plugin_names(bool inputs, weir_buf_t *out);
+
+/* What each input uses of the engine. `label` is the source's @label ("" or NULL for the
+ * top level). */
+uv_loop_t *weir_engine_loop(weir_engine_t *eng);
+weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const weir_batch_t *b,
+                                    weir_emit_cb cb, void *arg);
+/* Calls fn(arg) once, on the loop thread, the next time an output reports free space. A
+ * waiter is removed with weir_engine_cancel_space(). */
+typedef struct weir_space_waiter {
+    void (*fn)(void *arg);
+    void *arg;
+    struct weir_space_waiter *next;
+    bool queued;
+} weir_space_waiter_t;
+void weir_engine_on_space(weir_engine_t *eng, weir_space_waiter_t *w);
+void weir_engine_cancel_space(weir_engine_t *eng, weir_space_waiter_t *w);
+/* Outputs call this when space frees up after having answered WEIR_EMIT_FULL. */
+void weir_engine_space_available(weir_engine_t *eng);
+/* <system> values a plugin may need. */
+const char *weir_engine_hostname(const weir_engine_t *eng);
+bool weir_engine_dry_run(const weir_engine_t *eng);
+
+#endif

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs what weir needs from Debian 12's packages. `deps.sh` = to build and run;
+# `deps.sh test` = also what the test suite uses (real clients, sanitizers, s3rver's Node.js).
+# Skips apt-get entirely when everything is already there.
+set -eu
+
+BUILD="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libcurl4-openssl-dev libssl-dev
+libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev"
+TEST="libcmocka-dev python3 python3-msgpack python3-fluent-logger golang-go
+golang-github-fluent-fluent-logger-golang-dev openssl curl jq clang libclang-rt-14-dev
+clang-format procps"
+
+want="$BUILD"
+[ "${1:-}" = "test" ] && want="$BUILD $TEST"
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing:$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

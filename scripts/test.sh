@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs what the tests need, then builds and runs the whole suite twice: a normal
+# -Werror build, and an AddressSanitizer + UndefinedBehaviorSanitizer build. Also checks
+# clang-format and runs the fuzz targets briefly. Exits non-zero on the first failure.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/deps.sh test
+jobs=$(nproc)
+
+echo "== clang-format"
+bad=$(find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror 2>&1 | grep -c warning || true)
+if [ "$bad" != "0" ]; then
+    find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror
+    exit 1
+fi
+
+echo "== build (gcc, -Werror)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEIR_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== build (clang, ASan + UBSan)"
+CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWEIR_SANITIZE=ON -DWEIR_FUZZ=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs"

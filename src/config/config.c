@@ -1,0 +1,268 @@
+/* What is done with a parsed fluent.conf tree as a whole: locating things for messages, the
+ * check that every param and section was read by somebody, and the dump with secrets masked.
+ *
+ * Invariant: an unknown parameter is an error at start-up, never silently ignored. The one
+ * exception is weir_conf_ignored_params below: params that tune how Fluentd's Ruby runs and
+ * mean nothing to weir are accepted, with a debug line saying so. */
+#include <string.h>
+
+#include "conf_internal.h"
+#include "weir/log.h"
+
+/* Params that exist in Fluentd only to tune its Ruby internals. `section` is the name of the
+ * section they may appear in. Add one only when it really has no effect weir could honour. */
+static const struct {
+    const char *section;
+    const char *key;
+} weir_conf_ignored_params[] = {
+    {"parse", "json_parser"},                   /* which Ruby gem decodes JSON: oj, yajl, json */
+    {"format", "json_parser"},                  /* which Ruby gem encodes JSON */
+    {"source", "blocking_timeout"},             /* cool.io event loop tick of in_forward/in_http */
+    {"buffer", "flush_thread_interval"},        /* sleep of the Ruby flush threads when idle */
+    {"buffer", "flush_thread_burst_interval"},  /* their sleep between queued chunks */
+    {"system", "suppress_repeated_stacktrace"}, /* Ruby backtraces in the log */
+    {"system", "emit_error_log_interval"},      /* Ruby emit error backtrace throttling */
+    {"system", "enable_msgpack_time_support"},  /* registers a Ruby msgpack extension */
+    {"system", "enable_jit"},                   /* Ruby's YJIT */
+    {"system", "enable_input_metrics"},         /* Fluentd's metrics plugin counters */
+    {"system", "enable_size_metrics"},
+};
+
+static const char *const secret_keys[] = {
+    "aws_key_id",
+    "aws_sec_key",
+    "shared_key",
+    "password",
+    "private_key_passphrase",
+    "ca_private_key_passphrase",
+    "sse_customer_key",
+    "ssekms_key_id",
+};
+
+#define MASK "xxxxxx"
+
+bool weir_conf_is_secret_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof secret_keys / sizeof *secret_keys; i++)
+        if (strcmp(key, secret_keys[i]) == 0) return true;
+    return false;
+}
+
+void weir_conf_where(const char *file, int line, int col, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s:%d:%d", file ? file : "(config)", line, col);
+}
+
+static int verrorf_at(weir_err_t *err, const char *file, int line, int col, const char *fmt,
+                      va_list ap)
+{
+    char msg[WEIR_ERR_MAX], where[256];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    weir_conf_where(file, line, col, where, sizeof where);
+    weir_err_set(err, "%s: %s", where, msg);
+    return -1;
+}
+
+int conf_errorf_at(weir_err_t *err, const char *file, int line, int col, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verrorf_at(err, file, line, col, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int weir_conf_errorf(weir_err_t *err, const weir_conf_param_t *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (p) {
+        verrorf_at(err, p->file, p->line, p->col, fmt, ap);
+    } else if (err) {
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    }
+    va_end(ap);
+    return -1;
+}
+
+int weir_conf_section_errorf(weir_err_t *err, const weir_conf_section_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (s) {
+        verrorf_at(err, s->file, s->line, s->col, fmt, ap);
+    } else if (err) {
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    }
+    va_end(ap);
+    return -1;
+}
+
+void conf_section_label(const weir_conf_section_t *s, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "<%s%s%s>", s->name, *s->arg ? " " : "", s->arg);
+}
+
+/* "in <source> (@type forward)", or "at the top level" for the root. */
+static void context(const weir_conf_section_t *s, char *out, size_t outlen)
+{
+    if (!s->parent) {
+        snprintf(out, outlen, "at the top level");
+        return;
+    }
+    char label[200];
+    conf_section_label(s, label, sizeof label);
+    const weir_conf_param_t *type = weir_conf_find(s, "@type");
+    if (type)
+        snprintf(out, outlen, "in %s (@type %s)", label, type->value);
+    else
+        snprintf(out, outlen, "in %s", label);
+}
+
+static bool ignored(const weir_conf_section_t *s, const weir_conf_param_t *p)
+{
+    for (size_t i = 0; i < sizeof weir_conf_ignored_params / sizeof *weir_conf_ignored_params; i++)
+        if (strcmp(s->name, weir_conf_ignored_params[i].section) == 0 &&
+            strcmp(p->key, weir_conf_ignored_params[i].key) == 0)
+            return true;
+    return false;
+}
+
+int weir_conf_check_unused(weir_conf_section_t *s, weir_err_t *err)
+{
+    char ctx[300];
+    for (size_t i = 0; i < s->nparams; i++) {
+        weir_conf_param_t *p = &s->params[i];
+        if (p->used) continue;
+        if (ignored(s, p)) {
+            weir_debug("%s:%d: ignoring '%s %s': tunes Fluentd's Ruby internals, nothing to do "
+                       "in weir",
+                       p->file, p->line, p->key, p->secret ? MASK : p->value);
+            p->used = true;
+            continue;
+        }
+        context(s, ctx, sizeof ctx);
+        return weir_conf_errorf(err, p, "unknown parameter '%s' %s", p->key, ctx);
+    }
+    for (size_t i = 0; i < s->nchildren; i++) {
+        weir_conf_section_t *c = s->children[i];
+        if (!c->used) {
+            char label[200];
+            conf_section_label(c, label, sizeof label);
+            context(s, ctx, sizeof ctx);
+            return weir_conf_section_errorf(err, c, "unknown section %s %s", label, ctx);
+        }
+        if (weir_conf_check_unused(c, err) < 0) return -1;
+    }
+    return 0;
+}
+
+/* A value that can be written as it is: re-reading it as bare text gives the same string. */
+static bool bare_ok(const char *v)
+{
+    if (strchr(" \t\"'#[{", v[0])) return false;
+    char prev = 0;
+    for (const char *p = v; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 || c == 0x7f) return false;
+        if (c == '#' && (prev == ' ' || prev == '\t')) return false;
+        prev = (char)c;
+    }
+    return prev != ' ' && prev != '\t';
+}
+
+/* A JSON array or hash that re-reads as the same JSON value. */
+static bool json_ok(const char *v)
+{
+    if (v[0] != '[' && v[0] != '{') return false;
+    conf_json_t j = {.p = v, .end = v + strlen(v)};
+    if (!conf_json_value(&j, 0)) return false;
+    conf_json_ws(&j);
+    return j.p == j.end;
+}
+
+static void dump_quoted(const char *v, FILE *out)
+{
+    fputc('"', out);
+    for (const char *p = v; *p; p++) {
+        switch (*p) {
+        case '"':
+            fputs("\\\"", out);
+            break;
+        case '\\':
+            fputs("\\\\", out);
+            break;
+        case '\n':
+            fputs("\\n", out);
+            break;
+        case '\r':
+            fputs("\\r", out);
+            break;
+        case '\t':
+            fputs("\\t", out);
+            break;
+        case '\f':
+            fputs("\\f", out);
+            break;
+        case '\b':
+            fputs("\\b", out);
+            break;
+        case '\v':
+            fputs("\\v", out);
+            break;
+        case '\a':
+            fputs("\\a", out);
+            break;
+        case '\x1b':
+            fputs("\\e", out);
+            break;
+        case '#':
+            /* "\#{" keeps a literal "#{" from being read as embedded Ruby. */
+            fputs(p[1] == '{' ? "\\#" : "#", out);
+            break;
+        default:
+            fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static void dump_params(const weir_conf_section_t *s, FILE *out, int indent)
+{
+    for (size_t i = 0; i < s->nparams; i++) {
+        const weir_conf_param_t *p = &s->params[i];
+        fprintf(out, "%*s%s", indent, "", p->key);
+        if (p->secret || weir_conf_is_secret_key(p->key)) {
+            fputs(" " MASK, out);
+        } else if (*p->value) {
+            fputc(' ', out);
+            if (bare_ok(p->value) || json_ok(p->value))
+                fputs(p->value, out);
+            else
+                dump_quoted(p->value, out);
+        }
+        fputc('\n', out);
+    }
+}
+
+static void dump_section(const weir_conf_section_t *s, FILE *out, int indent)
+{
+    fprintf(out, "%*s<%s%s%s>\n", indent, "", s->name, *s->arg ? " " : "", s->arg);
+    dump_params(s, out, indent + 2);
+    for (size_t i = 0; i < s->nchildren; i++)
+        dump_section(s->children[i], out, indent + 2);
+    fprintf(out, "%*s</%s>\n", indent, "", s->name);
+}
+
+void weir_conf_dump(const weir_conf_section_t *s, FILE *out)
+{
+    if (s->parent) {
+        dump_section(s, out, 0);
+        return;
+    }
+    dump_params(s, out, 0);
+    for (size_t i = 0; i < s->nchildren; i++) {
+        if (i > 0 || s->nparams > 0) fputc('\n', out);
+        dump_section(s->children[i], out, 0);
+    }
+}

@@ -1,0 +1,40 @@
+/* The built-in plugins, by the @type names Fluentd users write. Adding a plugin
+ * means adding its ops here; nothing is loaded at run time. */
+#include <string.h>
+
+#include "weir/plugin.h"
+
+extern const weir_output_ops_t weir_out_null_ops;
+
+static const weir_input_ops_t *const inputs[] = {
+    NULL,
+};
+
+static const weir_output_ops_t *const outputs[] = {
+    &weir_out_null_ops,
+    NULL,
+};
+const weir_input_ops_t *weir_input_find(const char *type)
+{
+    for (size_t i = 0; inputs[i]; i++)
+        if (strcmp(inputs[i]->type, type) == 0) return inputs[i];
+    return NULL;
+}
+
+const weir_output_ops_t *weir_output_find(const char *type)
+{
+    for (size_t i = 0; outputs[i]; i++)
+        if (strcmp(outputs[i]->type, type) == 0) return outputs[i];
+    return NULL;
+}
+
+void weir_plugin_names(bool inputs_wanted, weir_buf_t *out)
+{
+    for (size_t i = 0;; i++) {
+        const char *name = inputs_wanted ? (inputs[i] ? inputs[i]->type : NULL)
+                                         : (outputs[i] ? outputs[i]->type : NULL);
+        if (!name) break;
+        if (i) weir_buf_append(out, ", ", 2);
+        weir_buf_append(out, name, strlen(name));
+    }
+}
