@@ -81,7 +81,7 @@ void weir_batch_append_raw(weir_batch_t *b, const char *entries, size_t len, uin
 void weir_batch_iter_init(weir_batch_iter_t *it, const char *data, size_t len)
 {
     it->p = data;
-    it->end = data + len;
+    it->end = data ? data + len : data; /* NULL + 0 is undefined in C */
 }
 
 static uint32_t get32(const char *p)

@@ -62,7 +62,7 @@ ssize_t weir_mp_read(const char *p, size_t avail, weir_mp_obj_t *o)
     }
     /* Fixed header sizes of 0xc0..0xdf, by (c - 0xc0): the bytes after the type byte. */
     static const unsigned char extra[32] = {
-        0, 0, 0, 0, 1, 2, 4, 1, 2,  4, 4, 8, 1, 2, 4, 8, /* c0..cf */
+        0, 0, 0, 0, 1, 2, 4, 2, 3,  5, 4, 8, 1, 2, 4, 8, /* c0..cf: ext8/16/32 add a type byte */
         1, 2, 4, 8, 2, 3, 5, 9, 17, 1, 2, 4, 2, 4, 2, 4, /* d0..df */
     };
     size_t h = 1 + extra[c - 0xc0];
