@@ -4,9 +4,11 @@
 
 #include "weir/plugin.h"
 
+extern const weir_input_ops_t weir_in_forward_ops;
 extern const weir_output_ops_t weir_out_null_ops;
 
 static const weir_input_ops_t *const inputs[] = {
+    &weir_in_forward_ops,
     NULL,
 };
 

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Writes seed inputs for weir's libFuzzer targets.
+
+Usage: make_corpus.py [TARGET] DIR
+
+TARGET is the fuzz target's name (fuzz_forward, ...); with only DIR, every known target's
+seeds are written. Seeds for fuzz_forward are the frames of docs/forward-protocol.md section 7
+(plus the PING of section 2.4 and a few JSON requests). Plain python3, standard library only.
+Add a target by adding a function to SEEDS.
+"""
+import gzip
+import os
+import struct
+import sys
+import zlib
+
+T = "ce 65 53 f1 00"  # 1700000000
+R = "81 a1 6b a1 76"  # {"k":"v"}
+CHUNK_C1 = "81 a5 63 68 75 6e 6b a2 63 31"  # {"chunk":"c1"}
+ENTRY1 = "92 d7 00 65 53 f1 00 00 00 00 01 81 a1 61 01"
+ENTRY2 = "92 d7 00 65 53 f1 00 00 00 00 02 81 a1 61 02"
+GZIP_OPT = "81 aa 63 6f 6d 70 72 65 73 73 65 64 a4 67 7a 69 70"
+ZSTD_OPT = "81 aa 63 6f 6d 70 72 65 73 73 65 64 a4 7a 73 74 64"
+# zstd frames of ENTRY1 and ENTRY2 (level 3); the standard library has no zstd
+ZSTD1 = "28b52ffd200f79000092d7006553f1000000000181a16101"
+ZSTD2 = "28b52ffd200f79000092d7006553f1000000000281a16102"
+
+
+def h(text):
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+def gz(data, level=6):
+    """One gzip member with mtime 0, as Fluentd writes them."""
+    return gzip.compress(data, compresslevel=level, mtime=0)
+
+
+def mp_str(b):
+    if len(b) < 32:
+        return bytes([0xA0 | len(b)]) + b
+    if len(b) < 256:
+        return b"\xd9" + bytes([len(b)]) + b
+    return b"\xdb" + struct.pack(">I", len(b)) + b
+
+
+def mp_bin(b):
+    if len(b) < 256:
+        return b"\xc4" + bytes([len(b)]) + b
+    return b"\xc6" + struct.pack(">I", len(b)) + b
+
+
+def packed(tag, payload, option=b"", str32=True):
+    head = bytes([0x93 if option else 0x92]) + mp_str(tag.encode())
+    body = (b"\xdb" + struct.pack(">I", len(payload)) + payload) if str32 else mp_bin(payload)
+    return head + body + option
+
+
+def forward_seeds():
+    s = {}
+    e12 = h(ENTRY1 + ENTRY2)
+    # A. basic modes and encodings
+    s["a01_message"] = h("93 a1 74" + T + R)
+    s["a02_eventtime"] = h("93 a1 74 d7 00 65 53 f1 00 07 5b cd 15" + R)
+    s["a03_ext8"] = h("93 a1 74 c7 08 00 65 53 f1 00 07 5b cd 15" + R)
+    s["a04_ext16"] = h("93 a1 74 c8 00 08 00 65 53 f1 00 07 5b cd 15" + R)
+    s["a04_ext32"] = h("93 a1 74 c9 00 00 00 08 00 65 53 f1 00 07 5b cd 15" + R)
+    s["a05_int32"] = h("93 a1 74 d2 65 53 f1 00" + R)
+    s["a05_uint64"] = h("93 a1 74 cf 00 00 00 00 65 53 f1 00" + R)
+    s["a06_sec_2_31"] = h("93 a1 74 d7 00 80 00 00 00 00 00 00 00" + R)
+    s["a07_ack"] = h("94 a1 74" + T + R + CHUNK_C1)
+    s["a08_empty_option"] = h("94 a1 74 d2 65 53 f1 00" + R + "80")
+    s["a09_nil_option"] = h("94 a1 74" + T + R + "c0")
+    fwd10 = "92 92 ce 65 53 f1 00 81 a1 61 01 92 d7 00 65 53 f1 00 00 00 00 05 81 a1 61 02"
+    s["a10_forward"] = h("92 a3 61 70 70" + fwd10)
+    s["a11_forward_ack"] = h("93 a1 74" + fwd10 + CHUNK_C1)
+    s["a12_packed_bin8"] = h(
+        "93 a3 61 70 70 c4 14 92 ce 65 53 f1 00 81 a1 61 01 92 ce 65 53 f1 01 81 a1 61 02 "
+        "81 a4 73 69 7a 65 02")
+    s["a13_fluentd_packed"] = h(
+        "93 a3 61 70 70 db 00 00 00 1e" + ENTRY1 + ENTRY2 +
+        "83 a4 73 69 7a 65 02 aa 63 6f 6d 70 72 65 73 73 65 64 a4 74 65 78 74 a5 63 68 75 6e 6b "
+        "b9 41 41 45 43 41 77 51 46 42 67 63 49 43 51 6f 4c 44 41 30 4f 44 77 3d 3d 0a")
+    s["a14_gzip_members"] = packed(
+        "app", gz(h(ENTRY1)) + gz(h(ENTRY2)),
+        h("82 a4 73 69 7a 65 02 aa 63 6f 6d 70 72 65 73 73 65 64 a4 67 7a 69 70"))
+    s["a15_fluentbit_gzip"] = packed(
+        "app", gz(e12),
+        h("83 a4 73 69 7a 65 02 aa 63 6f 6d 70 72 65 73 73 65 64 a4 67 7a 69 70 "
+          "ad 66 6c 75 65 6e 74 5f 73 69 67 6e 61 6c 00"), str32=False)
+    s["a16_zstd_frames"] = packed("app", h(ZSTD1 + ZSTD2), h(ZSTD_OPT))
+    meta = "92 92 d7 00 65 53 f1 00 00 00 00 00 80 81 a1 61 01"
+    s["a17_metadata_forward"] = h(
+        "93 a3 61 70 70 91" + meta + "81 ad 66 6c 75 65 6e 74 5f 73 69 67 6e 61 6c 00")
+    s["a18_metadata_packed"] = packed("app", h(meta), str32=False)
+    s["a19_group_markers"] = h(
+        "92 a1 74 93 92 92 d7 00 ff ff ff ff 00 00 00 00 80 81 a8 72 65 73 6f 75 72 63 65 80 "
+        "92 92 d7 00 65 53 f1 00 00 00 00 00 80" + R +
+        "92 92 d7 00 ff ff ff fe 00 00 00 00 80 80")
+    s["a20_empty_forward_ack"] = h("93 a1 74 90" + CHUNK_C1)
+    s["a21_empty_packed_ack"] = h("93 a1 74 c4 00" + CHUNK_C1)
+    s["a22_bin_tag"] = h("93 c4 01 74" + T + R)
+    rich = ("86 a1 62 c4 02 00 ff a1 6e 81 a1 78 92 01 92 02 03 01 a1 69 a1 65 d7 00 65 53 f1 00 "
+            "00 00 00 01 a1 66 d4 05 2a a1 67 cb 3f f8 00 00 00 00 00 00")
+    s["a23_rich_record"] = h("93 a1 74" + T + rich)
+    s["a24_compressed_on_forward"] = h("93 a1 74" + fwd10 + GZIP_OPT)
+    s["a25_wrong_size"] = h(
+        "93 a3 61 70 70 c4 14 92 ce 65 53 f1 00 81 a1 61 01 92 ce 65 53 f1 01 81 a1 61 02 "
+        "81 a4 73 69 7a 65 63")
+    s["a26_fifth_element"] = h("95 a1 74" + T + R + "80 01")
+    # B. stream handling: several frames in one input
+    s["b27_many_frames"] = (h("c0") + h("93 a1 74" + T + R) * 20 +
+                            packed("t", gz(e12), h(GZIP_OPT)) + h("c0 c0"))
+    s["b30_half_frame"] = h("93 a1 74" + T + R) + h("93 a1 74" + T)
+    # C. event-level invalid
+    for name, time in [("c36_nil", "c0"), ("c37_float", "cb 41 d9 54 fc 40 20 00 00"),
+                       ("c38_negative", "ff"), ("c39_2_32", "cf 00 00 00 01 00 00 00 00"),
+                       ("c40_ext0_len4", "d6 00 65 53 f1 00"), ("c41_ext5", "d7 05 65 53 f1 00 00 00 00 00"),
+                       ("c41_timestamp32", "d6 ff 65 53 f1 00"),
+                       ("c42_nsec_1e9", "d7 00 65 53 f1 00 3b 9a ca 00"), ("c44_zero", "00")]:
+        s[name] = h("94 a1 74 " + time + R + CHUNK_C1)
+    s["c43_string_time"] = h("93 a1 74 a3 31 32 33" + CHUNK_C1)
+    s["c45_record_not_map"] = h("93 a1 74 92 92" + T + "a1 78 92" + T + R + CHUNK_C1)
+    s["c46_entry_not_array"] = h("92 a1 74 92 01 92" + T + R)
+    s["c46_entry_3_elements"] = h("92 a1 74 91 93" + T + R + "01")
+    s["c47_bad_wrapper"] = h("92 a1 74 91 92 91 d7 00 65 53 f1 00 00 00 00 00" + R)
+    # D. fatal and adversarial
+    s["d48_reserved"] = h("93 a1 74 c1" + R)
+    s["d49_int"] = h("01")
+    s["d50_one_element"] = h("91 a1 74")
+    s["d51_option_int"] = h("93 a1 74 90 01")
+    s["d52_tag_int"] = h("93 01" + T + R)
+    s["d53_truncated_ext"] = h("93 a1 74 91 92 c7")
+    s["d54_huge_array"] = h("92 a1 74 dd 7f ff ff ff") + bytes(10)
+    s["d55_huge_map"] = h("93 a1 74" + T + "df ff ff ff ff") + bytes(4)
+    s["d56_huge_str"] = h("93 db ff ff ff ff 61")
+    s["d57_deep"] = h("92 a1 74 91 92" + T + "81 a1 6b") + b"\x91" * 70 + b"\x01"
+    s["d57_many_91"] = b"\x91" * 4096
+    member = gz(e12)
+    s["d60_random_gzip"] = packed("t", bytes((i * 97 + 13) & 0xFF for i in range(64)), h(GZIP_OPT))
+    s["d61_truncated_gzip"] = packed("t", member[:-8], h(GZIP_OPT))
+    bad_crc = bytearray(member)
+    bad_crc[-8] ^= 1
+    s["d62_bad_crc"] = packed("t", bytes(bad_crc), h(GZIP_OPT))
+    stored = b"".join(h("92 d7 00 65 53 f1 00 00 00 00 09 81 a1 62 c4 06 1f 8b 08 00 00 00")
+                      for _ in range(20))
+    s["d63_stored_magic"] = packed("t", gz(stored, level=0), h(GZIP_OPT))
+    s["d64_small_bomb"] = packed("t", gz(bytes(4 << 20), level=9), h(GZIP_OPT))
+    s["d65_trailing_magic"] = packed("t", member + b"\x1f\x8b", h(GZIP_OPT))
+    s["d65_trailing_zeros"] = packed("t", member + b"\x00\x00", h(GZIP_OPT))
+    s["d66_gzip_over_plain"] = packed("t", e12, h(GZIP_OPT))
+    s["d67_lz4"] = packed("t", e12, h("81 aa 63 6f 6d 70 72 65 73 73 65 64 a3 6c 7a 34"))
+    s["d68_sniffed_gzip"] = packed("t", member)
+    s["d69_truncated_entry"] = packed("t", gz(h(ENTRY1 + "92 d7 00 65 53 f1")), h(GZIP_OPT))
+    s["d70_malformed_entries"] = packed("t", gz(h(ENTRY1 + "92 c1 80")), h(GZIP_OPT))
+    s["d71_unknown_ext"] = h("93 a1 74" + T + "82 a1 6b a1 76 a1 78 d4 07 00")
+    s["fluent_signal_metrics"] = packed(
+        "t", h("01 02 03"),
+        h("82 a5 63 68 75 6e 6b a2 63 31 ad 66 6c 75 65 6e 74 5f 73 69 67 6e 61 6c 01"))
+    # E. ack echo
+    s["e73_bin_chunk"] = h("94 a1 74" + T + R + "81 a5 63 68 75 6e 6b c4 02 63 31")
+    s["e74_int_chunk"] = h("94 a1 74" + T + R + "81 a5 63 68 75 6e 6b 07")
+    # G. JSON
+    s["g81_json"] = b'["t",1700000000,{"a":1}]'
+    s["g82_json_ack"] = b'["t",1700000000,{"a":1},{"chunk":"x"}]'
+    s["g83_two_json"] = b'["t",1700000000,{"a":1}]\n["t",1700000001,{"a":2.5,"s":"]\\"}"}]\n'
+    s["g_json_forward"] = b'["t",[[1700000000,{"a":1}],[0,{"b":[true,null]}]],{"chunk":"y"}]'
+    s["g84_leading_space"] = b' ["t",1700000000,{"a":1}]'
+    # H. handshake: the PING of section 2.4
+    ping = (b"\x96" + mp_str(b"PING") + mp_str(b"client.example") +
+            mp_str(b"0123456789abcdef0123456789abcdef") +
+            mp_str(b"3a680037d3979b4f789647cd22e7e55f2197791eb498799823c424e2213124ed"
+                   b"63938d1c422f50e08ec02957ef44df338e46c77e8ea164b0dde6d64e171b30df") +
+            mp_str(b"alice") +
+            mp_str(b"175443d1726b2836999b8b7b54c1fcf0a2ec1071f20fbec9f6e0a7594cf70f20"
+                   b"8e7ed315db82d7e4f45981d04990e9b9b46ea8f69444a5cf5e25601d72aa83e5"))
+    s["h86_ping"] = ping
+    s["h91_ping_then_frame"] = ping + h("93 a1 74" + T + R)
+    s["h87_ping_bin_salt"] = (b"\x96" + mp_str(b"PING") + mp_str(b"fluent-bit") +
+                              mp_bin(bytes(range(16))) + mp_str(b"0" * 128) + mp_str(b"") +
+                              mp_str(b""))
+    # a zlib-level check that the payloads above are what they claim
+    assert zlib.decompress(member, 16 + zlib.MAX_WBITS) == e12
+    return s
+
+
+SEEDS = {
+    "fuzz_forward": forward_seeds,
+}
+
+
+def main(argv):
+    if len(argv) == 2:
+        targets, out = list(SEEDS), argv[1]
+    elif len(argv) == 3:
+        targets, out = [argv[1]], argv[2]
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    os.makedirs(out, exist_ok=True)
+    written = 0
+    for target in targets:
+        make = SEEDS.get(target)
+        if make is None:
+            print("make_corpus.py: no seeds for %s (starting from an empty corpus)" % target)
+            continue
+        for name, data in sorted(make().items()):
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(data)
+            written += 1
+    print("make_corpus.py: wrote %d seeds to %s" % (written, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
