@@ -6,6 +6,7 @@
 
 extern const weir_input_ops_t weir_in_forward_ops;
 extern const weir_output_ops_t weir_out_null_ops;
+extern const weir_output_ops_t weir_out_stdout_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -14,6 +15,7 @@ static const weir_input_ops_t *const inputs[] = {
 
 static const weir_output_ops_t *const outputs[] = {
     &weir_out_null_ops,
+    &weir_out_stdout_ops,
     NULL,
 };
 const weir_input_ops_t *weir_input_find(const char *type)

@@ -1,0 +1,103 @@
+/* Calendar arithmetic shared by the zone reader and the time formatter (proleptic Gregorian,
+ * days counted from 1970-01-01, valid far beyond the uint32 seconds an EventTime holds). */
+#ifndef WEIR_FORMAT_INTERNAL_H
+#define WEIR_FORMAT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "weir/mp.h"
+
+static inline int64_t weir_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static inline void weir_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static inline bool weir_is_leap(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* weir_mp_read with the tags of a typical record decoded inline (fixstr, str8, positive fixint,
+ * fixmap, fixarray, nil, booleans); anything else goes to weir_mp_read. A function call per
+ * object was a fifth of the JSON time. */
+static inline ssize_t weir_mp_read_fast(const char *p, size_t avail, weir_mp_obj_t *o)
+{
+    if (avail == 0) return WEIR_MP_INCOMPLETE;
+    unsigned char c = (unsigned char)p[0];
+    if (c >= 0xa0 && c <= 0xbf) {
+        uint32_t n = c & 0x1f;
+        if (avail - 1 < n) return WEIR_MP_INCOMPLETE;
+        o->type = WEIR_MP_STR;
+        o->ptr = p + 1;
+        o->len = n;
+        return 1 + (ssize_t)n;
+    }
+    if (c <= 0x7f) {
+        o->type = WEIR_MP_UINT;
+        o->v.u = c;
+        return 1;
+    }
+    if (c <= 0x9f) {
+        o->type = c <= 0x8f ? WEIR_MP_MAP : WEIR_MP_ARRAY;
+        o->v.n = c & 0x0f;
+        return 1;
+    }
+    if (c == 0xd9 && avail >= 2) {
+        uint32_t n = (unsigned char)p[1];
+        if (avail - 2 < n) return WEIR_MP_INCOMPLETE;
+        o->type = WEIR_MP_STR;
+        o->ptr = p + 2;
+        o->len = n;
+        return 2 + (ssize_t)n;
+    }
+    if (c >= 0xc0 && c <= 0xc3 && c != 0xc1) {
+        o->type = c == 0xc0 ? WEIR_MP_NIL : WEIR_MP_BOOL;
+        o->v.b = c == 0xc3;
+        return 1;
+    }
+    return weir_mp_read(p, avail, o);
+}
+
+/* Length of the whole value at p (containers included), or <= 0 as weir_mp_skip. */
+static inline ssize_t weir_mp_value_len(const char *p, size_t avail, int max_depth)
+{
+    weir_mp_obj_t o;
+    ssize_t n = weir_mp_read_fast(p, avail, &o);
+    if (n <= 0) return n;
+    if ((o.type == WEIR_MP_MAP || o.type == WEIR_MP_ARRAY) && o.v.n > 0)
+        return weir_mp_skip(p, avail, max_depth);
+    return n;
+}
+
+/* Floor division and modulo for possibly negative seconds. */
+static inline int64_t weir_floordiv(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static inline int64_t weir_floormod(int64_t a, int64_t b)
+{
+    return a - weir_floordiv(a, b) * b;
+}
+
+#endif

@@ -1,0 +1,190 @@
+"""The command line and the router, through the real binary: --version, --help, --dry-run on
+good and bad files (the pipeline's own fluent.conf included), FLUENTD_CONF, signals, secrets
+masked in the printed configuration, and Fluentd's <match> semantics (first match wins,
+several patterns, labels, unmatched events dropped with a warning)."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import msgpack
+
+from weirtest import SOURCE_DIR, WEIR_BIN, Weir, dry_run, free_port, run_tests
+
+SHARED_CONF = os.path.join(SOURCE_DIR, "test/data/config/teleport.conf")
+
+
+def run(args, env=None, **kw):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([WEIR_BIN] + args, capture_output=True, env=e, timeout=30, **kw)
+
+
+def write(text):
+    fd, path = tempfile.mkstemp(suffix=".conf")
+    os.write(fd, text.encode())
+    os.close(fd)
+    return path
+
+
+def test_version_and_help():
+    p = run(["--version"])
+    assert p.returncode == 0 and p.stdout.decode().startswith("weir "), p
+    p = run(["--help"])
+    assert p.returncode == 0 and b"--dry-run" in p.stdout and b"USR1" in p.stdout
+    p = run(["--no-such-flag"])
+    assert p.returncode == 2
+
+
+def test_dry_run_good_and_bad():
+    good = write("<source>\n  @type forward\n  port 0\n</source>\n<match **>\n  @type null\n</match>\n")
+    rc, log = dry_run(good)
+    assert rc == 0 and "configuration is valid" in log, log
+    bad = write("<source>\n  @type forward\n  prot 24224\n</source>\n")
+    rc, log = dry_run(bad)
+    assert rc == 1, log
+    assert "%s:3:3: unknown parameter 'prot'" % bad in log, log
+    unterminated = write("<match **>\n  @type null\n")
+    rc, log = dry_run(unterminated)
+    assert rc == 1 and "%s:1:1" % unterminated in log, log
+
+
+def plugin_exists(kind, name):
+    text = ("<source>\n @type %s\n</source>\n" if kind == "source" else
+            "<match **>\n @type %s\n</match>\n") % name
+    p = run(["--dry-run", "-c", write(text)])
+    return "does not have these plugins" not in p.stderr.decode()
+
+
+def test_dry_run_of_the_pipeline_configuration():
+    """The real Teleport -> S3 configuration parses; until a plugin exists, --dry-run names
+    exactly the @types that are missing (and nothing else); once all exist it passes."""
+    env = {"FLUENTD_KEY_PASSPHRASE": "x" * 64, "AWS_ACCESS_KEY_ID": "AKIA",
+           "AWS_SECRET_ACCESS_KEY": "s"}
+    rc, log = dry_run(SHARED_CONF, env=env)
+    expected = []
+    if not plugin_exists("source", "http"):
+        expected.append("@type http (<source>)")
+    if not plugin_exists("match", "s3"):
+        expected.append("@type s3 (<match test.log session.*.log>)")
+    if not expected:
+        assert rc == 0, log
+        return
+    assert rc == 1, log
+    named = [line.split(": ", 1)[1] for line in log.splitlines() if ".conf:" in line and "@type" in line]
+    assert named == expected, (named, log)
+
+
+def test_show_config_masks_secrets():
+    p = run(["--show-config", "-c", SHARED_CONF],
+            env={"FLUENTD_KEY_PASSPHRASE": "topsecretpassphrase", "AWS_SECRET_ACCESS_KEY": "awssecret"})
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    assert "topsecretpassphrase" not in out and "awssecret" not in out
+    assert "private_key_passphrase xxxxxx" in out and "aws_sec_key xxxxxx" in out, out
+
+
+def test_fluentd_conf_env_selects_the_file():
+    path = write("<source>\n  @type forward\n  port 0\n</source>\n<match **>\n  @type null\n</match>\n")
+    p = run(["--dry-run"], env={"FLUENTD_CONF": path})
+    assert p.returncode == 0, p.stderr
+    assert path.encode() in p.stderr
+
+
+def test_signals_term_usr1_hup():
+    port = free_port()
+    with Weir("<source>\n @type forward\n port %d\n bind 127.0.0.1\n</source>\n"
+              "<match **>\n @type null\n</match>\n" % port) as w:
+        w.start([port])
+        w.proc.send_signal(signal.SIGHUP)
+        w.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        assert w.proc.poll() is None
+        assert w.stop(signal.SIGTERM) == 0
+    log = w.log()
+    assert "SIGHUP" in log and "flushing buffers" in log and "shutdown complete" in log, log
+
+
+def send(port, tag, record):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(msgpack.packb([tag, 1700000000, record, {"chunk": "k"}]))
+    s.settimeout(5)
+    assert msgpack.unpackb(s.recv(100)) == {"ack": "k"}
+    s.close()
+
+
+ROUTES = """
+<source>
+  @type forward
+  port %d
+  bind 127.0.0.1
+</source>
+<source>
+  @type forward
+  port %d
+  bind 127.0.0.1
+  @label @AUDIT
+</source>
+<match test.log session.*.log>
+  @type stdout
+  <inject>
+    hostname_key route
+    hostname A
+  </inject>
+</match>
+<match app.**>
+  @type stdout
+  <inject>
+    hostname_key route
+    hostname B
+  </inject>
+</match>
+<match {x,y}.z>
+  @type stdout
+  <inject>
+    hostname_key route
+    hostname C
+  </inject>
+</match>
+<label @AUDIT>
+  <match **>
+    @type stdout
+    <inject>
+      hostname_key route
+      hostname L
+    </inject>
+  </match>
+</label>
+"""
+
+
+def test_routing_first_match_and_labels():
+    p1, p2 = free_port(), free_port()
+    with Weir(ROUTES % (p1, p2)) as w:
+        w.start([p1, p2])
+        cases = [("test.log", "A"), ("session.abc-123.log", "A"), ("app", "B"), ("app.web.x", "B"),
+                 ("x.z", "C"), ("y.z", "C")]
+        for tag, _ in cases:
+            send(p1, tag, {"t": tag})
+        send(p1, "session.log.abc.log", {"t": "nomatch"})
+        send(p2, "test.log", {"t": "label"})
+        ev = w.wait_events(len(cases) + 1)
+        w.stop()
+    got = [(e[2], e[3]["route"]) for e in ev]
+    assert got == cases + [("test.log", "L")], got
+    assert 'no patterns matched tag="session.log.abc.log"' in w.log()
+
+
+if __name__ == "__main__":
+    run_tests([
+        test_version_and_help,
+        test_dry_run_good_and_bad,
+        test_dry_run_of_the_pipeline_configuration,
+        test_show_config_masks_secrets,
+        test_fluentd_conf_env_selects_the_file,
+        test_signals_term_usr1_hup,
+        test_routing_first_match_and_labels,
+    ])

@@ -1,0 +1,176 @@
+"""Helpers for integration tests: run the real weir binary on a configuration, wait until it
+listens, stop it, and read what its outputs produced.
+
+Tests run under /usr/bin/python3 (Debian's msgpack and fluent-logger live there). Each test
+file is a plain script that exits non-zero on failure and prints 'N passed, N failed'."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+WEIR_BIN = os.environ.get("WEIR_BIN", os.path.join(os.path.dirname(__file__), "../../build/weir"))
+SOURCE_DIR = os.environ.get("WEIR_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+
+
+def free_port():
+    """A TCP port that is free on 127.0.0.1 now (and whose UDP twin is free too)."""
+    for _ in range(50):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+    raise RuntimeError("no free port")
+
+
+def wait_port(port, timeout=10.0, host="127.0.0.1"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d did not open" % port)
+
+
+STDOUT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.(\d{9}) [+-]\d{4}) (.*?): (\{.*\})$")
+
+
+class Weir:
+    """A weir process. Use as a context manager; the process is stopped with SIGTERM."""
+
+    def __init__(self, config, env=None, workdir=None, args=()):
+        self.dir = workdir or tempfile.mkdtemp(prefix="weir-it-")
+        self.conf = os.path.join(self.dir, "fluent.conf")
+        with open(self.conf, "w") as f:
+            f.write(config)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.args = list(args)
+        self.proc = None
+        self.out_path = os.path.join(self.dir, "stdout.log")
+        self.err_path = os.path.join(self.dir, "stderr.log")
+
+    def start(self, wait_ports=()):
+        self.out = open(self.out_path, "ab")
+        self.err = open(self.err_path, "ab")
+        self.proc = subprocess.Popen([WEIR_BIN, "-c", self.conf] + self.args, stdout=self.out,
+                                     stderr=self.err, env=self.env, cwd=self.dir)
+        for p in wait_ports:
+            try:
+                wait_port(p)
+            except RuntimeError:
+                raise RuntimeError("weir did not listen on %d:\n%s" % (p, self.log()))
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self.out.close()
+        self.err.close()
+        return rc
+
+    def log(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stdout_events(self):
+        """Events printed by `@type stdout`: (time text, nanoseconds, tag, record)."""
+        events = []
+        with open(self.out_path, "rb") as f:
+            for line in f.read().decode("utf-8").splitlines():
+                m = STDOUT_LINE.match(line)
+                if m:
+                    events.append((m.group(1), int(m.group(2)), m.group(3), json.loads(m.group(4))))
+        return events
+
+    def wait_events(self, n, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ev = self.stdout_events()
+            if len(ev) >= n:
+                return ev
+            time.sleep(0.05)
+        return self.stdout_events()
+
+
+def dry_run(config_path, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([WEIR_BIN, "--dry-run", "-c", config_path], capture_output=True, env=e)
+    return p.returncode, p.stderr.decode("utf-8", "replace")
+
+
+def run_tests(tests):
+    """Runs test functions; prints a closing line CTest's log readers understand."""
+    passed = failed = 0
+    only = sys.argv[1:] if len(sys.argv) > 1 else None
+    for t in tests:
+        if only and t.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            t()
+            passed += 1
+            print("[ OK ] %s (%.1fs)" % (t.__name__, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("[FAIL] %s" % t.__name__, flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+def sh(cmd, cwd=None):
+    subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+def make_certs(d, passphrase="0123456789abcdef" * 4):
+    """Certificates as `teleport-event-handler configure` makes them (docs/http-input.md 6.1),
+    with RSA 2048 to keep tests quick: ca.crt, server.crt + server.key (encrypted, legacy PEM)
+    and server.pkcs8.key (encrypted PKCS#8), client.crt + client.key. Returns the passphrase."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    with open(os.path.join(d, "client.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 "
+       "-subj /CN=CA -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
+       "-addext keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    for name in ("server", "client"):
+        sh("openssl req -newkey rsa:2048 -nodes -keyout %s.plain.key -out %s.csr -subj /CN=%s"
+           % (name, name, name.capitalize()), cwd=d)
+        sh("openssl x509 -req -in %s.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 "
+           "-extfile %s.ext -out %s.crt" % (name, name, name), cwd=d)
+    sh("openssl rsa -in server.plain.key -aes256 -traditional -passout pass:%s -out server.key"
+       % passphrase, cwd=d)
+    sh("openssl pkcs8 -topk8 -in server.plain.key -v2 aes-256-cbc -passout pass:%s "
+       "-out server.pkcs8.key" % passphrase, cwd=d)
+    os.rename(os.path.join(d, "client.plain.key"), os.path.join(d, "client.key"))
+    return passphrase
