@@ -7,6 +7,7 @@
 extern const weir_input_ops_t weir_in_forward_ops;
 extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
+extern const weir_output_ops_t weir_out_file_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -16,6 +17,7 @@ static const weir_input_ops_t *const inputs[] = {
 static const weir_output_ops_t *const outputs[] = {
     &weir_out_null_ops,
     &weir_out_stdout_ops,
+    &weir_out_file_ops,
     NULL,
 };
 const weir_input_ops_t *weir_input_find(const char *type)

@@ -1,0 +1,81 @@
+/* The chunk file format (docs/buffer-format.md): a run of records, each a 16-byte header and a
+ * payload, the first record the chunk's metadata, every later one a batch of events.
+ *
+ *   0  u16 magic 0x5752 ("WR")   2  u8 type (1 meta, 2 events)   3  u8 version (1)
+ *   4  u32 payload length        8  u32 event count              12 u32 CRC-32C of bytes 0..11
+ *                                                                      and the payload
+ * All integers big-endian. Invariant: a chunk file is always a run of whole, checksummed
+ * records followed by at most one torn tail, which recovery cuts off. */
+#ifndef WEIR_CHUNKFILE_H
+#define WEIR_CHUNKFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "weir/common.h"
+
+#define CHUNK_MAGIC 0x5752
+#define CHUNK_VERSION 1
+#define CHUNK_HDR_LEN 16
+#define CHUNK_REC_META 1
+#define CHUNK_REC_EVENTS 2
+#define CHUNK_META_MAX (64 * 1024) /* a meta record larger than this is garbage */
+
+typedef struct chunk_meta {
+    uint8_t id[16];
+    bool has_timekey;
+    int64_t timekey;
+    char *tag; /* NULL when tag is not a chunk key */
+    size_t nvars;
+    char **var_keys;
+    char **var_values;
+    int64_t created; /* epoch seconds */
+} chunk_meta_t;
+
+void chunk_meta_free(chunk_meta_t *m);
+/* Encodes the meta record payload (msgpack) into out. */
+void chunk_meta_encode(const chunk_meta_t *m, weir_buf_t *out);
+int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *err);
+
+/* Writes a record header for `payload` into hdr. */
+void chunk_record_header(char hdr[CHUNK_HDR_LEN], int type, const char *payload, size_t len,
+                         uint32_t count);
+
+/* What recovery found in a chunk file. */
+typedef struct chunk_scan {
+    bool meta_ok; /* the first record is a valid meta record */
+    chunk_meta_t meta;
+    off_t good_end;  /* end of the last whole, valid record */
+    uint64_t events; /* events in the valid records */
+    uint32_t records;
+    off_t file_size;
+    bool torn_tail;      /* bytes after good_end that end before a whole record (a cut write) */
+    bool corrupt;        /* a whole record after good_end fails its checksum */
+    uint64_t bad_events; /* events the bad part claims to hold (best effort) */
+    uint32_t bad_min_sec, bad_max_sec; /* time range of events readable in the bad part */
+} chunk_scan_t;
+
+/* Reads the file at fd from the start and classifies it. Returns 0, or -1 on an I/O error. */
+int chunk_scan_fd(int fd, chunk_scan_t *s, weir_err_t *err);
+
+/* Reads every events record of the file at `path` up to `end` (0 = whole file) and appends
+ * the payloads (canonical entries) to out. */
+int chunk_read_path(const char *path, off_t end, weir_buf_t *out, uint64_t *events,
+                    weir_err_t *err);
+
+/* Sequential reading of a chunk file's events records. */
+typedef struct chunk_reader {
+    int fd;
+    off_t off, end;
+    char *path;
+    weir_buf_t payload;
+    uint64_t events;
+} chunk_reader_t;
+
+int chunk_reader_open(chunk_reader_t *r, const char *path, off_t end, weir_err_t *err);
+/* 1 = a record (r->payload holds it), 0 = end, -1 = error. */
+int chunk_reader_next(chunk_reader_t *r, uint32_t *count, weir_err_t *err);
+void chunk_reader_close(chunk_reader_t *r);
+
+#endif
