@@ -30,6 +30,9 @@ typedef struct weir_batch {
     size_t tag_len;
     weir_buf_t data; /* concatenated entries */
     uint32_t count;
+    /* Smallest and largest event seconds (tmin > tmax while empty): lets the buffer see that a
+     * whole batch falls into one time bucket without walking its entries. */
+    uint32_t tmin, tmax;
 } weir_batch_t;
 
 void weir_batch_init(weir_batch_t *b, const char *tag, size_t tag_len);
@@ -40,8 +43,10 @@ void weir_batch_set_tag(weir_batch_t *b, const char *tag, size_t tag_len);
 
 /* Appends [time, record]; `record` must be the bytes of one valid msgpack map. */
 void weir_batch_append(weir_batch_t *b, weir_time_t t, const char *record, size_t record_len);
-/* Appends bytes that already are `n` canonical entries (validated by the caller). */
-void weir_batch_append_raw(weir_batch_t *b, const char *entries, size_t len, uint32_t n);
+/* Appends bytes that already are `n` canonical entries (validated by the caller) whose
+ * seconds lie in [tmin, tmax]. */
+void weir_batch_append_raw(weir_batch_t *b, const char *entries, size_t len, uint32_t n,
+                           uint32_t tmin, uint32_t tmax);
 
 /* Walks the entries of a batch. The record pointer points into the batch. */
 typedef struct weir_entry {

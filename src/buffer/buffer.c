@@ -864,6 +864,47 @@ static weir_emit_result_t over_limit(weir_buffer_t *b)
     return WEIR_EMIT_FULL;
 }
 
+/* The common case, without walking the entries: no record keys, and every event of the batch
+ * in one time bucket (senders batch recent events), so the batch is one run for one chunk.
+ * Returns false when the batch needs the per-event path (several buckets, or it would not
+ * fit the staged chunk whole). */
+static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, touched_t *t, size_t *nt,
+                         weir_err_t *err, bool *failed)
+{
+    if (b->nvar_keys || batch->count == 0 || batch->tmin > batch->tmax) return false;
+    int64_t tk = b->key_time ? bucket_of(b, batch->tmin) : 0;
+    if (b->key_time && bucket_of(b, batch->tmax) != tk) return false;
+    /* the key of any event: build it from the first entry's time and the batch's tag */
+    weir_batch_iter_t it;
+    weir_entry_t e;
+    weir_batch_iter_init(&it, batch->data.data, batch->data.len);
+    if (weir_batch_iter_next(&it, &e) != 1) return false;
+    event_key(b, batch->tag, &e, &tk);
+    size_t len = batch->data.len;
+    /* a batch that no single chunk can hold is split per event */
+    if (len + CHUNK_HDR_LEN > b->chunk_limit_size) return false;
+    if (b->chunk_limit_records > 0 && batch->count > (uint64_t)b->chunk_limit_records) return false;
+    weir_chunk_t *c = staged_find(b, b->keybuf.data);
+    if (c && !chunk_has_room(b, c, len, batch->count)) {
+        enqueue(b, c);
+        c = NULL;
+    }
+    if (!c) {
+        c = chunk_create(b, b->keybuf.data, batch->tag, &e, tk, err);
+        if (!c) {
+            *failed = true;
+            return true;
+        }
+    }
+    remember(t, nt, c);
+    if (append_run(b, c, batch->data.data, len, batch->count) != 0) {
+        *failed = true;
+        return true;
+    }
+    if (chunk_is_full(b, c)) enqueue(b, c);
+    return true;
+}
+
 weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batch, weir_emit_cb cb,
                                       void *arg)
 {
@@ -873,16 +914,21 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         return WEIR_EMIT_FULL;
     touched_t touched[MAX_TOUCHED];
     size_t nt = 0;
+    weir_err_t err = {{0}};
+    const char *prev_key = NULL;
+    bool failed = false;
+    if (append_whole(b, batch, touched, &nt, &err, &failed)) {
+        if (failed) goto fail;
+        goto done;
+    }
     weir_batch_iter_t it;
     weir_entry_t e;
     weir_batch_iter_init(&it, batch->data.data, batch->data.len);
     const char *run_start = batch->data.data;
-    const char *prev_key = NULL;
     weir_chunk_t *c = NULL;
     uint32_t run_n = 0;
     size_t run_len = 0;
     int64_t prev_tk = 0;
-    weir_err_t err = {{0}};
     /* The loop closes a run when the key changes or the chunk would overflow; a sentinel pass
      * with at_end closes the last one. */
     for (;;) {
@@ -950,6 +996,7 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         run_len += elen;
     }
     free((char *)prev_key);
+done:
     if (b->flush_mode == FLUSH_IMMEDIATE)
         for (size_t i = 0; i < nt; i++)
             enqueue(b, touched[i].c);
@@ -1415,7 +1462,7 @@ static int recover(weir_buffer_t *b, weir_err_t *err)
         weir_warn("buffer %s: %zu Fluentd buffer files (buffer.*.log) in %s are not read by weir; "
                   "flush them with Fluentd before switching, or move them away",
                   b->plugin_id, foreign, b->path);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* qsort(NULL, 0) is undefined */
     weir_buf_t key;
     weir_buf_init(&key);
     size_t found = 0;

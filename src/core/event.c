@@ -38,6 +38,8 @@ void weir_batch_init(weir_batch_t *b, const char *tag, size_t tag_len)
     b->tag_len = tag ? tag_len : 0;
     weir_buf_init(&b->data);
     b->count = 0;
+    b->tmin = UINT32_MAX;
+    b->tmax = 0;
 }
 
 void weir_batch_free(weir_batch_t *b)
@@ -52,6 +54,8 @@ void weir_batch_reset(weir_batch_t *b)
 {
     b->data.len = 0;
     b->count = 0;
+    b->tmin = UINT32_MAX;
+    b->tmax = 0;
 }
 
 void weir_batch_set_tag(weir_batch_t *b, const char *tag, size_t tag_len)
@@ -70,12 +74,17 @@ void weir_batch_append(weir_batch_t *b, weir_time_t t, const char *record, size_
     memcpy(p + 1 + WEIR_EVENTTIME_LEN, record, record_len);
     b->data.len += 1 + WEIR_EVENTTIME_LEN + record_len;
     b->count++;
+    if (t.sec < b->tmin) b->tmin = t.sec;
+    if (t.sec > b->tmax) b->tmax = t.sec;
 }
 
-void weir_batch_append_raw(weir_batch_t *b, const char *entries, size_t len, uint32_t n)
+void weir_batch_append_raw(weir_batch_t *b, const char *entries, size_t len, uint32_t n,
+                           uint32_t tmin, uint32_t tmax)
 {
     weir_buf_append(&b->data, entries, len);
     b->count += n;
+    if (n && tmin < b->tmin) b->tmin = tmin;
+    if (n && tmax > b->tmax) b->tmax = tmax;
 }
 
 void weir_batch_iter_init(weir_batch_iter_t *it, const char *data, size_t len)

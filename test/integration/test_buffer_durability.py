@@ -254,6 +254,53 @@ def test_disk_full_backpressure_and_recovery():
         subprocess.run(["umount", mnt])
 
 
+def test_one_batch_across_time_buckets_lands_in_each_bucket():
+    """A frame whose events span several buckets is split per event into one chunk per
+    bucket, and each chunk becomes its own file named by its bucket."""
+    d = tempfile.mkdtemp(prefix="weir-buckets-")
+    port = free_port()
+    text = """
+<source>
+  @type forward
+  port %d
+  bind 127.0.0.1
+</source>
+<match **>
+  @type file
+  path %s/out/${tag}/%%Y%%m%%d-%%H%%M%%S
+  <format>
+    @type json
+  </format>
+  <buffer tag,time>
+    @type file
+    path %s/buf
+    timekey 1
+    timekey_wait 0
+    timekey_use_utc true
+    flush_at_shutdown true
+  </buffer>
+</match>
+""" % (port, d, d)
+    w = Weir(text, workdir=d).start([port])
+    s = AckSender(port, tag="multi")
+    # seq s has time T0 + s // 1000: 3000 events over 3 seconds, interleaved in two frames
+    assert s.send(list(range(0, 3000, 2)), time.time() + 10)
+    assert s.send(list(range(1, 3000, 2)), time.time() + 10)
+    s.close()
+    flush_and_stop(w)
+    files = sorted(glob.glob(os.path.join(d, "out", "multi", "*.log")))
+    names = [os.path.basename(f) for f in files]
+    by_bucket = {}
+    for f in files:
+        stamp = os.path.basename(f).split("_")[0]
+        with open(f) as fh:
+            for line in fh:
+                by_bucket.setdefault(stamp, []).append(json.loads(line)["seq"])
+    assert sorted(by_bucket) == ["20231114-221320", "20231114-221321", "20231114-221322"], names
+    for i, stamp in enumerate(sorted(by_bucket)):
+        assert sorted(by_bucket[stamp]) == list(range(i * 1000, (i + 1) * 1000)), stamp
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -263,4 +310,5 @@ if __name__ == "__main__":
         test_second_process_on_the_same_buffer_is_refused,
         test_buffer_files_are_private,
         test_disk_full_backpressure_and_recovery,
+        test_one_batch_across_time_buckets_lands_in_each_bucket,
     ])

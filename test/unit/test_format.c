@@ -1047,7 +1047,7 @@ static void test_format_batch(void **state)
     assert_int_equal(weir_format_batch(&f, NULL, &b, &out, &scratch, &skipped, NULL), 2);
     assert_int_equal(out.len, sizeof want - 1 - 2 * strlen(",\"tag\":\"test\""));
     /* bytes that are not entries */
-    weir_batch_append_raw(&b, "\x01", 1, 1);
+    weir_batch_append_raw(&b, "\x01", 1, 1, 0, 0);
     assert_int_equal(weir_format_batch(&f, NULL, &b, &out, &scratch, &skipped, &err), -1);
     assert_non_null(strstr(err.msg, "entry 3"));
     weir_buf_free(&out);

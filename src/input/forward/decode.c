@@ -245,6 +245,8 @@ static void emit_rewritten(fwd_dec_t *d, weir_time_t t, const char *rec, size_t 
     memmove(base + head + hl, body, blen);
     b->len += head + hl + blen;
     d->out->count++;
+    if (t.sec < d->out->tmin) d->out->tmin = t.sec;
+    if (t.sec > d->out->tmax) d->out->tmax = t.sec;
 }
 
 static void emit(fwd_dec_t *d, weir_time_t t, const char *rec, size_t rlen)
@@ -306,7 +308,7 @@ static int decode_entries(fwd_dec_t *d, const char *p, size_t avail, uint64_t co
     const bool copy_ok = d->opts->n_extra == 0;
     const char *run = NULL;
     size_t run_len = 0, off = 0;
-    uint32_t run_n = 0;
+    uint32_t run_n = 0, run_tmin = UINT32_MAX, run_tmax = 0;
     for (uint64_t i = 0; i < count; i++) {
         if (count == FWD_STREAM && off == avail) break;
         const char *why = NULL;
@@ -317,19 +319,24 @@ static int decode_entries(fwd_dec_t *d, const char *p, size_t avail, uint64_t co
             return -1;
         }
         if (copy_ok && entry_canonical((const unsigned char *)p + off, (size_t)n)) {
+            uint32_t sec = fwd_rd32((const unsigned char *)p + off + 3);
             if (!run) run = p + off;
             run_len += (size_t)n;
             run_n++;
+            if (sec < run_tmin) run_tmin = sec;
+            if (sec > run_tmax) run_tmax = sec;
         } else {
-            if (run) weir_batch_append_raw(d->out, run, run_len, run_n);
+            if (run) weir_batch_append_raw(d->out, run, run_len, run_n, run_tmin, run_tmax);
             run = NULL;
             run_len = 0;
             run_n = 0;
+            run_tmin = UINT32_MAX;
+            run_tmax = 0;
             decode_entry(d, p + off, (size_t)n);
         }
         off += (size_t)n;
     }
-    if (run) weir_batch_append_raw(d->out, run, run_len, run_n);
+    if (run) weir_batch_append_raw(d->out, run, run_len, run_n, run_tmin, run_tmax);
     *used = off;
     return 0;
 }

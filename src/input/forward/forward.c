@@ -365,9 +365,9 @@ static bool conn_frame(fwd_conn_t *fc, const char *frame, size_t len, size_t con
 static void conn_process(fwd_conn_t *fc)
 {
     while (!fc->closing && !fc->in_flight && !fc->waiting_space && fc->state >= ST_PINGPONG) {
-        const char *p = fc->rbuf.data + fc->rpos;
         size_t avail = fc->rbuf.len - fc->rpos;
-        if (avail == 0) break;
+        if (avail == 0) break; /* also keeps NULL + 0 (an empty buffer) out of reach */
+        const char *p = fc->rbuf.data + fc->rpos;
         if (fc->proto == PROTO_UNKNOWN) {
             /* Fluentd decides once per connection from the first byte: JSON or msgpack. The
              * handshake is msgpack only. */
