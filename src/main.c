@@ -143,16 +143,32 @@ static const char *find_config(const char *cli, char *buf, size_t buflen)
 
 static weir_conf_section_t *load_config(const char *path, weir_err_t *err)
 {
-    if (path) {
-        weir_info("reading configuration file path=\"%s\"", path);
-        return weir_conf_parse_file(path, err);
-    }
+    if (path) return weir_conf_parse_file(path, err); /* logged once <system> set the format */
     if (!getenv("WEIR_OUT_DIR")) setenv("WEIR_OUT_DIR", "./weir-out", 1);
     weir_info("no configuration given (-c, $FLUENTD_CONF, " FLUENTD_ETC
               "/fluent.conf): running the embedded default into %s",
               getenv("WEIR_OUT_DIR"));
     return weir_conf_parse_string(embedded_default, sizeof embedded_default - 1,
                                   "<embedded default>", err);
+}
+
+/* The configuration in the log. In JSON log format the dump is one message, so that every
+ * line of the log stays one JSON object. */
+static void log_config(const weir_conf_section_t *root)
+{
+    if (weir_log_get_format() != WEIR_LOG_FORMAT_JSON) {
+        weir_info("using configuration (secrets masked):");
+        weir_conf_dump(root, stderr);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return;
+    weir_conf_dump(root, f);
+    fclose(f);
+    weir_info("using configuration (secrets masked):\n%s", text);
+    free(text);
 }
 
 int main(int argc, char **argv)
@@ -233,14 +249,12 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    if (path) weir_info("read configuration file path=\"%s\"", path);
     if (dry_run) {
         weir_info("configuration is valid: %s", path ? path : "<embedded default>");
         goto out;
     }
-    if (weir_log_enabled(WEIR_LOG_INFO)) {
-        weir_info("using configuration (secrets masked):");
-        weir_conf_dump(root, stderr);
-    }
+    if (weir_log_enabled(WEIR_LOG_INFO)) log_config(root);
     if (weir_engine_start(app.engine, &err) != 0) {
         weir_log(WEIR_LOG_FATAL, "cannot start: %s", err.msg);
         rc = 1;

@@ -33,4 +33,17 @@ typedef struct weir_engine_stats {
 } weir_engine_stats_t;
 void weir_engine_get_stats(const weir_engine_t *eng, weir_engine_stats_t *out);
 
+/* The plugins, for monitor_agent and the health check: inputs, then outputs, each in
+ * configuration order (Fluentd's order). Valid until weir_engine_free. */
+typedef struct weir_engine_plugin {
+    const char *category;    /* "input" or "output" (Fluentd's plugin_category) */
+    const char *plugin_id;   /* @id, or "object:N" as Fluentd names a plugin without one */
+    const char *type;        /* @type */
+    const char *config_json; /* the section's params as a JSON object, secrets masked */
+    weir_plugin_metrics_t *metrics;
+} weir_engine_plugin_t;
+size_t weir_engine_plugin_count(const weir_engine_t *eng);
+/* NULL past the end. */
+const weir_engine_plugin_t *weir_engine_plugin_at(const weir_engine_t *eng, size_t i);
+
 #endif

@@ -1,7 +1,10 @@
 /* Logging in Fluentd's style, to stderr:
  *   2024-05-09 21:00:40 +0000 [warn]: message
- * The level comes from <system> log_level, -v and -q. Never log a secret: configuration dumps
- * mask them (see config.h). Safe to call from any thread. */
+ * or, with <system><log> format json </log></system>, one JSON object per line:
+ *   {"time":"2024-05-09 21:00:40 +0000","level":"warn","message":"message"}
+ * The level comes from <system> log_level, -v and -q; the time format from <log> time_format.
+ * Never log a secret: configuration dumps mask them (see config.h). Safe to call from any
+ * thread; the format setters are for start-up, before other threads log. */
 #ifndef WEIR_LOG_H
 #define WEIR_LOG_H
 
@@ -22,6 +25,17 @@ bool weir_log_enabled(weir_log_level_t level);
 /* Parses "trace".."fatal"; returns -1 for anything else. */
 int weir_log_level_parse(const char *name);
 const char *weir_log_level_name(weir_log_level_t level);
+
+typedef enum weir_log_format { WEIR_LOG_FORMAT_TEXT, WEIR_LOG_FORMAT_JSON } weir_log_format_t;
+void weir_log_set_format(weir_log_format_t format);
+weir_log_format_t weir_log_get_format(void);
+/* A message longer than this is cut (a configuration dump fits). */
+#define WEIR_LOG_MAX_MESSAGE (64 * 1024)
+/* strftime(3) conversions plus Ruby's %L (milliseconds) and %N / %3N / %6N / %9N (fractions of
+ * a second). NULL restores the default, "%Y-%m-%d %H:%M:%S %z". Returns -1 when the format is
+ * longer than WEIR_LOG_TIME_FORMAT_MAX bytes or yields no text. */
+#define WEIR_LOG_TIME_FORMAT_MAX 128
+int weir_log_set_time_format(const char *fmt);
 
 void weir_log(weir_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

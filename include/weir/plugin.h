@@ -15,6 +15,7 @@
 #include "weir/common.h"
 #include "weir/config.h"
 #include "weir/event.h"
+#include "weir/metrics.h"
 
 typedef struct weir_engine weir_engine_t;
 
@@ -82,5 +83,10 @@ void weir_engine_space_available(weir_engine_t *eng);
 /* <system> values a plugin may need. */
 const char *weir_engine_hostname(const weir_engine_t *eng);
 bool weir_engine_dry_run(const weir_engine_t *eng);
+/* The metrics registry (never NULL for an engine; NULL for a NULL engine). */
+weir_metrics_t *weir_engine_metrics(weir_engine_t *eng);
+/* The metrics handle of the plugin whose create() is running, NULL at any other time: inputs
+ * keep it for weir_metrics_input_events() and friends; the buffer registers under it. */
+weir_plugin_metrics_t *weir_engine_plugin_metrics(weir_engine_t *eng);
 
 #endif

@@ -17,7 +17,12 @@
  *
  * Staged chunks are found by a linear search with a one-entry cache: there are few of them
  * (tags x open time buckets), and a batch does one lookup per run of events with the same key.
- * A hash table would replace it if thousands of tags were staged at once. */
+ * A hash table would replace it if thousands of tags were staged at once.
+ *
+ * Metrics: the counters of the output's metrics handle are updated per chunk (write, written,
+ * failed); sizes, lengths and ages are gauges computed when scraped, by walking the chunk
+ * lists (few entries, see above). `failing_since` is the wall-clock time of the first failed
+ * write with no successful one since; the health check reads it. */
 #include "weir/buffer.h"
 
 #include <dirent.h>
@@ -50,6 +55,7 @@
  * sync runs wait for it and then for its own: up to two fsync latencies. Starting its round
  * at once halves that; each round still covers exactly what was written before it began. */
 #define BUF_SYNC_PARALLEL 3
+#define BUF_DROP_WARN_MS 5000 /* events dropped for their size: one warning per interval */
 
 typedef enum chunk_state { CH_STAGED, CH_QUEUED, CH_WRITING } chunk_state_t;
 typedef enum buf_type { BUF_MEMORY, BUF_FILE } buf_type_t;
@@ -153,6 +159,11 @@ struct weir_buffer {
     void *stop_arg;
     weir_buffer_stats_t stats;
     weir_buf_t keybuf;
+    /* metrics and health */
+    weir_plugin_metrics_t *pm;
+    double failing_since; /* wall clock; 0 = the last write succeeded (or none failed) */
+    char last_error[256];
+    weir_ratelimit_t drop_rl;
 };
 
 static void dispatch(weir_buffer_t *b);
@@ -963,9 +974,11 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         if (!r) break;
         if (!same) {
             if (elen + CHUNK_HDR_LEN > b->chunk_limit_size) {
-                weir_error("buffer %s: an event of %zu bytes is larger than chunk_limit_size "
-                           "(%" PRIu64 "); dropped",
-                           b->plugin_id, elen, b->chunk_limit_size);
+                unsigned long skipped = 0;
+                if (weir_ratelimit_ok(&b->drop_rl, &skipped))
+                    weir_error("buffer %s: an event of %zu bytes is larger than chunk_limit_size "
+                               "(%" PRIu64 "); dropped (%lu more like it not logged)",
+                               b->plugin_id, elen, b->chunk_limit_size, skipped);
                 run_start = it.p;
                 c = NULL;
                 continue;
@@ -982,8 +995,11 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
             if (nt == MAX_TOUCHED) {
                 /* many distinct keys in one batch: make what is written so far durable as one
                  * unit is not possible without a bound, so refuse such a batch cleanly */
-                weir_error("buffer %s: one batch spans more than %d chunks; rejected", b->plugin_id,
-                           MAX_TOUCHED);
+                unsigned long skipped = 0;
+                if (weir_ratelimit_ok(&b->drop_rl, &skipped))
+                    weir_error("buffer %s: one batch spans more than %d chunks; rejected (%lu more "
+                               "like it not logged)",
+                               b->plugin_id, MAX_TOUCHED, skipped);
                 goto fail_noerrno;
             }
             remember(touched, &nt, c);
@@ -1193,6 +1209,8 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
                       c->steps);
         b->stats.events_written += c->events;
         b->stats.queued_chunks--;
+        b->failing_since = 0;
+        weir_metrics_output_written(b->pm, c->events);
         if (c->path && unlink(c->path) != 0)
             weir_warn("buffer %s: cannot remove delivered chunk %s: %s", b->plugin_id, c->path,
                       strerror(errno));
@@ -1205,10 +1223,13 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
     b->stats.write_errors++;
     double now = wall_now();
     if (!c->first_failure) c->first_failure = now;
+    if (!b->failing_since) b->failing_since = now;
+    snprintf(b->last_error, sizeof b->last_error, "%s", msg && *msg ? msg : "write failed");
     bool give_up = status == WEIR_WRITE_UNRECOVERABLE ||
                    (!b->retry_forever &&
                     ((b->retry_max_times > 0 && c->steps >= (unsigned)b->retry_max_times) ||
                      now - c->first_failure >= b->retry_timeout));
+    weir_metrics_output_failed(b->pm, !give_up, give_up);
     if (give_up) {
         b->stats.queued_chunks--;
         backup_chunk(b, c, msg ? msg : "write failed");
@@ -1238,6 +1259,7 @@ static void dispatch(weir_buffer_t *b)
         if (c->state != CH_QUEUED || c->next_try > now) continue;
         c->state = CH_WRITING;
         b->writing++;
+        weir_metrics_output_write(b->pm);
         b->sink.write(b->sink.out, c);
     }
 }
@@ -1481,6 +1503,195 @@ static int recover(weir_buffer_t *b, weir_err_t *err)
     return 0;
 }
 
+/* ---- metrics and status ----------------------------------------------------------- */
+
+static uint64_t list_bytes(const chunk_list_t *l)
+{
+    uint64_t n = 0;
+    for (const weir_chunk_t *c = l->head; c; c = c->next)
+        n += c->bytes;
+    return n;
+}
+
+/* A failure counts only while something is still waiting to be delivered: once the failing
+ * chunks were given up (backup) nothing is failing any more. */
+static double failing_since(const weir_buffer_t *b)
+{
+    return b->queue.n ? b->failing_since : 0;
+}
+
+static double oldest_chunk_age(const weir_buffer_t *b)
+{
+    int64_t oldest = 0;
+    const chunk_list_t *lists[] = {&b->staged, &b->queue};
+    for (size_t i = 0; i < 2; i++)
+        for (const weir_chunk_t *c = lists[i]->head; c; c = c->next)
+            if (!oldest || c->meta.created < oldest) oldest = c->meta.created;
+    if (!oldest) return 0;
+    double age = wall_now() - (double)oldest;
+    return age > 0 ? age : 0;
+}
+
+/* The time buckets held now, distinct and ascending, at most `max`. */
+static size_t collect_timekeys(const weir_buffer_t *b, int64_t *out, size_t max)
+{
+    size_t n = 0;
+    const chunk_list_t *lists[] = {&b->staged, &b->queue};
+    for (size_t i = 0; i < 2 && b->key_time; i++) {
+        for (const weir_chunk_t *c = lists[i]->head; c; c = c->next) {
+            size_t j = 0;
+            while (j < n && out[j] < c->meta.timekey)
+                j++;
+            if (j < n && out[j] == c->meta.timekey) continue;
+            if (n == max) {
+                if (j == n) continue;
+                n--; /* keep the oldest ones */
+            }
+            memmove(out + j + 1, out + j, (n - j) * sizeof *out);
+            out[j] = c->meta.timekey;
+            n++;
+        }
+    }
+    return n;
+}
+
+static double g_total_bytes(void *arg)
+{
+    return (double)((weir_buffer_t *)arg)->bytes_total;
+}
+
+static double g_stage_length(void *arg)
+{
+    return (double)((weir_buffer_t *)arg)->staged.n;
+}
+
+static double g_stage_bytes(void *arg)
+{
+    return (double)list_bytes(&((weir_buffer_t *)arg)->staged);
+}
+
+static double g_queue_length(void *arg)
+{
+    return (double)((weir_buffer_t *)arg)->queue.n;
+}
+
+static double g_queue_bytes(void *arg)
+{
+    return (double)list_bytes(&((weir_buffer_t *)arg)->queue);
+}
+
+static double g_space_ratio(void *arg)
+{
+    weir_buffer_t *b = arg;
+    double used = (double)b->bytes_total / (double)b->total_limit_size;
+    return used >= 1 ? 0 : 100.0 * (1 - used);
+}
+
+static double g_oldest_timekey(void *arg)
+{
+    int64_t tk[WEIR_STATUS_MAX_TIMEKEYS];
+    return collect_timekeys(arg, tk, WEIR_STATUS_MAX_TIMEKEYS) ? (double)tk[0] : NAN;
+}
+
+static double g_newest_timekey(void *arg)
+{
+    weir_buffer_t *b = arg;
+    double newest = NAN;
+    const chunk_list_t *lists[] = {&b->staged, &b->queue};
+    for (size_t i = 0; i < 2 && b->key_time; i++)
+        for (const weir_chunk_t *c = lists[i]->head; c; c = c->next)
+            if (isnan(newest) || (double)c->meta.timekey > newest) newest = (double)c->meta.timekey;
+    return newest;
+}
+
+static double g_oldest_age(void *arg)
+{
+    return oldest_chunk_age(arg);
+}
+
+static double g_failing(void *arg)
+{
+    double since = failing_since(arg);
+    return since ? wall_now() - since : 0;
+}
+
+static double g_full(void *arg)
+{
+    weir_buffer_t *b = arg;
+    return b->disk_full || b->bytes_total >= b->total_limit_size ? 1 : 0;
+}
+
+/* The chunk that has waited longest for a retry, for monitor_agent's "retry". */
+static void retry_info(const weir_buffer_t *b, weir_output_status_t *st)
+{
+    const weir_chunk_t *worst = NULL;
+    for (const weir_chunk_t *c = b->queue.head; c; c = c->next)
+        if (c->steps && (!worst || c->first_failure < worst->first_failure)) worst = c;
+    if (!worst) return;
+    st->retry_steps = worst->steps;
+    st->retry_start = worst->first_failure;
+    double wait = worst->next_try - mono_now();
+    st->retry_next = wall_now() + (wait > 0 ? wait : 0);
+}
+
+static void buffer_status(void *arg, weir_output_status_t *st)
+{
+    weir_buffer_t *b = arg;
+    st->has_buffer = true;
+    st->total_bytes = b->bytes_total;
+    st->total_limit_size = b->total_limit_size;
+    st->stage_length = b->staged.n;
+    st->stage_bytes = list_bytes(&b->staged);
+    st->queue_length = b->queue.n;
+    st->queue_bytes = list_bytes(&b->queue);
+    st->oldest_chunk_age = oldest_chunk_age(b);
+    st->ntimekeys = collect_timekeys(b, st->timekeys, WEIR_STATUS_MAX_TIMEKEYS);
+    st->disk_full = b->disk_full;
+    st->failing_since = failing_since(b);
+    snprintf(st->last_error, sizeof st->last_error, "%s", b->last_error);
+    retry_info(b, st);
+}
+
+/* Registers the buffer's gauges under the output's labels (owner: the buffer, so that freeing
+ * the buffer removes them) and its status callback. */
+static void register_metrics(weir_buffer_t *b, weir_plugin_metrics_t *pm)
+{
+    static const struct {
+        const char *name, *help;
+        weir_gauge_fn fn;
+    } gauges[] = {
+        {"fluentd_output_status_buffer_total_bytes", "Bytes in the buffer (staged and queued).",
+         g_total_bytes},
+        {"fluentd_output_status_buffer_stage_length", "Chunks being filled.", g_stage_length},
+        {"fluentd_output_status_buffer_stage_byte_size", "Bytes in chunks being filled.",
+         g_stage_bytes},
+        {"fluentd_output_status_buffer_queue_length",
+         "Chunks waiting to be delivered or being delivered.", g_queue_length},
+        {"fluentd_output_status_buffer_queue_byte_size", "Bytes in queued chunks.", g_queue_bytes},
+        {"fluentd_output_status_buffer_available_space_ratio",
+         "Free part of total_limit_size, in percent.", g_space_ratio},
+        {"fluentd_output_status_buffer_oldest_timekey", "Oldest time bucket in the buffer.",
+         g_oldest_timekey},
+        {"fluentd_output_status_buffer_newest_timekey", "Newest time bucket in the buffer.",
+         g_newest_timekey},
+        {"weir_output_buffer_oldest_chunk_age_seconds",
+         "Age of the oldest chunk not yet delivered; 0 when the buffer is empty.", g_oldest_age},
+        {"weir_output_failing_seconds",
+         "How long every chunk write has failed, with chunks still waiting; 0 when delivering.",
+         g_failing},
+        {"weir_output_buffer_full",
+         "1 while the buffer refuses events (total_limit_size reached or disk full), else 0.",
+         g_full},
+    };
+    if (!pm) return;
+    b->pm = pm;
+    weir_metrics_t *m = weir_plugin_metrics_registry(pm);
+    const char *const *labels = weir_plugin_metrics_labels(pm);
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
+        weir_metrics_gauge_fn(m, b, gauges[i].name, gauges[i].help, labels, gauges[i].fn, b);
+    weir_plugin_metrics_set_status(pm, buffer_status, b);
+}
+
 /* ---- life cycle --------------------------------------------------------------------- */
 
 weir_buffer_t *weir_buffer_new(weir_engine_t *eng, weir_conf_section_t *sec,
@@ -1492,10 +1703,12 @@ weir_buffer_t *weir_buffer_new(weir_engine_t *eng, weir_conf_section_t *sec,
     b->sink = *sink;
     b->plugin_id = weir_strdup(plugin_id);
     b->lock_fd = b->dir_fd = -1;
+    b->drop_rl.interval_ms = BUF_DROP_WARN_MS;
     if (read_conf(b, sec, defaults, err) != 0) {
         weir_buffer_free(b);
         return NULL;
     }
+    register_metrics(b, weir_engine_plugin_metrics(eng));
     weir_buf_t bd;
     weir_buf_init(&bd);
     if (b->type == BUF_FILE) {
@@ -1610,6 +1823,10 @@ void weir_buffer_stop(weir_buffer_t *b, void (*done)(void *), void *arg)
 void weir_buffer_free(weir_buffer_t *b)
 {
     if (!b) return;
+    if (b->pm) {
+        weir_metrics_unregister(weir_plugin_metrics_registry(b->pm), b);
+        weir_plugin_metrics_set_status(b->pm, NULL, NULL);
+    }
     for (weir_chunk_t *c = b->staged.head, *n; c; c = n) {
         n = c->next;
         chunk_free(c);

@@ -5,15 +5,25 @@
  * Results are cached per tag in a small hash table, because a tag is matched once per batch and
  * senders reuse a handful of tags; the table is simply cleared when it fills up (a bounded
  * cost that an attacker sending random tags cannot turn into unbounded memory). Events that
- * match nothing are counted and dropped with a rate-limited warning, as Fluentd does. */
+ * match nothing are counted and dropped with a rate-limited warning, as Fluentd does.
+ *
+ * The engine owns the metrics registry and one metrics handle per plugin (with its plugin_id,
+ * Fluentd's "object:N" when the section has no @id). While a plugin's create() runs, that
+ * handle is "current" (weir_engine_plugin_metrics), so the plugin and the buffer it makes can
+ * register their series under it without a change to the plugin interface. */
 #include "weir/engine.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "weir/log.h"
 #include "weir/pattern.h"
+
+#ifndef WEIR_VERSION
+#define WEIR_VERSION "unknown"
+#endif
 
 #define ROUTE_CACHE_SLOTS 1024 /* power of two; cleared when 3/4 full */
 #define ROUTE_TAG_MAX 1024     /* longer tags are matched every time instead of cached */
@@ -23,12 +33,14 @@ typedef struct output_inst {
     void *state;
     char *id;
     bool started;
+    weir_engine_plugin_t info; /* strings owned */
 } output_inst_t;
 
 typedef struct input_inst {
     const weir_input_ops_t *ops;
     void *state;
     bool started;
+    weir_engine_plugin_t info;
 } input_inst_t;
 
 typedef struct match_rule {
@@ -63,6 +75,11 @@ struct weir_engine {
     uv_idle_t *space_idle; /* separately allocated: freed by its close callback */
     weir_engine_stats_t stats;
     weir_ratelimit_t unmatched_rl;
+    /* metrics */
+    weir_metrics_t *metrics;
+    weir_plugin_metrics_t *creating; /* the plugin whose create() runs now */
+    weir_tag_counter_t *unmatched;
+    size_t next_object_id;
     /* orderly stop */
     size_t pending_stops;
     void (*stop_done)(void *);
@@ -76,9 +93,50 @@ static void conf_fail(weir_err_t *err, const weir_conf_section_t *s, const char 
 
 /* ---- building ---------------------------------------------------------------------- */
 
+/* <system><log>: Fluentd's own syntax for the daemon's log format. weir logs to stderr only, so
+ * the rotation params are refused with the reason rather than ignored. */
+static int read_system_log(weir_conf_section_t *sys, weir_err_t *err)
+{
+    static const char *const formats[] = {"text", "json", NULL};
+    static const char *const rotation[] = {"rotate_age", "rotate_size", NULL};
+    weir_conf_section_t *lg = weir_conf_child(sys, "log", 0);
+    if (!lg) return 0;
+    weir_conf_section_use(lg);
+    weir_conf_section_t *second = weir_conf_child(sys, "log", 1);
+    if (second) {
+        conf_fail(err, second, "only one <log> section is allowed in <system>");
+        return -1;
+    }
+    for (size_t i = 0; rotation[i]; i++) {
+        weir_conf_param_t *p = weir_conf_find(lg, rotation[i]);
+        if (p) {
+            weir_conf_errorf(err, p,
+                             "%s: weir logs to stderr only; let the container runtime or "
+                             "logrotate rotate it",
+                             rotation[i]);
+            return -1;
+        }
+    }
+    int format = 0;
+    const char *tf = NULL;
+    if (weir_conf_get_enum(lg, "format", formats, &format, err) < 0 ||
+        weir_conf_get_str(lg, "time_format", &tf, err) < 0)
+        return -1;
+    if (tf && weir_log_set_time_format(tf) != 0) {
+        weir_conf_errorf(err, weir_conf_find(lg, "time_format"),
+                         "time_format: expected a strftime format of at most %d bytes that "
+                         "yields some text",
+                         WEIR_LOG_TIME_FORMAT_MAX);
+        return -1;
+    }
+    weir_log_set_format(format == 1 ? WEIR_LOG_FORMAT_JSON : WEIR_LOG_FORMAT_TEXT);
+    return 0;
+}
+
 static int read_system(weir_engine_t *eng, weir_conf_section_t *sys, const weir_engine_opts_t *o,
                        weir_err_t *err)
 {
+    if (read_system_log(sys, err) != 0) return -1;
     const char *level = NULL;
     if (weir_conf_get_str(sys, "log_level", &level, err) < 0) return -1;
     if (level) {
@@ -117,6 +175,66 @@ static const char *section_type(weir_conf_section_t *s, weir_err_t *err)
     return type;
 }
 
+/* The section's own params as a JSON object, secrets masked, for monitor_agent's "config". */
+static char *config_json(const weir_conf_section_t *s)
+{
+    json_t *obj = json_object();
+    for (size_t i = 0; i < s->nparams; i++) {
+        const weir_conf_param_t *p = &s->params[i];
+        bool secret = p->secret || weir_conf_is_secret_key(p->key);
+        json_t *v = json_string(secret ? "xxxxxx" : p->value);
+        json_object_set_new(obj, p->key, v ? v : json_string("(not UTF-8)"));
+    }
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    char *copy = weir_strdup(text ? text : "{}");
+    free(text);
+    return copy;
+}
+
+static const weir_engine_plugin_t *find_plugin_id(const weir_engine_t *eng, const char *id)
+{
+    for (size_t i = 0; i < weir_engine_plugin_count(eng); i++) {
+        const weir_engine_plugin_t *p = weir_engine_plugin_at(eng, i);
+        if (p->plugin_id && strcmp(p->plugin_id, id) == 0) return p;
+    }
+    return NULL;
+}
+
+/* Fills `info` and makes the plugin's metrics handle current for its create(). Two plugins
+ * with one @id would share metrics series, so that is an error, as in Fluentd. */
+static int plugin_begin(weir_engine_t *eng, weir_conf_section_t *s, const char *category,
+                        const char *type, weir_engine_plugin_t *info, weir_err_t *err)
+{
+    const char *id = NULL;
+    if (weir_conf_get_str(s, "@id", &id, err) < 0) return -1;
+    char gen[32];
+    if (!id || !*id) {
+        snprintf(gen, sizeof gen, "object:%zx", ++eng->next_object_id);
+        id = gen;
+    } else if (find_plugin_id(eng, id)) {
+        weir_conf_errorf(err, weir_conf_find(s, "@id"),
+                         "@id %s is used by another plugin; each @id must be unique", id);
+        return -1;
+    }
+    info->category = category;
+    info->plugin_id = weir_strdup(id);
+    info->type = weir_strdup(type);
+    info->config_json = config_json(s);
+    info->metrics = weir_plugin_metrics_new(eng->metrics, category, id, type);
+    eng->creating = info->metrics;
+    return 0;
+}
+
+static void plugin_info_free(weir_engine_plugin_t *info)
+{
+    weir_plugin_metrics_free(info->metrics);
+    free((char *)info->plugin_id);
+    free((char *)info->type);
+    free((char *)info->config_json);
+    memset(info, 0, sizeof *info);
+}
+
 static int add_output(weir_engine_t *eng, weir_conf_section_t *m, output_inst_t **out,
                       weir_err_t *err)
 {
@@ -131,12 +249,20 @@ static int add_output(weir_engine_t *eng, weir_conf_section_t *m, output_inst_t 
     if (weir_conf_get_str(m, "@id", &id, err) < 0) return -1;
     const char *lvl = NULL;
     if (weir_conf_get_str(m, "@log_level", &lvl, err) < 0) return -1;
+    weir_engine_plugin_t info = {0};
+    if (plugin_begin(eng, m, "output", type, &info, err) != 0) return -1;
     void *state = NULL;
-    if (ops->create(eng, m, &state, err) != 0) return -1;
+    int rc = ops->create(eng, m, &state, err);
+    eng->creating = NULL;
+    if (rc != 0) {
+        plugin_info_free(&info);
+        return -1;
+    }
     output_inst_t *o = &eng->outputs[eng->noutputs++];
     o->ops = ops;
     o->state = state;
     o->id = weir_strdup(id ? id : type);
+    o->info = info;
     *out = o;
     return 0;
 }
@@ -296,11 +422,16 @@ static int build(weir_engine_t *eng, weir_conf_section_t *root, const weir_engin
             return -1;
         }
         const char *s = NULL;
-        if (weir_conf_get_str(c, "@id", &s, err) < 0) return -1;
         if (weir_conf_get_str(c, "@log_level", &s, err) < 0) return -1;
         input_inst_t *in = &eng->inputs[eng->ninputs];
         in->ops = ops;
-        if (ops->create(eng, c, &in->state, err) != 0) return -1;
+        if (plugin_begin(eng, c, "input", type, &in->info, err) != 0) return -1;
+        int rc = ops->create(eng, c, &in->state, err);
+        eng->creating = NULL;
+        if (rc != 0) {
+            plugin_info_free(&in->info);
+            return -1;
+        }
         eng->ninputs++;
     }
     return weir_conf_check_unused(root, err) == 0 ? 0 : -1;
@@ -315,6 +446,14 @@ weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
     eng->unmatched_rl.interval_ms = 10000;
     if (gethostname(eng->hostname, sizeof eng->hostname - 1) != 0)
         strcpy(eng->hostname, "localhost");
+    eng->metrics = weir_metrics_new();
+    const char *version[] = {"version", WEIR_VERSION, NULL};
+    weir_gauge_set(weir_metrics_gauge(eng->metrics, eng, "weir_build_info",
+                                      "Always 1; the version label says which weir runs.", version),
+                   1);
+    eng->unmatched =
+        weir_metrics_tag_counter(eng->metrics, eng, "weir_unmatched_records_total",
+                                 "Events dropped because no <match> took their tag.", NULL);
     if (build(eng, root, opts, err) != 0) {
         weir_engine_free(eng);
         return NULL;
@@ -404,6 +543,7 @@ weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const
     int rule = route(lab, b->tag);
     if (rule < 0) {
         eng->stats.events_unmatched += b->count;
+        weir_tag_counter_add(eng->unmatched, b->tag, b->count);
         unsigned long skipped = 0;
         if (b->count && weir_ratelimit_ok(&eng->unmatched_rl, &skipped))
             weir_warn("no patterns matched tag=\"%s\" (%lu similar warnings suppressed)", b->tag,
@@ -412,7 +552,10 @@ weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const
     }
     output_inst_t *o = lab->rules[rule].out;
     weir_emit_result_t r = o->ops->emit(o->state, b, cb, arg);
-    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING) eng->stats.events_in += b->count;
+    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING) {
+        eng->stats.events_in += b->count;
+        weir_metrics_output_emit(o->info.metrics, b->count);
+    }
     return r;
 }
 
@@ -429,6 +572,28 @@ const char *weir_engine_hostname(const weir_engine_t *eng)
 bool weir_engine_dry_run(const weir_engine_t *eng)
 {
     return eng->dry_run;
+}
+
+weir_metrics_t *weir_engine_metrics(weir_engine_t *eng)
+{
+    return eng ? eng->metrics : NULL;
+}
+
+weir_plugin_metrics_t *weir_engine_plugin_metrics(weir_engine_t *eng)
+{
+    return eng ? eng->creating : NULL;
+}
+
+size_t weir_engine_plugin_count(const weir_engine_t *eng)
+{
+    return eng->ninputs + eng->noutputs;
+}
+
+const weir_engine_plugin_t *weir_engine_plugin_at(const weir_engine_t *eng, size_t i)
+{
+    if (i < eng->ninputs) return &eng->inputs[i].info;
+    i -= eng->ninputs;
+    return i < eng->noutputs ? &eng->outputs[i].info : NULL;
 }
 
 void weir_engine_on_space(weir_engine_t *eng, weir_space_waiter_t *w)
@@ -526,13 +691,19 @@ void weir_engine_stop(weir_engine_t *eng, void (*done)(void *arg), void *arg)
 void weir_engine_free(weir_engine_t *eng)
 {
     if (!eng) return;
-    for (size_t i = 0; i < eng->ninputs; i++)
+    /* a plugin's series go after the plugin, whose threads may still update them until then */
+    for (size_t i = 0; i < eng->ninputs; i++) {
         if (eng->inputs[i].ops->destroy) eng->inputs[i].ops->destroy(eng->inputs[i].state);
+        plugin_info_free(&eng->inputs[i].info);
+    }
     for (size_t i = 0; i < eng->noutputs; i++) {
         if (eng->outputs[i].ops && eng->outputs[i].ops->destroy)
             eng->outputs[i].ops->destroy(eng->outputs[i].state);
         free(eng->outputs[i].id);
+        plugin_info_free(&eng->outputs[i].info);
     }
+    weir_metrics_unregister(eng->metrics, eng);
+    weir_metrics_free(eng->metrics);
     for (size_t i = 0; i < eng->nlabels; i++) {
         label_t *lab = &eng->labels[i];
         for (size_t j = 0; j < lab->nrules; j++)

@@ -1,16 +1,23 @@
-/* Fluentd-style log lines on stderr. One fputs per line under a lock, so lines from worker
- * threads never interleave. */
+/* Fluentd-style log lines on stderr, as text or as one JSON object per line. One fputs per
+ * line under a lock, so lines from worker threads never interleave. A message is formatted on
+ * the stack when it fits (the common case) and on the heap up to WEIR_LOG_MAX_MESSAGE. */
 #include "weir/log.h"
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#define LOG_STACK_MESSAGE 2048 /* messages up to this size need no allocation */
+#define LOG_DEFAULT_TIME_FORMAT "%Y-%m-%d %H:%M:%S %z"
+
 static weir_log_level_t g_level = WEIR_LOG_INFO;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static weir_log_format_t g_format = WEIR_LOG_FORMAT_TEXT;
+static char g_time_format[WEIR_LOG_TIME_FORMAT_MAX + 1] = LOG_DEFAULT_TIME_FORMAT;
 
 static const char *const level_names[] = {"trace", "debug", "info", "warn", "error", "fatal"};
 
@@ -41,28 +48,163 @@ const char *weir_log_level_name(weir_log_level_t level)
     return level_names[level];
 }
 
-void weir_log(weir_log_level_t level, const char *fmt, ...)
+void weir_log_set_format(weir_log_format_t format)
 {
-    if (level < g_level) return;
-    char line[2048];
+    g_format = format;
+}
+
+weir_log_format_t weir_log_get_format(void)
+{
+    return g_format;
+}
+
+/* Expands %L and %[digits]N (Ruby's fractions of a second, which strftime lacks) into `out`,
+ * leaving every other conversion for strftime. */
+static void expand_fraction(const char *fmt, long nsec, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *p = fmt; *p && o + 12 < outlen; p++) {
+        if (p[0] != '%' || !p[1]) {
+            out[o++] = *p;
+            continue;
+        }
+        int digits = 9;
+        const char *q = p + 1;
+        if (*q >= '1' && *q <= '9' && q[1] == 'N') digits = *q++ - '0';
+        if (*q == 'L' || *q == 'N') {
+            if (*q == 'L') digits = 3;
+            long v = nsec;
+            for (int i = digits; i < 9; i++)
+                v /= 10;
+            o += (size_t)snprintf(out + o, outlen - o, "%0*ld", digits, v);
+            p = q;
+            continue;
+        }
+        out[o++] = '%';
+        out[o++] = p[1]; /* "%%" stays one conversion */
+        p++;
+    }
+    out[o] = '\0';
+}
+
+static size_t format_time(const char *tfmt, char *out, size_t outlen)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     localtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S %z", &tm);
-    n += (size_t)snprintf(line + n, sizeof line - n, " [%s]: ", level_names[level]);
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-    va_end(ap);
-    if (m < 0) m = 0;
-    n += (size_t)m;
-    if (n > sizeof line - 2) n = sizeof line - 2;
-    line[n++] = '\n';
-    line[n] = '\0';
+    char fmt[2 * WEIR_LOG_TIME_FORMAT_MAX + 16];
+    expand_fraction(tfmt, ts.tv_nsec, fmt, sizeof fmt);
+    return strftime(out, outlen, fmt, &tm);
+}
+
+int weir_log_set_time_format(const char *fmt)
+{
+    if (!fmt) fmt = LOG_DEFAULT_TIME_FORMAT;
+    if (strlen(fmt) > WEIR_LOG_TIME_FORMAT_MAX) return -1;
+    char probe[256];
+    if (format_time(fmt, probe, sizeof probe) == 0) return -1;
+    pthread_mutex_lock(&g_lock);
+    snprintf(g_time_format, sizeof g_time_format, "%s", fmt);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+/* JSON string content: quote, backslash and control characters escaped; bytes that are not
+ * UTF-8 become U+FFFD so that every line parses. */
+static void json_escape(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            fputc('\\', f);
+            fputc(c, f);
+        } else if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c == '\t') {
+            fputs("\\t", f);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\u%04x", c);
+        } else if (c < 0x80) {
+            fputc(c, f);
+        } else {
+            size_t len = (c & 0xe0) == 0xc0   ? 2
+                         : (c & 0xf0) == 0xe0 ? 3
+                         : (c & 0xf8) == 0xf0 ? 4
+                                              : 0;
+            bool ok = len && (size_t)(end - p) >= len && !(c == 0xc0 || c == 0xc1 || c > 0xf4);
+            for (size_t i = 1; ok && i < len; i++)
+                ok = (p[i] & 0xc0) == 0x80;
+            if (!ok) {
+                fputs("\\ufffd", f);
+                p++;
+                continue;
+            }
+            fwrite(p, 1, len, f);
+            p += len;
+            continue;
+        }
+        p++;
+    }
+}
+
+/* Builds the whole line in memory (open_memstream) so it reaches stderr in one fputs. */
+static void emit_line(weir_log_level_t level, const char *msg, size_t len)
+{
+    char *line = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&line, &n);
+    if (!f) return;
+    char tbuf[256];
+    pthread_mutex_lock(&g_lock);
+    size_t tl = format_time(g_time_format, tbuf, sizeof tbuf);
+    weir_log_format_t format = g_format;
+    pthread_mutex_unlock(&g_lock);
+    if (format == WEIR_LOG_FORMAT_JSON) {
+        fputs("{\"time\":\"", f);
+        json_escape(f, tbuf, tl);
+        fprintf(f, "\",\"level\":\"%s\",\"message\":\"", level_names[level]);
+        json_escape(f, msg, len);
+        fputs("\"}\n", f);
+    } else {
+        fwrite(tbuf, 1, tl, f);
+        fprintf(f, " [%s]: ", level_names[level]);
+        fwrite(msg, 1, len, f);
+        fputc('\n', f);
+    }
+    fclose(f);
     pthread_mutex_lock(&g_lock);
     fputs(line, stderr);
     pthread_mutex_unlock(&g_lock);
+    free(line);
+}
+
+void weir_log(weir_log_level_t level, const char *fmt, ...)
+{
+    if (level < g_level) return;
+    char stack[LOG_STACK_MESSAGE];
+    char *msg = stack;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(stack, sizeof stack, fmt, ap);
+    va_end(ap);
+    if (m < 0) m = 0;
+    if ((size_t)m >= sizeof stack) {
+        size_t cap = (size_t)m < WEIR_LOG_MAX_MESSAGE ? (size_t)m + 1 : WEIR_LOG_MAX_MESSAGE;
+        msg = malloc(cap);
+        if (msg) {
+            va_start(ap, fmt);
+            vsnprintf(msg, cap, fmt, ap);
+            va_end(ap);
+            m = (int)cap - 1;
+        } else {
+            msg = stack;
+            m = sizeof stack - 1;
+        }
+    }
+    emit_line(level, msg, (size_t)m);
+    if (msg != stack) free(msg);
 }
 
 static unsigned long long now_ms(void)

@@ -1,16 +1,24 @@
-/* The built-in plugins, by the @type names Fluentd users write. Adding a plugin
- * means adding its ops here; nothing is loaded at run time. */
+/* The built-in plugins, by the @type names Fluentd users write. Adding a plugin means adding
+ * its ops here; nothing is loaded at run time. */
 #include <string.h>
 
 #include "weir/plugin.h"
 
 extern const weir_input_ops_t weir_in_forward_ops;
+extern const weir_input_ops_t weir_in_prometheus_ops;
+extern const weir_input_ops_t weir_in_prometheus_monitor_ops;
+extern const weir_input_ops_t weir_in_prometheus_output_monitor_ops;
+extern const weir_input_ops_t weir_in_monitor_agent_ops;
 extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
+    &weir_in_prometheus_ops,
+    &weir_in_prometheus_monitor_ops,
+    &weir_in_prometheus_output_monitor_ops,
+    &weir_in_monitor_agent_ops,
     NULL,
 };
 
@@ -20,6 +28,7 @@ static const weir_output_ops_t *const outputs[] = {
     &weir_out_file_ops,
     NULL,
 };
+
 const weir_input_ops_t *weir_input_find(const char *type)
 {
     for (size_t i = 0; inputs[i]; i++)

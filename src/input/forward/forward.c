@@ -7,7 +7,11 @@
  * handed to the router; while the output makes it durable the connection stops reading
  * (backpressure), and the ack is written only when the output reports the batch durable.
  * Invariant: at most one frame per connection is in flight, so acks go out in request order,
- * one write each. */
+ * one write each.
+ *
+ * Metrics are counted per frame (events and wire bytes per tag once the router took the
+ * batch, acks written) and per connection, never per event. Warnings about a sender's bad
+ * input share one rate limit, so a flood of bad connections costs a line per interval. */
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +81,7 @@ struct fwd_input {
     void (*stop_done)(void *);
     void *stop_arg;
     weir_ratelimit_t warn_rl;
+    weir_plugin_metrics_t *pm;
 };
 
 static void conn_process(fwd_conn_t *fc);
@@ -178,8 +183,10 @@ static void conn_close(fwd_conn_t *fc, const char *why)
 
 static void conn_fail(fwd_conn_t *fc, const char *what)
 {
-    weir_warn("forward: closing connection from %s:%d: %s", weir_conn_peer_addr(fc->c),
-              weir_conn_peer_port(fc->c), what);
+    unsigned long skipped = 0;
+    if (weir_ratelimit_ok(&fc->in->warn_rl, &skipped))
+        weir_warn("forward: closing connection from %s:%d: %s (%lu similar warnings suppressed)",
+                  weir_conn_peer_addr(fc->c), weir_conn_peer_port(fc->c), what, skipped);
     conn_close(fc, what);
 }
 
@@ -189,7 +196,7 @@ static void send_ack(fwd_conn_t *fc)
     weir_buf_t ack;
     weir_buf_init(&ack);
     fwd_ack_build(fc->info.chunk, fc->info.chunk_len, fc->proto == PROTO_JSON, &ack);
-    weir_conn_write(fc->c, ack.data, ack.len);
+    if (weir_conn_write(fc->c, ack.data, ack.len) == 0) weir_metrics_input_acks(fc->in->pm, 1);
     weir_buf_free(&ack);
 }
 
@@ -250,6 +257,8 @@ static bool conn_emit(fwd_conn_t *fc)
         return !fc->closing;
     }
     weir_emit_result_t r = weir_engine_emit(fc->in->eng, fc->in->label, &fc->batch, emit_done, fc);
+    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
+        weir_metrics_input_events(fc->in->pm, fc->batch.tag, fc->batch.count, fc->frame_len);
     switch (r) {
     case WEIR_EMIT_DONE:
         send_ack(fc);
@@ -318,8 +327,10 @@ static bool conn_frame(fwd_conn_t *fc, const char *frame, size_t len, size_t con
         weir_buf_free(&pong);
         frame_consumed(fc);
         if (!ok) {
-            weir_warn("forward: handshake with %s failed: %s", weir_conn_peer_addr(fc->c),
-                      reason ? reason : "invalid ping");
+            unsigned long skipped = 0;
+            if (weir_ratelimit_ok(&in->warn_rl, &skipped))
+                weir_warn("forward: handshake with %s failed: %s (%lu similar warnings suppressed)",
+                          weir_conn_peer_addr(fc->c), reason ? reason : "invalid ping", skipped);
             conn_close(fc, reason);
             return false;
         }
@@ -354,9 +365,13 @@ static bool conn_frame(fwd_conn_t *fc, const char *frame, size_t len, size_t con
         frame_consumed(fc);
         return !fc->closing;
     }
-    if (in->chunk_size_warn_limit && len > in->chunk_size_warn_limit)
-        weir_warn("forward: chunk of %zu bytes from %s is over chunk_size_warn_limit (%llu)", len,
-                  weir_conn_peer_addr(fc->c), (unsigned long long)in->chunk_size_warn_limit);
+    unsigned long skipped = 0;
+    if (in->chunk_size_warn_limit && len > in->chunk_size_warn_limit &&
+        weir_ratelimit_ok(&in->warn_rl, &skipped))
+        weir_warn("forward: chunk of %zu bytes from %s is over chunk_size_warn_limit (%llu; %lu "
+                  "similar warnings suppressed)",
+                  len, weir_conn_peer_addr(fc->c), (unsigned long long)in->chunk_size_warn_limit,
+                  skipped);
     apply_tag(fc);
     return conn_emit(fc);
 }
@@ -484,6 +499,7 @@ static void on_close(weir_conn_t *c, const char *reason)
         in->conns = fc->next;
     if (fc->next) fc->next->prev = fc->prev;
     in->nconns--;
+    weir_metrics_input_connection(in->pm, -1);
     weir_buf_free(&fc->rbuf);
     weir_buf_free(&fc->jframe);
     weir_batch_free(&fc->batch);
@@ -518,7 +534,14 @@ static void on_accept(weir_listener_t *l, weir_conn_t *c)
     if (in->conns) in->conns->prev = fc;
     in->conns = fc;
     in->nconns++;
+    weir_metrics_input_connection(in->pm, 1);
     weir_conn_setup(c, &conn_cbs, fc);
+}
+
+static void on_tls_fail(weir_listener_t *l, const char *peer, const char *reason)
+{
+    fwd_input_t *in = weir_listener_data(l);
+    weir_metrics_input_tls_failure(in->pm);
 }
 
 /* ---- UDP heartbeat -------------------------------------------------------------------- */
@@ -549,6 +572,8 @@ static int fwd_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state
     fwd_input_t *in = weir_calloc(1, sizeof *in);
     in->eng = eng;
     in->warn_rl.interval_ms = 5000;
+    in->pm = weir_engine_plugin_metrics(eng);
+    weir_metrics_input_network(in->pm, true);
     if (fwd_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type forward>");
         fwd_destroy(in);
@@ -578,6 +603,7 @@ static int fwd_start(void *state, weir_err_t *err)
         .linger_timeout = in->linger,
         .keepalive = in->keepalive_packet,
         .on_accept = on_accept,
+        .on_tls_fail = on_tls_fail,
         .data = in,
     };
     uv_loop_t *loop = weir_engine_loop(in->eng);
