@@ -5,6 +5,7 @@
 #include "weir/plugin.h"
 
 extern const weir_input_ops_t weir_in_forward_ops;
+extern const weir_input_ops_t weir_in_http_ops;
 extern const weir_input_ops_t weir_in_prometheus_ops;
 extern const weir_input_ops_t weir_in_prometheus_monitor_ops;
 extern const weir_input_ops_t weir_in_prometheus_output_monitor_ops;
@@ -15,6 +16,7 @@ extern const weir_output_ops_t weir_out_file_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
+    &weir_in_http_ops,
     &weir_in_prometheus_ops,
     &weir_in_prometheus_monitor_ops,
     &weir_in_prometheus_output_monitor_ops,

@@ -183,8 +183,43 @@ def forward_seeds():
     return s
 
 
+def http_seeds():
+    """Requests as teleport-event-handler, curl and form posts send them (whole bytes on the
+    wire; the target feeds them to the request reader in pieces)."""
+    body = (b'{"addr.remote":"192.0.2.10:52906", "cluster_name":"teleport.example.com", '
+            b'"code":"T1000I", "ei":0, "event":"user.login", "success":true, '
+            b'"time":"2024-05-09T21:00:40.632Z", "uid":"c325a91c", "user":"alice"}')
+
+    def post(path, ctype, payload, extra=b""):
+        return (b"POST " + path + b" HTTP/1.1\r\nHost: localhost:8888\r\n"
+                b"User-Agent: Go-http-client/1.1\r\nContent-Length: " + str(len(payload)).encode()
+                + b"\r\nContent-Type: " + ctype + b"\r\n" + extra + b"\r\n" + payload)
+
+    chunked = (b"POST /test.log HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Type: application/json\r\n\r\n" + b"%x\r\n" % len(body) + body +
+               b"\r\n0\r\n\r\n")
+    return {
+        "teleport_audit": post(b"/test.log", b"application/json", body),
+        "teleport_session": post(b"/session.a2836fe1-51b5-4ab6-994e-f2f32eb97dc5.log",
+                                 b"application/json", body),
+        "array": post(b"/a/b", b"application/json", b"[" + body + b"," + body + b", 1]"),
+        "ndjson": post(b"/nd", b"application/x-ndjson", body + b"\n" + body + b"\n"),
+        "msgpack": post(b"/mp", b"application/msgpack", h("81 a1 6b a1 76") + h("92 01 02")),
+        "form": post(b"/f?time=1715288440.5", b"application/x-www-form-urlencoded",
+                     b"json=%7B%22k%22%3A%22v%22%7D"),
+        "pipelined_close": post(b"/p", b"application/json", b"{}") +
+        post(b"/p", b"application/json", b"{}", b"Connection: close\r\n"),
+        "expect": post(b"/e", b"application/json", body, b"Expect: 100-continue\r\n"),
+        "chunked": chunked,
+        "get": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "options": b"OPTIONS /x HTTP/1.1\r\nOrigin: http://a\r\n"
+                   b"Access-Control-Request-Method: POST\r\n\r\n",
+    }
+
+
 SEEDS = {
     "fuzz_forward": forward_seeds,
+    "fuzz_http": http_seeds,
 }
 
 

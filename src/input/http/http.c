@@ -1,0 +1,1096 @@
+/* <source> @type http: Fluentd's in_http over HTTP/1.1, optionally TLS with client
+ * certificates, as teleport-event-handler uses it (docs/http-input.md).
+ *
+ * Each connection reads one request at a time (request.c stops after every request), turns it
+ * into a batch (body.c) and hands it to the router. While the output makes the batch durable
+ * the connection stops reading, and the 200 is written only when the output reports it durable,
+ * so a 200 always means "stored". Invariant: at most one request per connection is in flight,
+ * so pipelined requests are answered in the order they came, one response each. A connection
+ * whose peer does not read its responses stops being read too (WEIR_HTTP_MAX_UNSENT).
+ *
+ * Idle connections close keepalive_timeout after the last bytes they sent, checked by one
+ * timer per input that walks the connection list: O(connections) per tick, which is nothing
+ * for the tens of connections an event handler opens; a timer wheel would replace it if
+ * thousands ever matter. */
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "weir/http_input.h"
+#include "weir/log.h"
+#include "weir/net.h"
+#include "weir/plugin.h"
+
+#define HTTP_COMPACT_MIN (64 * 1024) /* move unread bytes to the front past this offset */
+#define HTTP_TICK_MS_MAX 1000        /* idle check period; shorter for short timeouts */
+#define HTTP_TICK_MS_MIN 50
+#define HTTP_INFLATE_STEP (64 * 1024)
+/* weir_conn has no "everything written" callback, so a connection that stopped reading its
+ * responses is looked at again this often, and only while one is in that state. */
+#define HTTP_DRAIN_POLL_MS 10
+/* After a request, buffers larger than this are released rather than kept for the next one,
+ * so one big request does not pin its size on an idle keep-alive connection. */
+#define HTTP_KEEP_BUF_MAX (1024 * 1024)
+
+static const char *const RESP_100 = "HTTP/1.1 100 Continue\r\n\r\n";
+
+typedef struct http_input http_input_t;
+
+typedef struct http_conn {
+    http_input_t *in;
+    weir_conn_t *c;
+    struct http_conn *prev, *next;
+    weir_buf_t rbuf; /* rbuf.data[rpos..len) is not parsed yet */
+    size_t rpos;
+    weir_http_req_t req;
+    weir_batch_t batch; /* the request in flight */
+    weir_buf_t scratch; /* responses, decompressed bodies, extras */
+    bool in_flight;     /* waiting for the output's durable callback */
+    bool waiting_space; /* the output was full: emit again when space frees up */
+    bool write_blocked; /* too many unread response bytes: not reading */
+    bool eof;
+    bool closing;
+    bool dead; /* gone, but the output's callback still holds it */
+    uint64_t last_read_ms;
+    uint64_t blocked_ms; /* when write_blocked started */
+    size_t blocked_queue;
+    weir_space_waiter_t waiter;
+} http_conn_t;
+
+struct http_input {
+    weir_engine_t *eng;
+    weir_plugin_metrics_t *pm;
+    char *bind;
+    int port;
+    int backlog;
+    int linger;
+    uint64_t body_limit;
+    uint64_t decompress_limit;
+    double keepalive_timeout;
+    bool add_http_headers;
+    bool add_remote_addr;
+    bool add_query_params;
+    bool cors_set;
+    char **cors_origins;
+    size_t ncors;
+    bool cors_credentials;
+    bool empty_img;
+    bool use_204;
+    bool dump_error_log;
+    char *tag_prefix;
+    char *label;
+    weir_tls_opts_t tls;
+    /* <parse> */
+    weir_http_body_opts_t bopts;
+    weir_http_timeparser_t *tparser;
+    char *time_key;
+    regex_t null_re;
+    bool have_null_re;
+    /* running */
+    weir_listener_t *listener;
+    uv_timer_t *tick;
+    uv_timer_t *drain_poll;
+    http_conn_t *conns;
+    size_t nconns;
+    bool stopping;
+    void (*stop_done)(void *);
+    void *stop_arg;
+    weir_ratelimit_t warn_rl;
+};
+
+static void conn_process(http_conn_t *hc);
+static void on_drain_poll(uv_timer_t *t);
+
+/* ---- configuration ------------------------------------------------------------------------ */
+
+static int get_owned_str(weir_conf_section_t *s, const char *key, char **out, weir_err_t *err)
+{
+    const char *v = NULL;
+    int r = weir_conf_get_str(s, key, &v, err);
+    if (r == 1) *out = weir_strdup(v);
+    return r;
+}
+
+/* A <buffer> inside <source> does nothing in Fluentd either (Teleport's sample config has
+ * one); it is accepted with a warning rather than rejected. */
+static void ignore_buffer_sections(weir_conf_section_t *sec)
+{
+    for (size_t i = 0; i < sec->nchildren; i++) {
+        weir_conf_section_t *b = sec->children[i];
+        if (strcmp(b->name, "buffer") != 0) continue;
+        weir_conf_section_use(b);
+        for (size_t k = 0; k < b->nparams; k++)
+            b->params[k].used = true;
+        weir_warn("%s:%d: <buffer> in <source @type http> has no effect (an input has no "
+                  "buffer; Fluentd ignores it too)",
+                  b->file ? b->file : "(config)", b->line);
+    }
+}
+
+static int read_time_conf(http_input_t *in, weir_conf_section_t *p, bool json, weir_err_t *err)
+{
+    static const char *const types[] = {"string", "unixtime", "float", NULL};
+    int type = -1;
+    weir_http_time_conf_t tc = {.localtime = true};
+    bool localtime = true, utc = false;
+    int rl, ru;
+    if (weir_conf_get_enum(p, "time_type", types, &type, err) < 0 ||
+        weir_conf_get_str(p, "time_format", &tc.format, err) < 0 ||
+        weir_conf_get_str(p, "timezone", &tc.timezone, err) < 0 ||
+        (rl = weir_conf_get_bool(p, "localtime", &localtime, err)) < 0 ||
+        (ru = weir_conf_get_bool(p, "utc", &utc, err)) < 0)
+        return -1;
+    if (rl == 1 && ru == 1) {
+        weir_conf_errorf(err, weir_conf_find(p, "utc"),
+                         "both of utc and localtime are specified, use only one of them");
+        return -1;
+    }
+    tc.localtime = ru == 1 ? !utc : localtime;
+    tc.utc = false;
+    if (type >= 0)
+        tc.type = (weir_http_time_type_t)(type == 0   ? WEIR_HTTP_TIME_STRING
+                                          : type == 1 ? WEIR_HTTP_TIME_UNIXTIME
+                                                      : WEIR_HTTP_TIME_FLOAT);
+    else if (json)
+        tc.type = tc.format ? WEIR_HTTP_TIME_STRING : WEIR_HTTP_TIME_FLOAT;
+    else
+        tc.type = WEIR_HTTP_TIME_STRING; /* in_http's parser has Fluentd's default, string */
+    /* <parse @type in_http> uses a time parser only when one of these is set */
+    if (!json && type < 0 && !tc.format) return 0;
+    in->tparser = weir_http_timeparser_new(&tc, err);
+    if (!in->tparser) {
+        weir_err_prefix(err, "%s:%d: <parse>", p->file ? p->file : "(config)", p->line);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_null_conf(http_input_t *in, weir_conf_section_t *p, bool json, weir_err_t *err)
+{
+    const char *pat = NULL;
+    if (weir_conf_get_str(p, "null_value_pattern", &pat, err) < 0 ||
+        weir_conf_get_bool(p, "null_empty_string", &in->bopts.null_empty_string, err) < 0)
+        return -1;
+    if (!json) in->bopts.null_empty_string = false; /* in_http's own parsers ignore them */
+    if (!pat || !json) return 0;
+    /* POSIX extended regular expressions: Ruby's \d and friends are not available */
+    int rc = regcomp(&in->null_re, pat, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, &in->null_re, msg, sizeof msg);
+        weir_conf_errorf(err, weir_conf_find(p, "null_value_pattern"),
+                         "null_value_pattern: %s (weir uses POSIX extended regular expressions)",
+                         msg);
+        return -1;
+    }
+    in->have_null_re = true;
+    in->bopts.null_value = &in->null_re;
+    return 0;
+}
+
+static int read_parse_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t *err)
+{
+    in->bopts.max_depth = WEIR_HTTP_MAX_DEPTH;
+    in->bopts.max_records = WEIR_HTTP_MAX_RECORDS;
+    weir_conf_section_t *p = weir_conf_child(sec, "parse", 0);
+    if (!p) return 0;
+    weir_conf_section_use(p);
+    const char *type = "in_http", *key = "time";
+    bool est = true;
+    if (weir_conf_get_str(p, "@type", &type, err) < 0) return -1;
+    bool json = strcmp(type, "json") == 0;
+    if (!json && strcmp(type, "in_http") != 0) {
+        weir_conf_section_errorf(err, p,
+                                 "<parse> @type %s is not supported by weir's http input; use "
+                                 "json or in_http",
+                                 type);
+        return -1;
+    }
+    if (weir_conf_find(p, "types")) {
+        weir_conf_errorf(err, weir_conf_find(p, "types"), "types is not supported by weir yet");
+        return -1;
+    }
+    in->bopts.parse_json = json;
+    if (weir_conf_get_str(p, "time_key", &key, err) < 0 ||
+        weir_conf_get_bool(p, "keep_time_key", &in->bopts.keep_time_key, err) < 0 ||
+        weir_conf_get_bool(p, "estimate_current_event", &est, err) < 0)
+        return -1;
+    in->time_key = weir_strdup(key);
+    if (read_time_conf(in, p, json, err) != 0 || read_null_conf(in, p, json, err) != 0) return -1;
+    return 0;
+}
+
+static int read_cors_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t *err)
+{
+    int r = weir_conf_get_array(sec, "cors_allow_origins", &in->cors_origins, &in->ncors, err);
+    if (r < 0) return -1;
+    in->cors_set = r == 1;
+    if (weir_conf_get_bool(sec, "cors_allow_credentials", &in->cors_credentials, err) < 0)
+        return -1;
+    if (!in->cors_credentials) return 0;
+    bool star = false;
+    for (size_t i = 0; i < in->ncors; i++)
+        star |= strcmp(in->cors_origins[i], "*") == 0;
+    if (!in->cors_set || star) {
+        weir_conf_errorf(err, weir_conf_find(sec, "cors_allow_credentials"),
+                         "Cannot enable cors_allow_credentials without specific origins");
+        return -1;
+    }
+    return 0;
+}
+
+static int http_read_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t *err)
+{
+    int64_t port = WEIR_HTTP_PORT_DEFAULT, backlog = 0;
+    const char *bind = "0.0.0.0", *label = NULL;
+    double linger = -1;
+    in->body_limit = WEIR_HTTP_BODY_LIMIT_DEFAULT;
+    in->decompress_limit = WEIR_HTTP_DECOMPRESS_LIMIT_DEFAULT;
+    in->keepalive_timeout = WEIR_HTTP_KEEPALIVE_DEFAULT;
+    in->dump_error_log = true;
+    if (weir_conf_find(sec, "format")) {
+        weir_conf_errorf(err, weir_conf_find(sec, "format"),
+                         "format is Fluentd v0.12 syntax: use a <parse> section (<parse> @type "
+                         "json </parse>)");
+        return -1;
+    }
+    if (weir_conf_get_int(sec, "port", &port, err) < 0 ||
+        weir_conf_get_str(sec, "bind", &bind, err) < 0 ||
+        weir_conf_get_int(sec, "backlog", &backlog, err) < 0 ||
+        weir_conf_get_size(sec, "body_size_limit", &in->body_limit, err) < 0 ||
+        weir_conf_get_size(sec, "decompression_size_limit", &in->decompress_limit, err) < 0 ||
+        weir_conf_get_time(sec, "keepalive_timeout", &in->keepalive_timeout, err) < 0 ||
+        weir_conf_get_bool(sec, "add_http_headers", &in->add_http_headers, err) < 0 ||
+        weir_conf_get_bool(sec, "add_remote_addr", &in->add_remote_addr, err) < 0 ||
+        weir_conf_get_bool(sec, "add_query_params", &in->add_query_params, err) < 0 ||
+        weir_conf_get_bool(sec, "respond_with_empty_img", &in->empty_img, err) < 0 ||
+        weir_conf_get_bool(sec, "use_204_response", &in->use_204, err) < 0 ||
+        weir_conf_get_bool(sec, "dump_error_log", &in->dump_error_log, err) < 0 ||
+        get_owned_str(sec, "add_tag_prefix", &in->tag_prefix, err) < 0 ||
+        weir_conf_get_str(sec, "@label", &label, err) < 0 || read_cors_conf(in, sec, err) != 0 ||
+        read_parse_conf(in, sec, err) != 0)
+        return -1;
+    if (port < 0 || port > 65535) {
+        weir_conf_errorf(err, weir_conf_find(sec, "port"), "port must be 0..65535");
+        return -1;
+    }
+    if (in->tag_prefix && !*in->tag_prefix) {
+        weir_conf_errorf(err, weir_conf_find(sec, "add_tag_prefix"),
+                         "add_tag_prefix must not be empty");
+        return -1;
+    }
+    weir_conf_section_t *tr = weir_conf_child(sec, "transport", 0);
+    if (tr) {
+        weir_conf_section_use(tr);
+        if (weir_tls_opts_from_conf(&in->tls, tr, err) != 0) return -1;
+        if (weir_conf_get_time(tr, "linger_timeout", &linger, err) < 0) return -1;
+    }
+    ignore_buffer_sections(sec);
+    in->bopts.time_key = in->time_key ? in->time_key : "time";
+    in->bopts.time_parser = in->tparser;
+    in->port = (int)port;
+    in->backlog = (int)backlog;
+    in->linger = linger < 0 ? -1 : (int)linger;
+    in->bind = weir_strdup(bind);
+    in->label = label ? weir_strdup(label) : NULL;
+    return 0;
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+static void conn_close(http_conn_t *hc, const char *why)
+{
+    if (hc->closing) return;
+    hc->closing = true;
+    weir_conn_close(hc->c, why);
+}
+
+static void conn_drop(http_conn_t *hc, const char *what)
+{
+    unsigned long skipped = 0;
+    if (weir_ratelimit_ok(&hc->in->warn_rl, &skipped))
+        weir_warn("http: closing connection from %s:%d: %s (%lu similar warnings suppressed)",
+                  weir_conn_peer_addr(hc->c), weir_conn_peer_port(hc->c), what, skipped);
+    conn_close(hc, what);
+}
+
+static void write_bytes(http_conn_t *hc, const char *p, size_t n)
+{
+    weir_conn_write(hc->c, p, n);
+    if (weir_conn_write_queue_size(hc->c) <= WEIR_HTTP_MAX_UNSENT || hc->write_blocked) return;
+    /* the peer is not reading what we answer: stop reading what it asks */
+    hc->write_blocked = true;
+    hc->blocked_ms = uv_now(weir_engine_loop(hc->in->eng));
+    hc->blocked_queue = weir_conn_write_queue_size(hc->c);
+    weir_conn_pause(hc->c);
+    if (hc->in->drain_poll && !uv_is_active((uv_handle_t *)hc->in->drain_poll))
+        uv_timer_start(hc->in->drain_poll, on_drain_poll, HTTP_DRAIN_POLL_MS, HTTP_DRAIN_POLL_MS);
+    weir_debug("http: %s:%d is not reading its responses (%zu bytes waiting); not reading its "
+               "requests until it does",
+               weir_conn_peer_addr(hc->c), weir_conn_peer_port(hc->c), hc->blocked_queue);
+}
+
+/* in_http's send_response, then a close unless the request keeps the connection. */
+static void respond(http_conn_t *hc, const char *status, const weir_http_hdr_t *hdrs, size_t n,
+                    const char *body, size_t len, bool close_after)
+{
+    hc->scratch.len = 0;
+    weir_http_response(&hc->scratch, status, hdrs, n, body, len);
+    write_bytes(hc, hc->scratch.data, hc->scratch.len);
+    if (close_after) conn_close(hc, NULL);
+}
+
+/* Origin against cors_allow_origins: exact, or one '*' as prefix + suffix. */
+static bool cors_origin_ok(const http_input_t *in, const char *origin)
+{
+    for (size_t i = 0; i < in->ncors; i++) {
+        const char *pat = in->cors_origins[i];
+        if (strcmp(pat, origin) == 0) return true;
+        const char *star = strchr(pat, '*');
+        if (!star) continue;
+        size_t pl = (size_t)(star - pat), sl = strlen(star + 1), ol = strlen(origin);
+        if (ol >= pl && strncmp(origin, pat, pl) == 0 && ol >= sl &&
+            strcmp(origin + ol - sl, star + 1) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool cors_star(const http_input_t *in)
+{
+    for (size_t i = 0; i < in->ncors; i++)
+        if (strcmp(in->cors_origins[i], "*") == 0) return true;
+    return false;
+}
+
+/* The headers every answer to a POST carries after its own: CORS, then Connection. */
+static size_t tail_headers(http_conn_t *hc, weir_http_hdr_t *h, size_t n)
+{
+    http_input_t *in = hc->in;
+    if (in->cors_set) {
+        const weir_http_header_t *o = weir_http_req_header(&hc->req, "Origin");
+        if (cors_star(in)) {
+            h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Origin", "*"};
+        } else if (o && cors_origin_ok(in, o->value)) {
+            h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Origin", o->value};
+            if (in->cors_credentials)
+                h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Credentials", "true"};
+        }
+    }
+    if (hc->req.keep_alive) h[n++] = (weir_http_hdr_t){"Connection", "Keep-Alive"};
+    return n;
+}
+
+static void respond_ok(http_conn_t *hc)
+{
+    weir_http_hdr_t h[4];
+    size_t n = 0;
+    const char *status = "200 OK";
+    const char *body = "";
+    size_t len = 0;
+    if (hc->in->empty_img) {
+        h[n++] = (weir_http_hdr_t){"Content-Type", "image/gif; charset=utf-8"};
+        body = weir_http_empty_gif;
+        len = WEIR_HTTP_EMPTY_GIF_LEN;
+    } else if (hc->in->use_204) {
+        status = "204 No Content";
+    } else {
+        h[n++] = (weir_http_hdr_t){"Content-Type", "text/plain"};
+    }
+    n = tail_headers(hc, h, n);
+    respond(hc, status, h, n, body, len, !hc->req.keep_alive);
+}
+
+/* 400 and 500 carry the status text, a newline, the error message and a newline. */
+static void respond_error(http_conn_t *hc, const char *status, const char *msg)
+{
+    weir_http_hdr_t h[4];
+    size_t n = 0;
+    h[n++] = (weir_http_hdr_t){"Content-Type", "text/plain"};
+    n = tail_headers(hc, h, n);
+    weir_buf_t body;
+    weir_buf_init(&body);
+    weir_buf_printf(&body, "%s\n%s\n", status, msg);
+    respond(hc, status, h, n, body.data, body.len, !hc->req.keep_alive);
+    weir_buf_free(&body);
+}
+
+static void respond_too_large(http_conn_t *hc)
+{
+    respond(hc, "413 Request Entity Too Large", NULL, 0, "Too large", 9, true);
+}
+
+/* ---- the request in flight ---------------------------------------------------------------- */
+
+/* The response went out: get ready for the next request, or close. */
+static void request_done(http_conn_t *hc)
+{
+    weir_http_req_next(&hc->req);
+    if (hc->req.body.cap > HTTP_KEEP_BUF_MAX) weir_buf_free(&hc->req.body);
+    if (hc->batch.data.cap > HTTP_KEEP_BUF_MAX) {
+        weir_buf_free(&hc->batch.data);
+        weir_batch_reset(&hc->batch);
+    }
+    if (hc->in->stopping) conn_close(hc, NULL);
+}
+
+static void emit_done(void *arg, int status)
+{
+    http_conn_t *hc = arg;
+    hc->in_flight = false;
+    if (hc->dead) {
+        free(hc);
+        return;
+    }
+    if (hc->closing) return;
+    if (status != 0)
+        respond_error(hc, "500 Internal Server Error", "the output could not store the events");
+    else
+        respond_ok(hc);
+    request_done(hc);
+    if (!hc->closing && !hc->write_blocked) {
+        weir_conn_resume(hc->c);
+        conn_process(hc);
+    }
+}
+
+static void space_ready(void *arg);
+
+/* Hands the batch to the router. Returns true when the connection may read on now. */
+static bool conn_emit(http_conn_t *hc)
+{
+    if (hc->batch.count == 0) {
+        respond_ok(hc);
+        request_done(hc);
+        return !hc->closing;
+    }
+    weir_emit_result_t r = weir_engine_emit(hc->in->eng, hc->in->label, &hc->batch, emit_done, hc);
+    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
+        weir_metrics_input_events(hc->in->pm, hc->batch.tag, hc->batch.count, hc->req.body.len);
+    switch (r) {
+    case WEIR_EMIT_DONE:
+        respond_ok(hc);
+        request_done(hc);
+        return !hc->closing;
+    case WEIR_EMIT_PENDING:
+        hc->in_flight = true;
+        weir_conn_pause(hc->c);
+        return false;
+    case WEIR_EMIT_FULL:
+        hc->waiting_space = true;
+        weir_conn_pause(hc->c);
+        hc->waiter.fn = space_ready;
+        hc->waiter.arg = hc;
+        weir_engine_on_space(hc->in->eng, &hc->waiter);
+        return false;
+    case WEIR_EMIT_ERROR:
+    default:
+        respond_error(hc, "500 Internal Server Error", "the output rejected the events");
+        request_done(hc);
+        return !hc->closing;
+    }
+}
+
+static void space_ready(void *arg)
+{
+    http_conn_t *hc = arg;
+    hc->waiting_space = false;
+    if (hc->closing) return;
+    if (conn_emit(hc) && !hc->write_blocked) {
+        weir_conn_resume(hc->c);
+        conn_process(hc);
+    }
+}
+
+/* ---- building the batch -------------------------------------------------------------------- */
+
+/* Content-Encoding gzip or deflate (zlib), bounded by decompression_size_limit. */
+static int inflate_body(const weir_buf_t *src, bool gzip, uint64_t limit, weir_buf_t *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, gzip ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) return -1;
+    const unsigned char *in = (const unsigned char *)src->data;
+    size_t left = src->len;
+    int rc = Z_OK;
+    out->len = 0;
+    while (rc != Z_STREAM_END) {
+        if (zs.avail_in == 0) {
+            size_t n = left > (1u << 30) ? (1u << 30) : left;
+            zs.next_in = (Bytef *)in;
+            zs.avail_in = (uInt)n;
+            in += n;
+            left -= n;
+        }
+        weir_buf_reserve(out, HTTP_INFLATE_STEP);
+        zs.next_out = (Bytef *)out->data + out->len;
+        zs.avail_out = HTTP_INFLATE_STEP;
+        rc = inflate(&zs, Z_NO_FLUSH);
+        out->len += HTTP_INFLATE_STEP - zs.avail_out;
+        if (out->len > limit || (rc != Z_OK && rc != Z_STREAM_END)) break;
+        if (rc == Z_OK && zs.avail_in == 0 && left == 0 && zs.avail_out != 0) {
+            rc = Z_DATA_ERROR; /* truncated */
+            break;
+        }
+    }
+    inflateEnd(&zs);
+    return rc == Z_STREAM_END && out->len <= limit ? 0 : -1;
+}
+
+static void upper_key(weir_buf_t *b, const char *prefix, const char *s, size_t n)
+{
+    weir_buf_append(b, prefix, strlen(prefix));
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i] == '-' ? '_' : s[i];
+        weir_buf_putc(b, c >= 'a' && c <= 'z' ? (char)(c - 32) : c);
+    }
+}
+
+/* Extras are built as "key\0value\0" runs in one buffer, then pointed at. */
+typedef struct extras {
+    weir_buf_t text;
+    size_t (*spans)[4]; /* key off, key len, value off (SIZE_MAX = nil), value len */
+    size_t n, cap;
+} extras_t;
+
+static int extras_find(extras_t *x, const char *k, size_t kn)
+{
+    for (size_t i = 0; i < x->n; i++)
+        if (x->spans[i][1] == kn && memcmp(x->text.data + x->spans[i][0], k, kn) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Adds key = value; a repeated key keeps its first value (WEBrick's first query value) or,
+ * for repeated headers, joins them with ", ". */
+static void extras_add(extras_t *x, weir_buf_t *key, const char *v, size_t vn, bool join)
+{
+    int i = extras_find(x, key->data, key->len);
+    if (i >= 0 && !join) return;
+    if (i >= 0 && x->spans[i][2] != SIZE_MAX) {
+        size_t *s = x->spans[i];
+        weir_buf_t nv; /* rebuild the joined value at the end of the text */
+        weir_buf_init(&nv);
+        weir_buf_append(&nv, x->text.data + s[2], s[3]);
+        weir_buf_append(&nv, ", ", 2);
+        weir_buf_append(&nv, v, vn);
+        s[2] = x->text.len;
+        s[3] = nv.len;
+        weir_buf_append(&x->text, nv.data, nv.len);
+        weir_buf_free(&nv);
+        return;
+    }
+    if (x->n == x->cap) {
+        x->cap = x->cap ? x->cap * 2 : 16;
+        x->spans = weir_realloc(x->spans, x->cap * sizeof *x->spans);
+    }
+    size_t *s = x->spans[x->n++];
+    s[0] = x->text.len;
+    s[1] = key->len;
+    weir_buf_append(&x->text, key->data, key->len);
+    s[2] = v ? x->text.len : SIZE_MAX;
+    s[3] = vn;
+    if (v) weir_buf_append(&x->text, v, vn);
+}
+
+typedef struct query_ctx {
+    extras_t *x;
+    weir_buf_t key;
+} query_ctx_t;
+
+static int query_extra_cb(void *arg, const char *k, size_t kn, const char *v, size_t vn)
+{
+    query_ctx_t *q = arg;
+    q->key.len = 0;
+    upper_key(&q->key, "QUERY_", k, kn);
+    extras_add(q->x, &q->key, v, vn, false);
+    return 0;
+}
+
+/* HTTP_* (headers, in order), QUERY_* (query parameters), REMOTE_ADDR, as in_http adds
+ * them. */
+static void build_extras(http_conn_t *hc, const char *query, size_t qlen, extras_t *x)
+{
+    http_input_t *in = hc->in;
+    weir_buf_t key;
+    weir_buf_init(&key);
+    for (size_t i = 0; in->add_http_headers && i < hc->req.nheaders; i++) {
+        const weir_http_header_t *h = &hc->req.headers[i];
+        key.len = 0;
+        upper_key(&key, "HTTP_", h->name, h->name_len);
+        extras_add(x, &key, h->value, h->value_len, true);
+    }
+    if (in->add_query_params && query) {
+        query_ctx_t q = {x, {0}};
+        weir_http_query_parse(query, qlen, query_extra_cb, &q);
+        weir_buf_free(&q.key);
+    }
+    if (in->add_remote_addr) {
+        key.len = 0;
+        weir_buf_append(&key, "REMOTE_ADDR", 11);
+        const weir_http_header_t *xff = weir_http_req_header(&hc->req, "X-Forwarded-For");
+        if (xff) { /* the first entry, untrimmed, as Fluentd's split(",").first */
+            const char *comma = memchr(xff->value, ',', xff->value_len);
+            size_t n = comma ? (size_t)(comma - xff->value) : xff->value_len;
+            extras_add(x, &key, n ? xff->value : NULL, n, false);
+        } else {
+            const char *a = weir_conn_peer_addr(hc->c);
+            extras_add(x, &key, a, strlen(a), false);
+        }
+    }
+    weir_buf_free(&key);
+}
+
+/* Builds the batch of a POST-like request; answers 400 itself. Returns false when the
+ * request was answered (or the connection dropped) without a batch to emit. */
+static bool build_batch(http_conn_t *hc)
+{
+    http_input_t *in = hc->in;
+    weir_http_req_t *r = &hc->req;
+    const char *path, *query;
+    size_t plen, qlen;
+    if (weir_http_split_target(r->url.data, r->url.len, &path, &plen, &query, &qlen) != 0) {
+        conn_drop(hc, "request URL that is not a valid URI");
+        return false;
+    }
+    const weir_buf_t *body = &r->body;
+    const weir_http_header_t *ce = weir_http_req_header(r, "Content-Encoding");
+    bool gz = ce && strcmp(ce->value, "gzip") == 0, df = ce && strcmp(ce->value, "deflate") == 0;
+    weir_buf_t plain;
+    weir_buf_init(&plain);
+    if (gz || df) {
+        if (inflate_body(body, gz, in->decompress_limit, &plain) != 0) {
+            weir_warn("http: fails to decode payload from %s: not valid %s data or over "
+                      "decompression_size_limit",
+                      weir_conn_peer_addr(hc->c), ce->value);
+            weir_buf_free(&plain);
+            respond(hc, "400 Bad Request", NULL, 0, "", 0, true);
+            return false;
+        }
+        body = &plain;
+    }
+    extras_t x;
+    memset(&x, 0, sizeof x);
+    build_extras(hc, query, qlen, &x);
+    weir_http_extra_t *ex = weir_calloc(x.n + 1, sizeof *ex);
+    for (size_t i = 0; i < x.n; i++) {
+        ex[i].key = x.text.data + x.spans[i][0];
+        ex[i].key_len = x.spans[i][1];
+        ex[i].value = x.spans[i][2] == SIZE_MAX ? NULL : x.text.data + x.spans[i][2];
+        ex[i].value_len = x.spans[i][3];
+    }
+    const weir_http_header_t *ct = weir_http_req_header(r, "Content-Type");
+    weir_http_body_in_t bin = {
+        .query = query,
+        .query_len = qlen,
+        .content_type = ct ? ct->value : "",
+        .body = body->data,
+        .body_len = body->len,
+        .extras = ex,
+        .nextras = x.n,
+        .now = weir_time_now(),
+    };
+    weir_buf_t tag;
+    weir_buf_init(&tag);
+    weir_http_tag_from_path(path, plen, in->tag_prefix, &tag);
+    weir_batch_reset(&hc->batch);
+    weir_batch_set_tag(&hc->batch, tag.data ? tag.data : "", tag.len);
+    weir_err_t err;
+    int rc = weir_http_body_decode(&in->bopts, &bin, &hc->batch, &err);
+    weir_buf_free(&tag);
+    free(ex);
+    free(x.spans);
+    weir_buf_free(&x.text);
+    weir_buf_free(&plain);
+    if (rc == 0) return true;
+    if (in->dump_error_log) {
+        unsigned long skipped = 0;
+        if (weir_ratelimit_ok(&in->warn_rl, &skipped))
+            weir_error("http: failed to process request from %s: %s (%lu similar errors "
+                       "suppressed)",
+                       weir_conn_peer_addr(hc->c), err.msg, skipped);
+    }
+    respond_error(hc, "400 Bad Request", err.msg);
+    request_done(hc);
+    return false;
+}
+
+/* ---- methods ------------------------------------------------------------------------------- */
+
+/* CORS preflight, answered and closed as in_http does. */
+static void handle_options(http_conn_t *hc)
+{
+    http_input_t *in = hc->in;
+    const weir_http_header_t *m = weir_http_req_header(&hc->req, "Access-Control-Request-Method");
+    const weir_http_header_t *rh = weir_http_req_header(&hc->req, "Access-Control-Request-Headers");
+    const weir_http_header_t *o = weir_http_req_header(&hc->req, "Origin");
+    if (!in->cors_set || !m || strcmp(m->value, "POST") != 0) {
+        respond(hc, "403 Forbidden", NULL, 0, "", 0, true);
+        return;
+    }
+    weir_http_hdr_t h[4] = {{"Access-Control-Allow-Methods", "POST"},
+                            {"Access-Control-Allow-Headers", rh ? rh->value : ""}};
+    size_t n = 2;
+    if (cors_star(in)) {
+        h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Origin", "*"};
+    } else if (o && cors_origin_ok(in, o->value)) {
+        h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Origin", o->value};
+        if (in->cors_credentials)
+            h[n++] = (weir_http_hdr_t){"Access-Control-Allow-Credentials", "true"};
+    } else {
+        respond(hc, "403 Forbidden", NULL, 0, "", 0, true);
+        return;
+    }
+    respond(hc, "200 OK", h, n, "", 0, true);
+}
+
+/* A whole request arrived. Returns true when the connection may go on with the next one. */
+static bool handle_request(http_conn_t *hc)
+{
+    http_input_t *in = hc->in;
+    weir_http_req_t *r = &hc->req;
+    if (r->method == HTTP_GET) { /* health checks (Azure): 200 and close */
+        respond(hc, "200 OK", NULL, 0, "", 0, true);
+        return false;
+    }
+    if (r->method == HTTP_OPTIONS) {
+        handle_options(hc);
+        return false;
+    }
+    /* every other method is handled as POST */
+    if (in->cors_set && !cors_star(in)) {
+        const weir_http_header_t *o = weir_http_req_header(r, "Origin");
+        if (o && !cors_origin_ok(in, o->value)) {
+            weir_http_hdr_t h[1] = {{"Connection", "close"}};
+            respond(hc, "403 Forbidden", h, 1, "", 0, true);
+            return false;
+        }
+    }
+    if (!build_batch(hc)) return !hc->closing;
+    return conn_emit(hc);
+}
+
+/* Headers are in: answer Expect, refuse a body that cannot fit before it arrives. */
+static void handle_headers(http_conn_t *hc)
+{
+    weir_http_req_t *r = &hc->req;
+    const weir_http_header_t *ex = weir_http_req_header(r, "Expect");
+    if (ex) {
+        if (strcmp(ex->value, "100-continue") != 0) {
+            respond(hc, "417 Expectation Failed", NULL, 0, "", 0, true);
+            return;
+        }
+        /* Fluentd's check is off by one here: a length equal to the limit gets 413 */
+        if (r->has_length && r->content_length >= hc->in->body_limit) {
+            respond_too_large(hc);
+            return;
+        }
+        write_bytes(hc, RESP_100, strlen(RESP_100));
+        return;
+    }
+    if (r->has_length && r->content_length > hc->in->body_limit) respond_too_large(hc);
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static bool conn_busy(const http_conn_t *hc)
+{
+    return hc->in_flight || hc->waiting_space;
+}
+
+static void compact(http_conn_t *hc)
+{
+    if (hc->rpos == hc->rbuf.len) {
+        hc->rpos = hc->rbuf.len = 0;
+    } else if (hc->rpos >= HTTP_COMPACT_MIN && hc->rpos * 2 >= hc->rbuf.len) {
+        memmove(hc->rbuf.data, hc->rbuf.data + hc->rpos, hc->rbuf.len - hc->rpos);
+        hc->rbuf.len -= hc->rpos;
+        hc->rpos = 0;
+    }
+}
+
+/* Runs the buffered bytes through the reader until a request is in flight, the peer stops
+ * reading responses, or the bytes run out. */
+static void conn_process(http_conn_t *hc)
+{
+    while (!hc->closing && !conn_busy(hc) && !hc->write_blocked && hc->rpos < hc->rbuf.len) {
+        weir_http_ev_t ev;
+        size_t avail = hc->rbuf.len - hc->rpos;
+        size_t n = weir_http_req_feed(&hc->req, hc->rbuf.data + hc->rpos, avail, &ev);
+        hc->rpos += n;
+        if (ev == WEIR_HTTP_EV_HEADERS) {
+            handle_headers(hc);
+        } else if (ev == WEIR_HTTP_EV_REQUEST) {
+            handle_request(hc);
+        } else if (ev == WEIR_HTTP_EV_TOO_LARGE) {
+            respond_too_large(hc);
+        } else if (ev == WEIR_HTTP_EV_ERROR) {
+            conn_drop(hc, hc->req.error ? hc->req.error : "malformed HTTP request");
+        } else if (n == 0) {
+            conn_drop(hc, "the HTTP reader made no progress"); /* never loop forever */
+        }
+    }
+    compact(hc);
+    if (hc->closing || conn_busy(hc) || hc->write_blocked) return;
+    if (hc->eof) {
+        if (weir_http_req_eof(&hc->req) == WEIR_HTTP_EV_ERROR)
+            weir_debug("http: %s closed in the middle of a request", weir_conn_peer_addr(hc->c));
+        conn_close(hc, NULL);
+        return;
+    }
+    if (hc->in->stopping) conn_close(hc, NULL);
+}
+
+static void on_data(weir_conn_t *c, const char *data, size_t len)
+{
+    http_conn_t *hc = weir_conn_get_data(c);
+    if (hc->closing) return;
+    hc->last_read_ms = uv_now(weir_engine_loop(hc->in->eng));
+    weir_buf_append(&hc->rbuf, data, len);
+    conn_process(hc);
+}
+
+static void on_eof(weir_conn_t *c)
+{
+    http_conn_t *hc = weir_conn_get_data(c);
+    hc->eof = true;
+    if (!hc->closing) conn_process(hc);
+}
+
+static void on_ready(weir_conn_t *c)
+{
+    http_conn_t *hc = weir_conn_get_data(c);
+    hc->last_read_ms = uv_now(weir_engine_loop(hc->in->eng));
+}
+
+static void stop_check(http_input_t *in);
+
+static void on_close(weir_conn_t *c, const char *reason)
+{
+    http_conn_t *hc = weir_conn_get_data(c);
+    http_input_t *in = hc->in;
+    if (hc->waiting_space) weir_engine_cancel_space(in->eng, &hc->waiter);
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        in->conns = hc->next;
+    if (hc->next) hc->next->prev = hc->prev;
+    in->nconns--;
+    weir_metrics_input_connection(in->pm, -1);
+    weir_buf_free(&hc->rbuf);
+    weir_buf_free(&hc->scratch);
+    weir_http_req_free(&hc->req);
+    weir_batch_free(&hc->batch);
+    hc->closing = true;
+    if (hc->in_flight)
+        hc->dead = true; /* the output still holds hc: its callback frees it */
+    else
+        free(hc);
+    stop_check(in);
+}
+
+static const weir_conn_cbs_t conn_cbs = {
+    .on_data = on_data,
+    .on_eof = on_eof,
+    .on_ready = on_ready,
+    .on_close = on_close,
+};
+
+static void on_accept(weir_listener_t *l, weir_conn_t *c)
+{
+    http_input_t *in = weir_listener_data(l);
+    http_conn_t *hc = weir_calloc(1, sizeof *hc);
+    hc->in = in;
+    hc->c = c;
+    hc->last_read_ms = uv_now(weir_engine_loop(in->eng));
+    weir_http_req_init(&hc->req, in->body_limit);
+    weir_batch_init(&hc->batch, "", 0);
+    hc->next = in->conns;
+    if (in->conns) in->conns->prev = hc;
+    in->conns = hc;
+    in->nconns++;
+    weir_metrics_input_connection(in->pm, 1);
+    weir_conn_setup(c, &conn_cbs, hc);
+}
+
+/* A connection blocked on unread responses reads again once they drained to half the limit,
+ * and is dropped when they stop draining for keepalive_timeout. Returns true while it stays
+ * blocked. */
+static bool check_blocked(http_conn_t *hc, uint64_t now)
+{
+    size_t q = weir_conn_write_queue_size(hc->c);
+    if (q <= WEIR_HTTP_MAX_UNSENT / 2) {
+        weir_debug("http: %s:%d reads its responses again", weir_conn_peer_addr(hc->c),
+                   weir_conn_peer_port(hc->c));
+        hc->write_blocked = false;
+        hc->last_read_ms = now;
+        weir_conn_resume(hc->c);
+        conn_process(hc);
+        return hc->write_blocked;
+    }
+    if (q < hc->blocked_queue) {
+        hc->blocked_queue = q;
+        hc->blocked_ms = now;
+    } else if (now - hc->blocked_ms >= (uint64_t)(hc->in->keepalive_timeout * 1000)) {
+        hc->closing = true;
+        weir_conn_abort(hc->c, "the peer stopped reading responses");
+        return false;
+    }
+    return true;
+}
+
+static void on_drain_poll(uv_timer_t *t)
+{
+    http_input_t *in = t->data;
+    uint64_t now = uv_now(t->loop);
+    bool any = false;
+    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
+        next = hc->next;
+        if (hc->write_blocked && !hc->closing && !conn_busy(hc)) any |= check_blocked(hc, now);
+    }
+    if (!any) uv_timer_stop(t);
+}
+
+/* Idle connections close keepalive_timeout after the last bytes they sent. */
+static void on_tick(uv_timer_t *t)
+{
+    http_input_t *in = t->data;
+    uint64_t now = uv_now(t->loop);
+    uint64_t idle_ms = (uint64_t)(in->keepalive_timeout * 1000);
+    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
+        next = hc->next;
+        if (hc->closing || conn_busy(hc) || hc->write_blocked) continue;
+        if (now - hc->last_read_ms >= idle_ms) conn_close(hc, NULL);
+    }
+}
+
+static void on_tls_fail(weir_listener_t *l, const char *peer, const char *reason)
+{
+    http_input_t *in = weir_listener_data(l);
+    weir_metrics_input_tls_failure(in->pm);
+}
+
+/* ---- plugin -------------------------------------------------------------------------------- */
+
+static void http_destroy(void *state);
+
+static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err)
+{
+    http_input_t *in = weir_calloc(1, sizeof *in);
+    in->eng = eng;
+    in->pm = weir_engine_plugin_metrics(eng);
+    weir_metrics_input_network(in->pm, false);
+    in->warn_rl.interval_ms = 5000;
+    if (http_read_conf(in, sec, err) != 0) {
+        weir_err_prefix(err, "<source @type http>");
+        http_destroy(in);
+        return -1;
+    }
+    if (in->tls.enabled && !weir_engine_dry_run(eng)) {
+        /* load the keys now so a bad passphrase fails at start, not at the first client */
+        weir_tls_ctx_t *ctx = weir_tls_ctx_new(&in->tls, err);
+        if (!ctx) {
+            http_destroy(in);
+            return -1;
+        }
+        weir_tls_ctx_free(ctx);
+    }
+    *state = in;
+    return 0;
+}
+
+static int http_start(void *state, weir_err_t *err)
+{
+    http_input_t *in = state;
+    weir_listener_opts_t lo = {
+        .bind = in->bind,
+        .port = in->port,
+        .backlog = in->backlog,
+        .tls = &in->tls,
+        .linger_timeout = in->linger,
+        .on_accept = on_accept,
+        .on_tls_fail = on_tls_fail,
+        .data = in,
+    };
+    uv_loop_t *loop = weir_engine_loop(in->eng);
+    in->listener = weir_listener_new(loop, &lo, err);
+    if (!in->listener) {
+        weir_err_prefix(err, "http input on %s:%d", in->bind, in->port);
+        return -1;
+    }
+    uint64_t idle_ms = (uint64_t)(in->keepalive_timeout * 1000);
+    uint64_t tick = idle_ms / 4;
+    if (tick > HTTP_TICK_MS_MAX) tick = HTTP_TICK_MS_MAX;
+    if (tick < HTTP_TICK_MS_MIN) tick = HTTP_TICK_MS_MIN;
+    in->tick = weir_calloc(1, sizeof *in->tick);
+    uv_timer_init(loop, in->tick);
+    in->tick->data = in;
+    uv_timer_start(in->tick, on_tick, tick, tick);
+    uv_unref((uv_handle_t *)in->tick);
+    in->drain_poll = weir_calloc(1, sizeof *in->drain_poll);
+    uv_timer_init(loop, in->drain_poll);
+    in->drain_poll->data = in;
+    uv_unref((uv_handle_t *)in->drain_poll);
+    weir_info("listening on %s:%d (http%s)", in->bind, weir_listener_port(in->listener),
+              in->tls.enabled ? " over TLS" : "");
+    return 0;
+}
+
+static void close_timer(uv_timer_t **t)
+{
+    if (!*t) return;
+    uv_timer_stop(*t);
+    uv_close((uv_handle_t *)*t, (uv_close_cb)free);
+    *t = NULL;
+}
+
+static void stop_check(http_input_t *in)
+{
+    if (!in->stopping || in->nconns > 0 || !in->stop_done) return;
+    void (*done)(void *) = in->stop_done;
+    in->stop_done = NULL;
+    done(in->stop_arg);
+}
+
+static void http_stop(void *state, void (*done)(void *), void *arg)
+{
+    http_input_t *in = state;
+    in->stopping = true;
+    in->stop_done = done;
+    in->stop_arg = arg;
+    if (in->listener) weir_listener_close(in->listener);
+    in->listener = NULL;
+    /* idle (or half-read) connections close now; one with a request in flight closes after
+     * its response */
+    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
+        next = hc->next;
+        if (!conn_busy(hc)) conn_close(hc, NULL);
+    }
+    stop_check(in);
+}
+
+static void http_destroy(void *state)
+{
+    http_input_t *in = state;
+    if (!in) return;
+    if (in->listener) weir_listener_close(in->listener);
+    close_timer(&in->tick);
+    close_timer(&in->drain_poll);
+    free(in->bind);
+    free(in->tag_prefix);
+    free(in->label);
+    free(in->time_key);
+    weir_conf_strv_free(in->cors_origins, in->ncors);
+    weir_http_timeparser_free(in->tparser);
+    if (in->have_null_re) regfree(&in->null_re);
+    weir_tls_opts_free(&in->tls);
+    free(in);
+}
+
+const weir_input_ops_t weir_in_http_ops = {
+    .type = "http",
+    .create = http_create,
+    .start = http_start,
+    .stop = http_stop,
+    .destroy = http_destroy,
+};

@@ -1,0 +1,525 @@
+/* JSON text → msgpack, in one pass and without building a tree: the hot path of the http
+ * input (every Teleport event is one JSON object).
+ *
+ * The result matches what Fluentd stores after Oj (compat mode, bigdecimal_load :float) and
+ * a Ruby Hash: keys keep their order, a repeated key keeps its first place and takes its last
+ * value, integers that fit 64 bits stay integers and larger ones become floats, other numbers
+ * are float64, and \uXXXX escapes become UTF-8 (a lone surrogate becomes U+FFFD).
+ *
+ * A container's element count is known only at its end, so each one is written behind a
+ * 5-byte placeholder that is shrunk to the smallest header when it closes. That moves the
+ * container's bytes once per enclosing level, so a body costs O(size x depth) with depth at
+ * most WEIR_HTTP_MAX_DEPTH; a list of fix-ups applied in one compaction pass at the end would
+ * make it O(size) if deep bodies ever matter. Invariant: on failure `out` is cut back to its
+ * length on entry. */
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weir/http_input.h"
+
+#define JSON_DEDUPE_LINEAR 16 /* objects with more keys find repeats with a hash set */
+#define JSON_PLACEHOLDER 5    /* map32/array32 header */
+#define JSON_NUM_LOCAL 64     /* numbers longer than this are copied to the heap for strtod */
+
+typedef struct jp {
+    const char *s, *p, *end;
+    weir_buf_t *out;
+    msgpack_packer pk;
+    int depth, max_depth;
+    weir_buf_t str; /* an unescaped string */
+    size_t *ents;   /* per entry of the open objects: key offset, value offset in out */
+    size_t nents, ents_cap;
+    uint32_t *slots; /* hash set for repeated keys */
+    size_t nslots;
+    const char *err;
+    size_t err_at;
+} jp_t;
+
+static int parse_value(jp_t *j);
+
+static int fail(jp_t *j, const char *msg)
+{
+    if (!j->err) {
+        j->err = msg;
+        j->err_at = (size_t)(j->p - j->s);
+    }
+    return -1;
+}
+
+static void skip_ws(jp_t *j)
+{
+    const char *p = j->p;
+    while (p < j->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    j->p = p;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* ---- scalars ------------------------------------------------------------------------------ */
+
+static int hex4(const char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void put_utf8(weir_buf_t *b, uint32_t cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xc0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xe0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        u[0] = (char)(0xf0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    weir_buf_append(b, u, n);
+}
+
+/* A \u escape at p (p[0] == '\\', p[1] == 'u'): appends the code point, pairing surrogates.
+ * Returns the bytes consumed, or 0 for bad hex. */
+static size_t unicode_escape(jp_t *j, const char *p)
+{
+    uint32_t cp, lo;
+    if (j->end - p < 6 || hex4(p + 2, &cp) != 0) return 0;
+    size_t used = 6;
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (j->end - p >= 12 && p[6] == '\\' && p[7] == 'u' && hex4(p + 8, &lo) == 0 &&
+            lo >= 0xdc00 && lo <= 0xdfff) {
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            used = 12;
+        } else {
+            cp = 0xfffd;
+        }
+    } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+        cp = 0xfffd;
+    }
+    put_utf8(&j->str, cp);
+    return used;
+}
+
+static bool plain(char c)
+{
+    return c != '"' && c != '\\' && (unsigned char)c >= 0x20;
+}
+
+static void pack_str(jp_t *j, const char *s, size_t n)
+{
+    msgpack_pack_str(&j->pk, n);
+    msgpack_pack_str_body(&j->pk, s, n);
+}
+
+static int parse_string(jp_t *j)
+{
+    const char *p = j->p + 1, *e = j->end, *start = p;
+    while (p < e && plain(*p))
+        p++;
+    if (p < e && *p == '"') { /* no escapes: the common case */
+        pack_str(j, start, (size_t)(p - start));
+        j->p = p + 1;
+        return 0;
+    }
+    j->str.len = 0;
+    weir_buf_append(&j->str, start, (size_t)(p - start));
+    while (p < e) {
+        if (*p == '"') {
+            pack_str(j, j->str.data, j->str.len);
+            j->p = p + 1;
+            return 0;
+        }
+        j->p = p;
+        if ((unsigned char)*p < 0x20) return fail(j, "control character in a string");
+        if (plain(*p)) {
+            const char *q = p;
+            while (q < e && plain(*q))
+                q++;
+            weir_buf_append(&j->str, p, (size_t)(q - p));
+            p = q;
+            continue;
+        }
+        if (e - p < 2) break;
+        char c = p[1], out;
+        switch (c) {
+        case '"':
+        case '\\':
+        case '/':
+            out = c;
+            break;
+        case 'b':
+            out = '\b';
+            break;
+        case 'f':
+            out = '\f';
+            break;
+        case 'n':
+            out = '\n';
+            break;
+        case 'r':
+            out = '\r';
+            break;
+        case 't':
+            out = '\t';
+            break;
+        case 'u': {
+            size_t used = unicode_escape(j, p);
+            if (!used) return fail(j, "bad \\u escape");
+            p += used;
+            continue;
+        }
+        default:
+            return fail(j, "bad escape in a string");
+        }
+        weir_buf_putc(&j->str, out);
+        p += 2;
+    }
+    j->p = e;
+    return fail(j, "unterminated string");
+}
+
+static const char *digits_end(const char *p, const char *e)
+{
+    while (p < e && is_digit(*p))
+        p++;
+    return p;
+}
+
+static int parse_number(jp_t *j)
+{
+    const char *p = j->p, *e = j->end, *start = p;
+    bool neg = *p == '-', is_int = true;
+    if (neg) p++;
+    if (p >= e || !is_digit(*p)) return fail(j, "invalid number");
+    const char *int_start = p;
+    p = *p == '0' ? p + 1 : digits_end(p, e);
+    const char *int_end = p;
+    if (p < e && *p == '.') {
+        if (++p >= e || !is_digit(*p)) return fail(j, "invalid number");
+        p = digits_end(p, e);
+        is_int = false;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        if (++p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || !is_digit(*p)) return fail(j, "invalid number");
+        p = digits_end(p, e);
+        is_int = false;
+    }
+    j->p = p;
+    if (is_int) {
+        uint64_t v = 0;
+        bool over = false;
+        for (const char *q = int_start; q < int_end && !over; q++) {
+            uint64_t d = (uint64_t)(*q - '0');
+            if (v > (UINT64_MAX - d) / 10)
+                over = true;
+            else
+                v = v * 10 + d;
+        }
+        if (!over && !neg) return msgpack_pack_uint64(&j->pk, v);
+        if (!over && v <= (uint64_t)INT64_MAX) return msgpack_pack_int64(&j->pk, -(int64_t)v);
+        if (!over && v == (uint64_t)INT64_MAX + 1) return msgpack_pack_int64(&j->pk, INT64_MIN);
+    }
+    size_t n = (size_t)(p - start);
+    char local[JSON_NUM_LOCAL + 1];
+    char *buf = n <= JSON_NUM_LOCAL ? local : weir_malloc(n + 1);
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    double d = strtod(buf, NULL); /* correctly rounded; overflow gives ±inf, as Ruby does */
+    if (buf != local) free(buf);
+    return msgpack_pack_double(&j->pk, d);
+}
+
+static int parse_literal(jp_t *j, const char *word, size_t n)
+{
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
+        return fail(j, "unexpected character");
+    j->p += n;
+    if (word[0] == 't') return msgpack_pack_true(&j->pk);
+    if (word[0] == 'f') return msgpack_pack_false(&j->pk);
+    return msgpack_pack_nil(&j->pk);
+}
+
+/* ---- containers --------------------------------------------------------------------------- */
+
+static size_t open_container(jp_t *j)
+{
+    size_t hdr = j->out->len;
+    weir_buf_append(j->out, "\0\0\0\0\0", JSON_PLACEHOLDER);
+    return hdr;
+}
+
+static void close_container(jp_t *j, size_t hdr, size_t n, bool map)
+{
+    char *d = j->out->data;
+    size_t clen = j->out->len - hdr - JSON_PLACEHOLDER;
+    unsigned char h[JSON_PLACEHOLDER];
+    size_t hl;
+    if (n < 16) {
+        h[0] = (unsigned char)((map ? 0x80 : 0x90) | n);
+        hl = 1;
+    } else if (n < 65536) {
+        h[0] = map ? 0xde : 0xdc;
+        h[1] = (unsigned char)(n >> 8);
+        h[2] = (unsigned char)n;
+        hl = 3;
+    } else {
+        h[0] = map ? 0xdf : 0xdd;
+        h[1] = (unsigned char)(n >> 24);
+        h[2] = (unsigned char)(n >> 16);
+        h[3] = (unsigned char)(n >> 8);
+        h[4] = (unsigned char)n;
+        hl = 5;
+    }
+    if (hl < JSON_PLACEHOLDER) memmove(d + hdr + hl, d + hdr + JSON_PLACEHOLDER, clen);
+    memcpy(d + hdr, h, hl);
+    j->out->len = hdr + hl + clen;
+}
+
+static void push_ent(jp_t *j, size_t off)
+{
+    if (j->nents == j->ents_cap) {
+        j->ents_cap = j->ents_cap ? j->ents_cap * 2 : 64;
+        j->ents = weir_realloc(j->ents, j->ents_cap * sizeof *j->ents);
+    }
+    j->ents[j->nents++] = off;
+}
+
+/* Key i of an object whose entries start at ents[base]: bytes [ents[2i], ents[2i+1]). */
+static bool same_key(const jp_t *j, const size_t *e, size_t a, size_t b)
+{
+    size_t la = e[2 * a + 1] - e[2 * a], lb = e[2 * b + 1] - e[2 * b];
+    return la == lb && memcmp(j->out->data + e[2 * a], j->out->data + e[2 * b], la) == 0;
+}
+
+static uint32_t key_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* Fills first[i] with the first entry that has entry i's key. Returns true if any repeats. */
+static bool find_repeats(jp_t *j, const size_t *e, size_t n, size_t *first)
+{
+    bool any = false;
+    if (n <= JSON_DEDUPE_LINEAR) {
+        for (size_t i = 0; i < n; i++) {
+            if (first) first[i] = i;
+            for (size_t k = 0; k < i; k++) {
+                if (same_key(j, e, k, i)) {
+                    any = true;
+                    if (first) first[i] = first[k];
+                    break;
+                }
+            }
+        }
+        return any;
+    }
+    size_t want = 1;
+    while (want < n * 2)
+        want <<= 1;
+    if (j->nslots < want) {
+        free(j->slots);
+        j->slots = weir_malloc(want * sizeof *j->slots);
+        j->nslots = want;
+    }
+    memset(j->slots, 0, want * sizeof *j->slots);
+    for (size_t i = 0; i < n; i++) {
+        if (first) first[i] = i;
+        size_t s = key_hash(j->out->data + e[2 * i], e[2 * i + 1] - e[2 * i]) & (want - 1);
+        for (; j->slots[s]; s = (s + 1) & (want - 1)) {
+            size_t k = j->slots[s] - 1;
+            if (same_key(j, e, k, i)) {
+                any = true;
+                if (first) first[i] = k;
+                break;
+            }
+        }
+        if (!j->slots[s]) j->slots[s] = (uint32_t)(i + 1);
+    }
+    return any;
+}
+
+/* Rewrites the entries so each key appears once, at its first place, with its last value.
+ * Returns the number of entries left. */
+static size_t dedupe(jp_t *j, size_t base, size_t n)
+{
+    const size_t *e = j->ents + base;
+    if (!find_repeats(j, e, n, NULL)) return n;
+    size_t *first = weir_malloc(2 * n * sizeof *first), *last = first + n;
+    find_repeats(j, e, n, first);
+    for (size_t i = 0; i < n; i++)
+        last[first[i]] = i;
+    size_t content = e[0], end = j->out->len, kept = 0;
+    weir_buf_t tmp;
+    weir_buf_init(&tmp);
+    for (size_t i = 0; i < n; i++) {
+        if (first[i] != i) continue;
+        size_t l = last[i];
+        size_t vend = l + 1 < n ? e[2 * (l + 1)] : end;
+        weir_buf_append(&tmp, j->out->data + e[2 * i], e[2 * i + 1] - e[2 * i]);
+        weir_buf_append(&tmp, j->out->data + e[2 * l + 1], vend - e[2 * l + 1]);
+        kept++;
+    }
+    memcpy(j->out->data + content, tmp.data, tmp.len);
+    j->out->len = content + tmp.len;
+    weir_buf_free(&tmp);
+    free(first);
+    return kept;
+}
+
+static int parse_object(jp_t *j)
+{
+    size_t hdr = open_container(j), base = j->nents, n = 0;
+    j->p++;
+    skip_ws(j);
+    if (j->p < j->end && *j->p == '}') {
+        j->p++;
+        goto done;
+    }
+    for (;;) {
+        skip_ws(j);
+        if (j->p >= j->end || *j->p != '"') return fail(j, "expected a string key");
+        push_ent(j, j->out->len);
+        if (parse_string(j) != 0) return -1;
+        skip_ws(j);
+        if (j->p >= j->end || *j->p != ':') return fail(j, "expected ':'");
+        j->p++;
+        push_ent(j, j->out->len);
+        if (parse_value(j) != 0) return -1;
+        n++;
+        skip_ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->end && *j->p == '}') {
+            j->p++;
+            break;
+        }
+        return fail(j, "expected ',' or '}'");
+    }
+done:
+    if (n > UINT32_MAX) return fail(j, "too many keys in one object");
+    if (n > 1) n = dedupe(j, base, n);
+    j->nents = base;
+    close_container(j, hdr, n, true);
+    return 0;
+}
+
+static int parse_array(jp_t *j)
+{
+    size_t hdr = open_container(j), n = 0;
+    j->p++;
+    skip_ws(j);
+    if (j->p < j->end && *j->p == ']') {
+        j->p++;
+        goto done;
+    }
+    for (;;) {
+        if (parse_value(j) != 0) return -1;
+        n++;
+        skip_ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->end && *j->p == ']') {
+            j->p++;
+            break;
+        }
+        return fail(j, "expected ',' or ']'");
+    }
+done:
+    if (n > UINT32_MAX) return fail(j, "too many elements in one array");
+    close_container(j, hdr, n, false);
+    return 0;
+}
+
+static int parse_value(jp_t *j)
+{
+    skip_ws(j);
+    if (j->p >= j->end) return fail(j, "unexpected end of input");
+    int rc;
+    switch (*j->p) {
+    case '{':
+    case '[':
+        if (++j->depth > j->max_depth) return fail(j, "nested deeper than the limit");
+        rc = *j->p == '{' ? parse_object(j) : parse_array(j);
+        j->depth--;
+        return rc;
+    case '"':
+        return parse_string(j);
+    case 't':
+        return parse_literal(j, "true", 4);
+    case 'f':
+        return parse_literal(j, "false", 5);
+    case 'n':
+        return parse_literal(j, "null", 4);
+    default:
+        if (*j->p == '-' || is_digit(*j->p)) return parse_number(j);
+        return fail(j, "unexpected character");
+    }
+}
+
+int weir_http_json_to_msgpack(const char *s, size_t len, int max_depth, weir_buf_t *out,
+                              weir_err_t *err)
+{
+    jp_t j;
+    memset(&j, 0, sizeof j);
+    j.s = j.p = s;
+    j.end = s + len;
+    j.out = out;
+    j.max_depth = max_depth;
+    weir_buf_init(&j.str);
+    msgpack_packer_init(&j.pk, out, weir_buf_msgpack_write);
+    size_t start = out->len;
+    int rc = parse_value(&j);
+    if (rc == 0) {
+        skip_ws(&j);
+        if (j.p != j.end) rc = fail(&j, "unexpected data after the JSON value");
+    }
+    if (rc != 0) {
+        out->len = start;
+        if (j.err && strcmp(j.err, "nested deeper than the limit") == 0)
+            weir_err_set(err, "invalid JSON at byte %zu: nested deeper than %d levels", j.err_at,
+                         max_depth);
+        else
+            weir_err_set(err, "invalid JSON at byte %zu: %s", j.err_at, j.err ? j.err : "?");
+    }
+    weir_buf_free(&j.str);
+    free(j.ents);
+    free(j.slots);
+    return rc;
+}

@@ -1,0 +1,1055 @@
+/* Event time for <source> @type http: the time_type/time_format/timezone rules of Fluentd's
+ * TimeParser and NumericTimeParser, and the subset of strptime that the strptime gem (which
+ * Fluentd uses for time_format) understands.
+ *
+ * Invariants: parsing never reads past the value's length (values are not NUL-terminated),
+ * and, like the strptime gem, it never looks at input left over after the last directive:
+ * "2024-05-09T21:06:21.024Z" with "%Y-%m-%dT%H:%M:%S" is 21:06:21 and the rest is ignored.
+ *
+ * Wall times without an offset are read in the zone the configuration names: a fixed offset,
+ * a zone from the tz database (read from its TZif file once, at start-up), the process's
+ * local zone (mktime), or UTC. Fluentd converts with the offset in force when it started;
+ * weir uses the offset in force at the parsed instant, which differs only across a DST
+ * change. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "weir/http_input.h"
+
+#define TZ_FILE_MAX (256 * 1024) /* the largest TZif file in tzdata is under 4 KiB */
+#define TZ_NAME_MAX 128
+#define TZ_TRANS_MAX 100000 /* transitions in one TZif file; tzdata's largest has ~300 */
+#define NUM_TEXT_MAX 64     /* digits of a number read by Ruby's to_f that we keep */
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* ---- Ruby's number conversions ----------------------------------------------------------- */
+
+/* String#to_i: leading whitespace, a sign, digits with single '_' between them. Saturates
+ * where Ruby would make a Bignum. */
+static int64_t ruby_to_i(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && is_ws(s[i]))
+        i++;
+    bool neg = false;
+    if (i < len && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    uint64_t v = 0, cap = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    bool any = false;
+    while (i < len) {
+        if (is_digit(s[i])) {
+            uint64_t d = (uint64_t)(s[i] - '0');
+            v = v > (cap - d) / 10 ? cap : v * 10 + d;
+            any = true;
+            i++;
+        } else if (s[i] == '_' && any && i + 1 < len && is_digit(s[i + 1])) {
+            i++;
+        } else {
+            break;
+        }
+    }
+    if (!neg) return (int64_t)v;
+    return v > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)v;
+}
+
+/* Appends digits (with single '_' between digits, which Ruby skips) from s[i..]; returns the
+ * index after them. */
+static size_t copy_digits(const char *s, size_t len, size_t i, char *buf, size_t *n, size_t *count)
+{
+    while (i < len) {
+        if (is_digit(s[i])) {
+            buf[(*n)++] = s[i++];
+            (*count)++;
+        } else if (s[i] == '_' && *count > 0 && i > 0 && is_digit(s[i - 1]) && i + 1 < len &&
+                   is_digit(s[i + 1])) {
+            i++;
+        } else {
+            break;
+        }
+    }
+    return i;
+}
+
+double weir_http_ruby_to_f(const char *s, size_t len)
+{
+    char local[NUM_TEXT_MAX + 8];
+    char *buf = len + 8 <= sizeof local ? local : weir_malloc(len + 8);
+    size_t n = 0, i = 0, digits = 0, edigits = 0;
+    while (i < len && is_ws(s[i]))
+        i++;
+    if (i < len && (s[i] == '+' || s[i] == '-')) buf[n++] = s[i++];
+    i = copy_digits(s, len, i, buf, &n, &digits);
+    if (i + 1 < len && s[i] == '.' && is_digit(s[i + 1])) {
+        buf[n++] = '.';
+        i = copy_digits(s, len, i + 1, buf, &n, &digits);
+    }
+    double d = 0.0;
+    if (digits > 0) {
+        if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+            size_t j = i + 1, mark = n;
+            buf[n++] = 'e';
+            if (j < len && (s[j] == '+' || s[j] == '-')) buf[n++] = s[j++];
+            copy_digits(s, len, j, buf, &n, &edigits);
+            if (edigits == 0) n = mark;
+        }
+        buf[n] = '\0';
+        d = strtod(buf, NULL);
+    }
+    if (buf != local) free(buf);
+    return d;
+}
+
+size_t weir_http_ruby_float_to_s(double d, char out[32])
+{
+    if (isnan(d)) return (size_t)snprintf(out, 32, "NaN");
+    if (isinf(d)) return (size_t)snprintf(out, 32, d < 0 ? "-Infinity" : "Infinity");
+    if (d == 0) return (size_t)snprintf(out, 32, signbit(d) ? "-0.0" : "0.0");
+    char e[40];
+    int prec;
+    /* the shortest digit string that reads back as the same double */
+    for (prec = 0; prec < 17; prec++) {
+        snprintf(e, sizeof e, "%.*e", prec, d);
+        if (strtod(e, NULL) == d) break;
+    }
+    char digits[24];
+    size_t nd = 0;
+    const char *p = e;
+    bool neg = *p == '-';
+    if (neg) p++;
+    for (; *p && *p != 'e'; p++)
+        if (is_digit(*p)) digits[nd++] = *p;
+    int exp10 = atoi(p + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    int decpt = exp10 + 1;
+    size_t o = 0;
+    if (neg) out[o++] = '-';
+    if (decpt > -4 && decpt <= 16) {
+        if (decpt <= 0) {
+            out[o++] = '0';
+            out[o++] = '.';
+            for (int z = 0; z < -decpt; z++)
+                out[o++] = '0';
+            memcpy(out + o, digits, nd);
+            o += nd;
+        } else if ((size_t)decpt >= nd) {
+            memcpy(out + o, digits, nd);
+            o += nd;
+            for (size_t z = nd; z < (size_t)decpt; z++)
+                out[o++] = '0';
+            out[o++] = '.';
+            out[o++] = '0';
+        } else {
+            memcpy(out + o, digits, (size_t)decpt);
+            o += (size_t)decpt;
+            out[o++] = '.';
+            memcpy(out + o, digits + decpt, nd - (size_t)decpt);
+            o += nd - (size_t)decpt;
+        }
+        out[o] = '\0';
+        return o;
+    }
+    out[o++] = digits[0];
+    out[o++] = '.';
+    if (nd > 1) {
+        memcpy(out + o, digits + 1, nd - 1);
+        o += nd - 1;
+    } else {
+        out[o++] = '0';
+    }
+    o += (size_t)snprintf(out + o, 32 - o, "e%c%02d", decpt - 1 < 0 ? '-' : '+', abs(decpt - 1));
+    return o;
+}
+
+weir_time_t weir_http_time_from_float_text(const char *s, size_t len)
+{
+    const char *dot = memchr(s, '.', len);
+    weir_time_t t = {(uint32_t)ruby_to_i(s, dot ? (size_t)(dot - s) : len), 0};
+    if (!dot) return t;
+    const char *f = dot + 1;
+    size_t flen = len - (size_t)(f - s);
+    const char *dot2 = memchr(f, '.', flen);
+    if (dot2) flen = (size_t)(dot2 - f);
+    /* Fluentd keeps 10 characters here, so a 10th digit gives nanoseconds >= 1e9; weir keeps
+     * 9. The padding goes after whatever was there, so "1.5x" is 5 ns, as in Fluentd. */
+    char nbuf[9];
+    size_t n = flen < 9 ? flen : 9;
+    memcpy(nbuf, f, n);
+    memset(nbuf + n, '0', 9 - n);
+    int64_t ns = ruby_to_i(nbuf, 9);
+    t.nsec = ns < 0 ? 0 : (uint32_t)(ns > 999999999 ? 999999999 : ns);
+    return t;
+}
+
+/* ---- calendar ---------------------------------------------------------------------------- */
+
+/* Days from 1970-01-01 to a proleptic Gregorian date. Linear in `d`, so a day past the end
+ * of the month rolls into the next one, as timegm does. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t mp = m > 2 ? m - 3 : m + 9;
+    int64_t doy = (153 * mp + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* ---- zones ------------------------------------------------------------------------------- */
+
+typedef enum tz_kind { TZ_LOCAL, TZ_FIXED, TZ_NAMED } tz_kind_t;
+
+typedef struct tz {
+    tz_kind_t kind;
+    int32_t off; /* TZ_FIXED */
+    /* TZ_NAMED, from the TZif file */
+    int64_t *trans;
+    uint8_t *tidx;
+    size_t ntrans;
+    int32_t *toff;
+    size_t ntypes;
+    bool footer_fixed; /* after the last transition: a fixed offset from the footer */
+    int32_t footer_off;
+} tz_t;
+
+static void tz_free(tz_t *z)
+{
+    free(z->trans);
+    free(z->tidx);
+    free(z->toff);
+    memset(z, 0, sizeof *z);
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int64_t be64(const unsigned char *p)
+{
+    return (int64_t)(((uint64_t)be32(p) << 32) | be32(p + 4));
+}
+
+typedef struct tzif_counts {
+    uint32_t isut, isstd, leap, time, type, chars;
+} tzif_counts_t;
+
+static size_t tzif_block_size(const tzif_counts_t *c, size_t tsize)
+{
+    return (size_t)c->time * (tsize + 1) + (size_t)c->type * 6 + c->chars +
+           (size_t)c->leap * (tsize + 4) + c->isstd + c->isut;
+}
+
+static int tzif_header(const unsigned char *p, size_t n, tzif_counts_t *c)
+{
+    if (n < 44 || memcmp(p, "TZif", 4) != 0) return -1;
+    c->isut = be32(p + 20);
+    c->isstd = be32(p + 24);
+    c->leap = be32(p + 28);
+    c->time = be32(p + 32);
+    c->type = be32(p + 36);
+    c->chars = be32(p + 40);
+    if (c->time > TZ_TRANS_MAX || c->type == 0 || c->type > 256 || c->leap > TZ_TRANS_MAX ||
+        c->chars > 65536 || c->isut > 256 || c->isstd > 256)
+        return -1;
+    return 0;
+}
+
+/* A POSIX TZ footer without DST rules ("JST-9", "<+0530>-5:30") is a fixed offset. */
+static void tzif_footer(tz_t *z, const char *s, size_t n)
+{
+    size_t i = 0;
+    if (i < n && s[i] == '<') {
+        while (i < n && s[i] != '>')
+            i++;
+        i++;
+    } else {
+        while (i < n && ((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z')))
+            i++;
+    }
+    if (i >= n) return;
+    int sign = 1;
+    if (s[i] == '+' || s[i] == '-') sign = s[i++] == '-' ? -1 : 1;
+    int32_t h = 0, m = 0, sec = 0;
+    if (i >= n || !is_digit(s[i])) return;
+    while (i < n && is_digit(s[i]))
+        h = h * 10 + (s[i++] - '0');
+    if (i < n && s[i] == ':') {
+        for (i++; i < n && is_digit(s[i]); i++)
+            m = m * 10 + (s[i] - '0');
+        if (i < n && s[i] == ':')
+            for (i++; i < n && is_digit(s[i]); i++)
+                sec = sec * 10 + (s[i] - '0');
+    }
+    if (i != n || h > 167) return; /* more after the offset: DST rules, not handled */
+    z->footer_fixed = true;
+    z->footer_off = -sign * (h * 3600 + m * 60 + sec); /* POSIX offsets are west-positive */
+}
+
+static int tzif_parse(tz_t *z, const unsigned char *p, size_t n)
+{
+    tzif_counts_t c;
+    if (tzif_header(p, n, &c) != 0) return -1;
+    size_t tsize = 4, off = 44;
+    if (p[4] >= '2') {
+        off += tzif_block_size(&c, 4);
+        if (off > n || tzif_header(p + off, n - off, &c) != 0) return -1;
+        off += 44;
+        tsize = 8;
+    }
+    size_t need = tzif_block_size(&c, tsize);
+    if (need > n - off) return -1;
+    const unsigned char *t = p + off, *idx = t + (size_t)c.time * tsize, *tt = idx + c.time;
+    z->kind = TZ_NAMED;
+    z->ntrans = c.time;
+    z->ntypes = c.type;
+    z->trans = weir_calloc(c.time ? c.time : 1, sizeof *z->trans);
+    z->tidx = weir_calloc(c.time ? c.time : 1, 1);
+    z->toff = weir_calloc(c.type, sizeof *z->toff);
+    for (size_t i = 0; i < c.time; i++) {
+        z->trans[i] = tsize == 8 ? be64(t + i * 8) : (int32_t)be32(t + i * 4);
+        z->tidx[i] = idx[i];
+        if (idx[i] >= c.type) return -1;
+    }
+    for (size_t i = 0; i < c.type; i++)
+        z->toff[i] = (int32_t)be32(tt + i * 6);
+    off += need;
+    if (tsize == 8 && off < n && p[off] == '\n') {
+        const char *f = (const char *)p + off + 1;
+        const char *e = memchr(f, '\n', n - off - 1);
+        if (e) tzif_footer(z, f, (size_t)(e - f));
+    }
+    return 0;
+}
+
+static int32_t tz_offset_at(const tz_t *z, int64_t t)
+{
+    if (z->kind == TZ_FIXED) return z->off;
+    if (z->kind == TZ_LOCAL) {
+        time_t tt = (time_t)t;
+        struct tm tm;
+        if (!localtime_r(&tt, &tm)) return 0;
+        return (int32_t)tm.tm_gmtoff;
+    }
+    if (z->ntrans == 0 || t < z->trans[0])
+        return z->ntrans == 0 && z->footer_fixed ? z->footer_off : z->toff[0];
+    if (t >= z->trans[z->ntrans - 1] && z->footer_fixed) return z->footer_off;
+    size_t lo = 0, hi = z->ntrans; /* the last transition <= t */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (z->trans[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return z->toff[z->tidx[lo]];
+}
+
+/* Seconds since the epoch of a wall time (given as seconds as if it were UTC) in zone z. In
+ * a DST gap or overlap it picks one of the candidates, as mktime does. */
+static int64_t tz_wall_to_utc(const tz_t *z, int64_t wall)
+{
+    if (z->kind == TZ_FIXED) return wall - z->off;
+    if (z->kind == TZ_LOCAL) {
+        time_t tt = (time_t)wall;
+        struct tm tm;
+        if (!gmtime_r(&tt, &tm)) return wall;
+        tm.tm_isdst = -1;
+        time_t r = mktime(&tm);
+        return r == (time_t)-1 ? wall - tz_offset_at(z, wall) : (int64_t)r;
+    }
+    int64_t t0 = wall - tz_offset_at(z, wall);
+    return wall - tz_offset_at(z, t0);
+}
+
+static bool zone_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= TZ_NAME_MAX || name[0] == '/') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '/' ||
+                  c == '_' || c == '+' || c == '-';
+        if (!ok) return false; /* no '.', so no ".." either */
+    }
+    return true;
+}
+
+static int tz_load_named(tz_t *z, const char *name, weir_err_t *err)
+{
+    const char *dir = getenv("TZDIR");
+    if (!dir || !*dir) dir = "/usr/share/zoneinfo";
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        weir_err_set(err, "unknown timezone '%s' (no %s)", name, path);
+        return -1;
+    }
+    unsigned char *buf = weir_malloc(TZ_FILE_MAX);
+    size_t n = fread(buf, 1, TZ_FILE_MAX, f);
+    fclose(f);
+    int rc = tzif_parse(z, buf, n);
+    free(buf);
+    if (rc != 0) {
+        tz_free(z);
+        weir_err_set(err, "timezone '%s': %s is not a TZif file weir can read", name, path);
+    }
+    return rc;
+}
+
+/* Fluent::Timezone.validate's forms: "+09:00", "+0900", "+09", or a zone name. */
+static int tz_from_spec(tz_t *z, const char *spec, weir_err_t *err)
+{
+    memset(z, 0, sizeof *z);
+    size_t n = strlen(spec);
+    if (n >= 3 && (spec[0] == '+' || spec[0] == '-') && is_digit(spec[1]) && is_digit(spec[2])) {
+        int h = (spec[1] - '0') * 10 + (spec[2] - '0'), m = 0;
+        const char *r = spec + 3;
+        if (*r == ':') r++;
+        if (is_digit(r[0]) && is_digit(r[1]) && r[2] == '\0' && (n == 5 || n == 6))
+            m = (r[0] - '0') * 10 + (r[1] - '0');
+        else if (n != 3)
+            goto bad;
+        if (m > 59) goto bad;
+        z->kind = TZ_FIXED;
+        z->off = (spec[0] == '-' ? -1 : 1) * (h * 3600 + m * 60);
+        return 0;
+    }
+    if (strcmp(spec, "UTC") == 0 || strcmp(spec, "GMT") == 0) {
+        z->kind = TZ_FIXED;
+        return 0;
+    }
+    if (zone_name_ok(spec)) return tz_load_named(z, spec, err);
+bad:
+    weir_err_set(
+        err, "timezone '%s': expected an offset like +09:00 or a zone name like Asia/Tokyo", spec);
+    return -1;
+}
+
+/* ---- the strptime subset ----------------------------------------------------------------- */
+
+typedef enum tf_op {
+    TF_LIT,     /* a run of literal bytes of the format */
+    TF_CHAR,    /* one literal byte (from %T, %F, %%) */
+    TF_WS,      /* zero or more whitespace */
+    TF_YEAR,    /* %Y: optional sign, 1-4 digits */
+    TF_YEAR2,   /* %y: 1-2 digits, 69-99 → 19xx, else 20xx */
+    TF_MON,     /* %m */
+    TF_MDAY,    /* %d */
+    TF_MDAY_SP, /* %e: %d after an optional space */
+    TF_HOUR,
+    TF_MIN,
+    TF_SEC,
+    TF_FRAC,      /* %N %L: digits of a fraction of a second */
+    TF_ZONE,      /* %z: Z, UTC, GMT, or [+-]hh[[:]mm] */
+    TF_ZONE_NAME, /* %Z: as %z, plus zone abbreviations */
+    TF_MONNAME,   /* %b %h %B */
+    TF_WDAYNAME,  /* %a %A: read and ignored */
+    TF_YDAY,      /* %j */
+    TF_EPOCH,     /* %s */
+} tf_op_t;
+
+typedef struct tf_ins {
+    tf_op_t op;
+    uint32_t off, len; /* TF_LIT: bytes of the format; TF_CHAR: the byte in off */
+    int width;         /* TF_FRAC: most digits that count (0 = 9) */
+} tf_ins_t;
+
+typedef struct tf {
+    char *fmt;
+    tf_ins_t *ins;
+    size_t n;
+    bool has_zone;
+} tf_t;
+
+static void tf_free(tf_t *f)
+{
+    if (!f) return;
+    free(f->fmt);
+    free(f->ins);
+    free(f);
+}
+
+static void tf_push(tf_t *f, tf_op_t op, uint32_t off, uint32_t len, int width)
+{
+    f->ins[f->n++] = (tf_ins_t){op, off, len, width};
+}
+
+#define TF_SUPPORTED "%Y %y %m %d %e %j %H %M %S %N %L %z %Z %b %h %B %a %A %s %T %F %n %t %%"
+
+static tf_t *tf_compile(const char *fmt, weir_err_t *err)
+{
+    tf_t *f = weir_calloc(1, sizeof *f);
+    size_t flen = strlen(fmt);
+    f->fmt = weir_strdup(fmt);
+    f->ins = weir_calloc(flen * 5 + 1, sizeof *f->ins); /* %T and %F expand to 5 */
+    for (size_t i = 0; i < flen;) {
+        char c = fmt[i];
+        if (is_ws(c)) {
+            tf_push(f, TF_WS, 0, 0, 0);
+            i++;
+            continue;
+        }
+        if (c != '%') {
+            size_t j = i;
+            while (j < flen && fmt[j] != '%' && !is_ws(fmt[j]))
+                j++;
+            tf_push(f, TF_LIT, (uint32_t)i, (uint32_t)(j - i), 0);
+            i = j;
+            continue;
+        }
+        size_t start = i++;
+        int width = 0;
+        while (i < flen && is_digit(fmt[i]) && width < 100)
+            width = width * 10 + (fmt[i++] - '0');
+        while (i < flen && fmt[i] == ':')
+            i++; /* %:z and %::z */
+        if (i >= flen) {
+            weir_err_set(err, "time_format '%s' ends with an unfinished %% directive", fmt);
+            goto err;
+        }
+        switch (fmt[i]) {
+        case 'Y':
+            tf_push(f, TF_YEAR, 0, 0, 0);
+            break;
+        case 'y':
+            tf_push(f, TF_YEAR2, 0, 0, 0);
+            break;
+        case 'm':
+            tf_push(f, TF_MON, 0, 0, 0);
+            break;
+        case 'd':
+            tf_push(f, TF_MDAY, 0, 0, 0);
+            break;
+        case 'e':
+            tf_push(f, TF_MDAY_SP, 0, 0, 0);
+            break;
+        case 'j':
+            tf_push(f, TF_YDAY, 0, 0, 0);
+            break;
+        case 'H':
+            tf_push(f, TF_HOUR, 0, 0, 0);
+            break;
+        case 'M':
+            tf_push(f, TF_MIN, 0, 0, 0);
+            break;
+        case 'S':
+            tf_push(f, TF_SEC, 0, 0, 0);
+            break;
+        case 'N':
+        case 'L':
+            tf_push(f, TF_FRAC, 0, 0, width > 9 ? 9 : width);
+            break;
+        case 'z':
+            tf_push(f, TF_ZONE, 0, 0, 0);
+            f->has_zone = true;
+            break;
+        case 'Z':
+            tf_push(f, TF_ZONE_NAME, 0, 0, 0);
+            f->has_zone = true;
+            break;
+        case 'b':
+        case 'h':
+        case 'B':
+            tf_push(f, TF_MONNAME, 0, 0, 0);
+            break;
+        case 'a':
+        case 'A':
+            tf_push(f, TF_WDAYNAME, 0, 0, 0);
+            break;
+        case 's':
+            tf_push(f, TF_EPOCH, 0, 0, 0);
+            break;
+        case 'n':
+        case 't':
+            tf_push(f, TF_WS, 0, 0, 0);
+            break;
+        case '%':
+            tf_push(f, TF_CHAR, '%', 1, 0);
+            break;
+        case 'T':
+            tf_push(f, TF_HOUR, 0, 0, 0);
+            tf_push(f, TF_CHAR, ':', 1, 0);
+            tf_push(f, TF_MIN, 0, 0, 0);
+            tf_push(f, TF_CHAR, ':', 1, 0);
+            tf_push(f, TF_SEC, 0, 0, 0);
+            break;
+        case 'F':
+            tf_push(f, TF_YEAR, 0, 0, 0);
+            tf_push(f, TF_CHAR, '-', 1, 0);
+            tf_push(f, TF_MON, 0, 0, 0);
+            tf_push(f, TF_CHAR, '-', 1, 0);
+            tf_push(f, TF_MDAY, 0, 0, 0);
+            break;
+        default:
+            weir_err_set(err, "time_format '%s': %.*s is not supported by weir (supported: %s)",
+                         fmt, (int)(i - start + 1), fmt + start, TF_SUPPORTED);
+            goto err;
+        }
+        i++;
+    }
+    return f;
+err:
+    tf_free(f);
+    return NULL;
+}
+
+typedef struct tf_fields {
+    int64_t year;
+    int mon, mday, hour, min, sec, yday;
+    uint32_t nsec;
+    bool has_year, has_off, has_epoch;
+    int32_t off;
+    int64_t epoch;
+} tf_fields_t;
+
+/* Reads 1..width digits. Returns the count (0 = none). */
+static size_t read_num(const char *s, size_t len, size_t *si, size_t width, int64_t *out)
+{
+    size_t i = *si, n = 0;
+    int64_t v = 0;
+    while (i < len && n < width && is_digit(s[i])) {
+        v = v * 10 + (s[i++] - '0');
+        n++;
+    }
+    *si = i;
+    *out = v;
+    return n;
+}
+
+static int read_ranged(const char *s, size_t len, size_t *si, int lo, int hi, size_t width,
+                       int *out)
+{
+    int64_t v;
+    if (read_num(s, len, si, width, &v) == 0 || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static const char *const month_names[] = {
+    "January",   "February", "March",    "April",    "May", "June", "July", "August",
+    "September", "October",  "November", "December", "Jan", "Feb",  "Mar",  "Apr",
+    "May",       "Jun",      "Jul",      "Aug",      "Sep", "Oct",  "Nov",  "Dec"};
+static const char *const wday_names[] = {"Sunday", "Monday",   "Tuesday", "Wednesday", "Thursday",
+                                         "Friday", "Saturday", "Sun",     "Mon",       "Tue",
+                                         "Wed",    "Thu",      "Fri",     "Sat"};
+
+/* Index of the first name (full names come first) that the input starts with, or -1. */
+static int read_name(const char *s, size_t len, size_t *si, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        if (len - *si >= l && strncasecmp(s + *si, names[i], l) == 0) {
+            *si += l;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Zone abbreviations Ruby's zone_to_diff knows that people actually write. */
+static const struct {
+    const char *name;
+    int32_t off;
+} zone_abbrevs[] = {
+    {"UTC", 0},         {"GMT", 0},         {"UT", 0},          {"Z", 0},
+    {"EST", -5 * 3600}, {"EDT", -4 * 3600}, {"CST", -6 * 3600}, {"CDT", -5 * 3600},
+    {"MST", -7 * 3600}, {"MDT", -6 * 3600}, {"PST", -8 * 3600}, {"PDT", -7 * 3600},
+    {"JST", 9 * 3600},  {"CET", 1 * 3600},  {"CEST", 2 * 3600}, {"BST", 1 * 3600},
+};
+
+static bool is_alpha(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* %z: Z, UTC, GMT, or [+-]hh[[:]mm] (the sign is optional, as in the strptime gem). %Z also
+ * takes a zone abbreviation; an unknown one gives no offset, so the configured zone applies,
+ * as with Ruby's Time.strptime. */
+static int read_zone(const char *s, size_t len, size_t *si, bool names, tf_fields_t *f)
+{
+    size_t i = *si;
+    if (names && i < len && is_alpha(s[i])) {
+        size_t j = i;
+        while (j < len && is_alpha(s[j]))
+            j++;
+        *si = j;
+        for (size_t k = 0; k < sizeof zone_abbrevs / sizeof *zone_abbrevs; k++) {
+            if (strlen(zone_abbrevs[k].name) == j - i &&
+                strncasecmp(zone_abbrevs[k].name, s + i, j - i) == 0) {
+                f->has_off = true;
+                f->off = zone_abbrevs[k].off;
+            }
+        }
+        return 0;
+    }
+    f->has_off = true;
+    f->off = 0;
+    if (len - i >= 3 && (strncasecmp(s + i, "UTC", 3) == 0 || strncasecmp(s + i, "GMT", 3) == 0)) {
+        *si = i + 3;
+        return 0;
+    }
+    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+        *si = i + 1;
+        return 0;
+    }
+    int sign = 1;
+    if (i < len && (s[i] == '+' || s[i] == '-')) sign = s[i++] == '-' ? -1 : 1;
+    int64_t h, m = 0;
+    if (read_num(s, len, &i, 2, &h) == 0) return -1;
+    if (i < len && s[i] == ':') i++;
+    read_num(s, len, &i, 2, &m);
+    *si = i;
+    f->off = (int32_t)(sign * (h * 3600 + m * 60));
+    return 0;
+}
+
+static int tf_step(const tf_t *fm, const tf_ins_t *in, const char *s, size_t len, size_t *si,
+                   tf_fields_t *f)
+{
+    int64_t v;
+    switch (in->op) {
+    case TF_LIT:
+        if (len - *si < in->len || memcmp(s + *si, fm->fmt + in->off, in->len) != 0) return -1;
+        *si += in->len;
+        return 0;
+    case TF_CHAR:
+        if (*si >= len || s[*si] != (char)in->off) return -1;
+        (*si)++;
+        return 0;
+    case TF_WS:
+        while (*si < len && is_ws(s[*si]))
+            (*si)++;
+        return 0;
+    case TF_YEAR: {
+        bool neg = false;
+        if (*si < len && (s[*si] == '+' || s[*si] == '-')) neg = s[(*si)++] == '-';
+        if (read_num(s, len, si, 4, &v) == 0) return -1;
+        f->year = neg ? -v : v;
+        f->has_year = true;
+        return 0;
+    }
+    case TF_YEAR2:
+        if (read_num(s, len, si, 2, &v) == 0) return -1;
+        f->year = v + (v < 69 ? 2000 : 1900);
+        f->has_year = true;
+        return 0;
+    case TF_MON:
+        return read_ranged(s, len, si, 1, 12, 2, &f->mon);
+    case TF_MDAY_SP:
+        if (*si < len && s[*si] == ' ') (*si)++;
+        return read_ranged(s, len, si, 1, 31, 2, &f->mday);
+    case TF_MDAY:
+        return read_ranged(s, len, si, 1, 31, 2, &f->mday);
+    case TF_HOUR:
+        return read_ranged(s, len, si, 0, 23, 2, &f->hour);
+    case TF_MIN:
+        return read_ranged(s, len, si, 0, 59, 2, &f->min);
+    case TF_SEC:
+        return read_ranged(s, len, si, 0, 60, 2, &f->sec);
+    case TF_YDAY:
+        return read_ranged(s, len, si, 1, 366, 3, &f->yday);
+    case TF_FRAC: {
+        size_t w = in->width ? (size_t)in->width : 9;
+        size_t n = read_num(s, len, si, w, &v);
+        if (n == 0) return -1;
+        for (; n < 9; n++)
+            v *= 10;
+        f->nsec = (uint32_t)v;
+        if (!in->width)
+            while (*si < len && is_digit(s[*si]))
+                (*si)++; /* digits past nanoseconds */
+        return 0;
+    }
+    case TF_ZONE:
+        return read_zone(s, len, si, false, f);
+    case TF_ZONE_NAME:
+        return read_zone(s, len, si, true, f);
+    case TF_MONNAME: {
+        int i = read_name(s, len, si, month_names, 24);
+        if (i < 0) return -1;
+        f->mon = i % 12 + 1;
+        return 0;
+    }
+    case TF_WDAYNAME:
+        return read_name(s, len, si, wday_names, 14) < 0 ? -1 : 0;
+    case TF_EPOCH: {
+        bool neg = false;
+        if (*si < len && s[*si] == '-') neg = s[(*si)++] == '-';
+        if (read_num(s, len, si, 18, &v) == 0) return -1;
+        f->epoch = neg ? -v : v;
+        f->has_epoch = true;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* Fills what the format left out, as the strptime gem does: with a year, the missing parts
+ * are the start of their unit; without one, the date (and the larger units) is today's in
+ * the zone the value is read in. */
+static void fill_defaults(tf_fields_t *f, int64_t now_wall)
+{
+    if (f->has_year) {
+        if (f->yday > 0 && f->mon < 0 && f->mday < 0) {
+            f->mon = 1;
+            f->mday = f->yday; /* days_from_civil rolls Jan 40 into Feb 9 */
+        }
+        if (f->mon < 0) f->mon = 1;
+        if (f->mday < 0) f->mday = 1;
+        if (f->hour < 0) f->hour = 0;
+        if (f->min < 0) f->min = 0;
+        if (f->sec < 0) f->sec = 0;
+        return;
+    }
+    time_t t = (time_t)now_wall;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    f->year = tm.tm_year + 1900;
+    int cur[5] = {tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    int *dst[5] = {&f->mon, &f->mday, &f->hour, &f->min, &f->sec};
+    static const int start[5] = {1, 1, 0, 0, 0};
+    bool below = false; /* a larger unit was given: smaller missing ones start at zero */
+    for (int i = 0; i < 5; i++) {
+        if (*dst[i] >= 0)
+            below = true;
+        else
+            *dst[i] = below ? start[i] : cur[i];
+    }
+}
+
+static int tf_exec(const tf_t *fm, const tz_t *zone, const char *s, size_t len, weir_time_t now,
+                   weir_time_t *out)
+{
+    tf_fields_t f = {.mon = -1, .mday = -1, .hour = -1, .min = -1, .sec = -1, .yday = -1};
+    size_t si = 0;
+    for (size_t i = 0; i < fm->n; i++)
+        if (tf_step(fm, &fm->ins[i], s, len, &si, &f) != 0) return -1;
+    /* whatever input is left is ignored, as the strptime gem's final instruction does */
+    int64_t t;
+    if (f.has_epoch) {
+        t = f.epoch;
+    } else {
+        int32_t now_off = f.has_off ? f.off : tz_offset_at(zone, now.sec);
+        fill_defaults(&f, (int64_t)now.sec + now_off);
+        int64_t wall =
+            days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 + f.min * 60 + f.sec;
+        t = f.has_off ? wall - f.off : tz_wall_to_utc(zone, wall);
+    }
+    out->sec = (uint32_t)t; /* EventTime packs seconds as uint32, as Fluentd's pack('NN') */
+    out->nsec = f.nsec;
+    return 0;
+}
+
+/* ISO 8601 date-times, for time_type string without time_format (Fluentd calls Ruby's
+ * Time.parse there; weir reads the ISO 8601 / RFC 3339 forms it is used with) and for
+ * "%iso8601" (strict: nothing may follow). */
+static int iso_parse(const tz_t *zone, bool strict, const char *s, size_t len, weir_time_t *out)
+{
+    tf_fields_t f = {.hour = 0, .min = 0, .sec = 0};
+    size_t i = 0;
+    int64_t v;
+    if (!strict)
+        while (i < len && is_ws(s[i]))
+            i++;
+    if (read_num(s, len, &i, 4, &v) != 4) return -1;
+    f.year = v;
+    char sep = i < len ? s[i] : 0;
+    if (sep != '-' && (strict || sep != '/')) return -1;
+    i++;
+    if (read_ranged(s, len, &i, 1, 12, 2, &f.mon) != 0 || i >= len || s[i] != sep) return -1;
+    i++;
+    if (read_ranged(s, len, &i, 1, 31, 2, &f.mday) != 0) return -1;
+    if (i < len && (s[i] == 'T' || s[i] == 't' || (!strict && s[i] == ' ')) && i + 1 < len &&
+        is_digit(s[i + 1])) {
+        i++;
+        if (read_ranged(s, len, &i, 0, 23, 2, &f.hour) != 0 || i >= len || s[i] != ':') return -1;
+        i++;
+        if (read_ranged(s, len, &i, 0, 59, 2, &f.min) != 0) return -1;
+        if (i < len && s[i] == ':') {
+            i++;
+            if (read_ranged(s, len, &i, 0, 60, 2, &f.sec) != 0) return -1;
+            if (i < len && (s[i] == '.' || s[i] == ',')) {
+                i++;
+                tf_ins_t frac = {TF_FRAC, 0, 0, 0};
+                if (tf_step(NULL, &frac, s, len, &i, &f) != 0) return -1;
+            }
+        }
+        if (!strict)
+            while (i < len && s[i] == ' ')
+                i++;
+        if (i < len && (s[i] == 'Z' || s[i] == 'z' || s[i] == '+' || s[i] == '-' ||
+                        (!strict && len - i >= 3 &&
+                         (strncasecmp(s + i, "UTC", 3) == 0 || strncasecmp(s + i, "GMT", 3) == 0))))
+            if (read_zone(s, len, &i, false, &f) != 0) return -1;
+    }
+    if (strict && i != len) return -1;
+    int64_t wall =
+        days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 + f.min * 60 + f.sec;
+    int64_t t = f.has_off ? wall - f.off : tz_wall_to_utc(zone, wall);
+    out->sec = (uint32_t)t;
+    out->nsec = f.nsec;
+    return 0;
+}
+
+/* ---- the time parser --------------------------------------------------------------------- */
+
+struct weir_http_timeparser {
+    weir_http_time_type_t type;
+    tf_t *fmt;       /* NULL: ISO 8601 */
+    bool iso_strict; /* "%iso8601" */
+    tz_t zone;       /* wall times without an offset are read here */
+};
+
+weir_http_timeparser_t *weir_http_timeparser_new(const weir_http_time_conf_t *c, weir_err_t *err)
+{
+    weir_http_timeparser_t *tp = weir_calloc(1, sizeof *tp);
+    tp->type = c->type;
+    bool localtime = c->localtime && !c->utc && !c->timezone;
+    if (c->type != WEIR_HTTP_TIME_STRING) return tp; /* numeric types ignore format and zone */
+    if (!c->format && (c->timezone || !localtime)) {
+        weir_err_set(err, "specifying timezone requires time format");
+        goto err;
+    }
+    if (c->timezone) {
+        if (tz_from_spec(&tp->zone, c->timezone, err) != 0) goto err;
+    } else {
+        tp->zone.kind = localtime ? TZ_LOCAL : TZ_FIXED;
+    }
+    if (c->format && strcmp(c->format, "%iso8601") == 0) {
+        tp->iso_strict = true;
+    } else if (c->format) {
+        tp->fmt = tf_compile(c->format, err);
+        if (!tp->fmt) goto err;
+    }
+    return tp;
+err:
+    weir_http_timeparser_free(tp);
+    return NULL;
+}
+
+void weir_http_timeparser_free(weir_http_timeparser_t *tp)
+{
+    if (!tp) return;
+    tf_free(tp->fmt);
+    tz_free(&tp->zone);
+    free(tp);
+}
+
+int weir_http_timeparser_parse_str(const weir_http_timeparser_t *tp, const char *s, size_t len,
+                                   weir_time_t now, weir_time_t *out)
+{
+    if (tp->fmt) return tf_exec(tp->fmt, &tp->zone, s, len, now, out);
+    return iso_parse(&tp->zone, tp->iso_strict, s, len, out);
+}
+
+/* The value as Fluentd's messages show it, bounded. */
+static void brief(const weir_mp_obj_t *v, char *buf, size_t n)
+{
+    switch (v->type) {
+    case WEIR_MP_STR:
+    case WEIR_MP_BIN:
+        snprintf(buf, n, "%.*s", (int)(v->len > 200 ? 200 : v->len), v->ptr);
+        break;
+    case WEIR_MP_UINT:
+        snprintf(buf, n, "%llu", (unsigned long long)v->v.u);
+        break;
+    case WEIR_MP_INT:
+        snprintf(buf, n, "%lld", (long long)v->v.i);
+        break;
+    case WEIR_MP_FLOAT:
+        weir_http_ruby_float_to_s(v->v.f, buf);
+        break;
+    case WEIR_MP_BOOL:
+        snprintf(buf, n, "%s", v->v.b ? "true" : "false");
+        break;
+    case WEIR_MP_NIL:
+        snprintf(buf, n, "(nil)");
+        break;
+    case WEIR_MP_ARRAY:
+        snprintf(buf, n, "(an array)");
+        break;
+    case WEIR_MP_MAP:
+        snprintf(buf, n, "(a map)");
+        break;
+    default:
+        snprintf(buf, n, "(ext)");
+        break;
+    }
+}
+
+static int numeric_time(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v, weir_time_t *out,
+                        weir_err_t *err)
+{
+    char text[256];
+    switch (v->type) {
+    case WEIR_MP_STR:
+    case WEIR_MP_BIN:
+        if (tp->type == WEIR_HTTP_TIME_UNIXTIME) {
+            *out = (weir_time_t){(uint32_t)ruby_to_i(v->ptr, v->len), 0};
+            return 0;
+        }
+        *out = weir_http_time_from_float_text(v->ptr, v->len);
+        return 0;
+    case WEIR_MP_UINT:
+        *out = (weir_time_t){(uint32_t)v->v.u, 0};
+        return 0;
+    case WEIR_MP_INT:
+        *out = (weir_time_t){(uint32_t)v->v.i, 0};
+        return 0;
+    case WEIR_MP_FLOAT:
+        if (tp->type == WEIR_HTTP_TIME_UNIXTIME) {
+            if (!isfinite(v->v.f) || fabs(v->v.f) >= WEIR_HTTP_TIME_FLOAT_MAX) {
+                brief(v, text, sizeof text);
+                weir_err_set(err, "invalid time value: %s is out of range", text);
+                return -1;
+            }
+            *out = (weir_time_t){(uint32_t)(int64_t)v->v.f, 0};
+            return 0;
+        } else {
+            size_t n = weir_http_ruby_float_to_s(v->v.f, text);
+            *out = weir_http_time_from_float_text(text, n);
+            return 0;
+        }
+    default:
+        break;
+    }
+    brief(v, text, sizeof text);
+    weir_err_set(err, "invalid time value: value must be a string or a number: %s", text);
+    return -1;
+}
+
+int weir_http_timeparser_parse(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v,
+                               weir_time_t now, weir_time_t *out, weir_err_t *err)
+{
+    if (tp->type != WEIR_HTTP_TIME_STRING) return numeric_time(tp, v, out, err);
+    char text[256];
+    brief(v, text, sizeof text);
+    if (v->type != WEIR_MP_STR && v->type != WEIR_MP_BIN) {
+        weir_err_set(err, "value must be string: %s", text);
+        return -1;
+    }
+    if (weir_http_timeparser_parse_str(tp, v->ptr, v->len, now, out) != 0) {
+        weir_err_set(err,
+                     "invalid time format: value = %s, error_class = ArgumentError, error = "
+                     "string doesn't match",
+                     text);
+        return -1;
+    }
+    return 0;
+}
