@@ -5,7 +5,7 @@
  * default (forward on 24224 and HTTP on 8888 into a local directory), announced in the log.
  *
  * SIGTERM/SIGINT stop accepting, finish what is in flight and exit 0; SIGUSR1 flushes buffers;
- * SIGHUP is reserved for reload. */
+ * SIGHUP reloads the configuration file (see weir_engine_reload). */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,7 +67,8 @@ static void usage(FILE *f)
                "  -q, --quiet         less log output (repeat for errors only)\n"
                "      --version       print the version\n"
                "  -h, --help          this text\n"
-               "Signals: TERM/INT stop gracefully, USR1 flushes buffers, HUP is reserved.\n");
+               "Signals: TERM/INT stop gracefully, USR1 flushes buffers, HUP reloads the\n"
+               "configuration (a bad one is refused and the running one stays).\n");
 }
 
 typedef struct app {
@@ -75,7 +76,17 @@ typedef struct app {
     weir_engine_t *engine;
     uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
     bool stopping;
+    bool reloading;
+    bool stop_after_reload;
+    const char *path;          /* the configuration file, NULL for the embedded default */
+    weir_conf_section_t *root; /* the configuration running now */
+    /* Every tree ever loaded, freed at exit: a plugin kept across a reload may still point
+     * into the tree it was built from, and trees are small. */
+    weir_conf_section_t **trees;
+    size_t ntrees;
 } app_t;
+
+static weir_conf_section_t *load_config(const char *path, weir_err_t *err);
 
 static void close_walk(uv_handle_t *h, void *arg)
 {
@@ -94,12 +105,60 @@ static void engine_stopped(void *arg)
     uv_close((uv_handle_t *)&app->sig_hup, NULL);
 }
 
+static void keep_tree(app_t *app, weir_conf_section_t *t)
+{
+    app->trees = weir_realloc(app->trees, (app->ntrees + 1) * sizeof *app->trees);
+    app->trees[app->ntrees++] = t;
+}
+
+static void reloaded(void *arg, bool installed, const char *why)
+{
+    app_t *app = arg;
+    app->reloading = false;
+    if (installed)
+        app->root = app->trees[app->ntrees - 1];
+    else
+        weir_error("reload: the previous configuration runs again (%s)", why ? why : "");
+    if (app->stop_after_reload) weir_engine_stop(app->engine, engine_stopped, app);
+}
+
+static void reload(app_t *app)
+{
+    if (app->stopping || app->reloading) {
+        weir_warn("received SIGHUP while %s; ignoring it",
+                  app->stopping ? "stopping" : "reloading");
+        return;
+    }
+    weir_info("received SIGHUP: reloading %s", app->path ? app->path : "the embedded default");
+    weir_err_t err = {{0}};
+    weir_conf_section_t *next = load_config(app->path, &err);
+    if (!next) {
+        weir_error("reload refused, the running configuration stays: %s", err.msg);
+        return;
+    }
+    /* set before the call: the reload may complete (and call reloaded) inside it */
+    keep_tree(app, next);
+    app->reloading = true;
+    if (weir_engine_reload(app->engine, app->root, next, reloaded, app, &err) != 0) {
+        weir_error("reload refused, the running configuration stays: %s", err.msg);
+        app->reloading = false;
+        app->ntrees--;
+        weir_conf_free(next);
+    }
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     app_t *app = s->data;
     switch (signum) {
     case SIGTERM:
     case SIGINT:
+        if (app->reloading) {
+            weir_info("received %s during a reload: stopping once it is done",
+                      signum == SIGTERM ? "SIGTERM" : "SIGINT");
+            app->stopping = app->stop_after_reload = true;
+            return;
+        }
         if (app->stopping) {
             weir_warn("received %s again while stopping; still finishing in-flight work",
                       strsignal(signum));
@@ -115,7 +174,7 @@ static void on_signal(uv_signal_t *s, int signum)
         weir_engine_flush(app->engine);
         break;
     case SIGHUP:
-        weir_warn("received SIGHUP: configuration reload is not supported yet; ignoring");
+        reload(app);
         break;
     }
 }
@@ -241,6 +300,9 @@ int main(int argc, char **argv)
 
     app_t app = {0};
     app.loop = uv_default_loop();
+    app.path = path;
+    app.root = root;
+    keep_tree(&app, root);
     weir_engine_opts_t opts = {.dry_run = dry_run, .log_level_override = verbosity ? level : -1};
     app.engine = weir_engine_new(app.loop, root, &opts, &err);
     int rc = 0;
@@ -272,6 +334,8 @@ out:
     uv_walk(app.loop, close_walk, NULL);
     uv_run(app.loop, UV_RUN_DEFAULT);
     uv_loop_close(app.loop);
-    weir_conf_free(root);
+    for (size_t i = 0; i < app.ntrees; i++)
+        weir_conf_free(app.trees[i]);
+    free(app.trees);
     return rc;
 }

@@ -22,6 +22,17 @@ weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
 int weir_engine_start(weir_engine_t *eng, weir_err_t *err);
 /* SIGUSR1 */
 void weir_engine_flush(weir_engine_t *eng);
+/* SIGHUP: installs new_root in place of old_root (the configuration the engine runs now). A
+ * configuration that does not build is refused at once (-1, err says why, nothing changed).
+ * Otherwise returns 0 and later calls done(arg, installed, why) on the loop thread: installed
+ * is false when the new configuration could not start and the old one was put back (`why`).
+ * Unchanged <source>s keep their listeners and connections; outputs are rebuilt, file buffers
+ * carried over on disk; events arriving meanwhile wait (backpressure), none is dropped.
+ * The caller keeps both trees alive until done runs, then frees the one not running. */
+int weir_engine_reload(weir_engine_t *eng, weir_conf_section_t *old_root,
+                       weir_conf_section_t *new_root,
+                       void (*done)(void *arg, bool installed, const char *why), void *arg,
+                       weir_err_t *err);
 /* Orderly stop; done(arg) runs when every input and output has finished. */
 void weir_engine_stop(weir_engine_t *eng, void (*done)(void *arg), void *arg);
 void weir_engine_free(weir_engine_t *eng);

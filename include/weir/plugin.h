@@ -83,6 +83,9 @@ void weir_engine_space_available(weir_engine_t *eng);
 /* <system> values a plugin may need. */
 const char *weir_engine_hostname(const weir_engine_t *eng);
 bool weir_engine_dry_run(const weir_engine_t *eng);
+/* True while a configuration reload replaces the outputs: a buffer then stops without
+ * flushing its chunks to disk-backed storage, since the next output takes them over. */
+bool weir_engine_reloading(const weir_engine_t *eng);
 /* The metrics registry (never NULL for an engine; NULL for a NULL engine). */
 weir_metrics_t *weir_engine_metrics(weir_engine_t *eng);
 /* The metrics handle of the plugin whose create() is running, NULL at any other time: inputs

@@ -155,6 +155,7 @@ struct weir_buffer {
     size_t nrunning; /* sync rounds in flight */
     /* stop */
     bool stopping;
+    bool reload_handover;
     void (*stop_done)(void *);
     void *stop_arg;
     weir_buffer_stats_t stats;
@@ -1794,7 +1795,8 @@ static void maybe_finish_stop(weir_buffer_t *b)
     if (b->nrunning || b->pending || b->writing) return;
     /* with flush_at_shutdown, go on until the queue is empty or only failing chunks remain
      * (they stay on disk for the next start, as Fluentd) */
-    if (b->flush_at_shutdown && b->queue.head && !only_retry_waits(b)) return;
+    if (b->flush_at_shutdown && !b->reload_handover && b->queue.head && !only_retry_waits(b))
+        return;
     if (b->tick) uv_timer_stop(b->tick);
     if (b->disk_probe) uv_timer_stop(b->disk_probe);
     if (b->type == BUF_MEMORY && (b->queue.n || b->staged.n))
@@ -1811,7 +1813,9 @@ void weir_buffer_stop(weir_buffer_t *b, void (*done)(void *), void *arg)
     b->stopping = true;
     b->stop_done = done;
     b->stop_arg = arg;
-    if (b->flush_at_shutdown) {
+    /* a reload hands a file buffer's chunks to the next output on disk: no flush then */
+    b->reload_handover = b->type == BUF_FILE && weir_engine_reloading(b->eng);
+    if (b->flush_at_shutdown && !b->reload_handover) {
         weir_buffer_flush_all(b);
         for (weir_chunk_t *c = b->queue.head; c; c = c->next)
             c->steps = 0;

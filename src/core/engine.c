@@ -41,6 +41,7 @@ typedef struct input_inst {
     void *state;
     bool started;
     weir_engine_plugin_t info;
+    char *conf_text; /* the <source> as written back, to recognise it across reloads */
 } input_inst_t;
 
 typedef struct match_rule {
@@ -80,6 +81,11 @@ struct weir_engine {
     weir_plugin_metrics_t *creating; /* the plugin whose create() runs now */
     weir_tag_counter_t *unmatched;
     size_t next_object_id;
+    /* reload: while set, emits answer FULL so inputs wait instead of reaching outputs that are
+     * being replaced */
+    bool reloading;
+    struct reload *reload;
+    int log_level_override; /* the command line's -v/-q, which outlasts reloads */
     /* orderly stop */
     size_t pending_stops;
     void (*stop_done)(void *);
@@ -357,12 +363,91 @@ static int check_types(weir_conf_section_t *root, weir_err_t *err)
     return -1;
 }
 
-static int build(weir_engine_t *eng, weir_conf_section_t *root, const weir_engine_opts_t *o,
-                 weir_err_t *err)
+/* The section written back as text: equal texts mean an unchanged <source> across a reload. */
+static char *section_text(const weir_conf_section_t *s)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return weir_strdup("");
+    weir_conf_dump(s, f);
+    fclose(f);
+    return buf;
+}
+
+static void mark_used(weir_conf_section_t *s)
+{
+    weir_conf_section_use(s);
+    for (size_t i = 0; i < s->nparams; i++)
+        s->params[i].used = true;
+    for (size_t i = 0; i < s->nchildren; i++)
+        mark_used(s->children[i]);
+}
+
+/* Creates the inputs of root's <source>s into eng->inputs, which has room for them. A source
+ * whose text equals one of `keep` (running inputs carried over by a reload) takes that input
+ * instead of a new one. */
+static int build_inputs(weir_engine_t *eng, weir_conf_section_t *root, input_inst_t *keep,
+                        size_t nkeep, weir_err_t *err)
+{
+    for (size_t i = 0; i < root->nchildren; i++) {
+        weir_conf_section_t *c = root->children[i];
+        if (strcmp(c->name, "source") != 0) continue;
+        weir_conf_section_use(c);
+        char *text = section_text(c);
+        input_inst_t *kept = NULL;
+        for (size_t k = 0; k < nkeep && !kept; k++)
+            if (keep[k].ops && strcmp(keep[k].conf_text, text) == 0) kept = &keep[k];
+        if (kept) {
+            free(text);
+            mark_used(c);
+            eng->inputs[eng->ninputs++] = *kept;
+            memset(kept, 0, sizeof *kept); /* moved */
+            continue;
+        }
+        const char *type = section_type(c, err);
+        if (!type) goto err;
+        const weir_input_ops_t *ops = weir_input_find(type);
+        if (!ops) {
+            conf_fail(err, c, "unknown input plugin");
+            goto err;
+        }
+        const char *lab = NULL;
+        if (weir_conf_get_str(c, "@label", &lab, err) < 0) goto err;
+        if (lab && !label_get(eng, lab)) {
+            weir_conf_errorf(err, weir_conf_find(c, "@label"), "no <label %s> is defined", lab);
+            goto err;
+        }
+        const char *lvl = NULL;
+        if (weir_conf_get_str(c, "@log_level", &lvl, err) < 0) goto err;
+        input_inst_t *in = &eng->inputs[eng->ninputs];
+        memset(in, 0, sizeof *in);
+        in->ops = ops;
+        if (plugin_begin(eng, c, "input", type, &in->info, err) != 0) goto err;
+        int rc = ops->create(eng, c, &in->state, err);
+        eng->creating = NULL;
+        if (rc != 0) {
+            plugin_info_free(&in->info);
+            goto err;
+        }
+        in->conf_text = text;
+        eng->ninputs++;
+        continue;
+    err:
+        free(text);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads <system> and builds the labels and their outputs (not started) from root into fresh
+ * arrays of eng. */
+static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const weir_engine_opts_t *o,
+                        weir_err_t *err)
 {
     if (check_types(root, err) != 0) return -1;
     eng->outputs = weir_calloc(count_children(root, "match", true) + 1, sizeof *eng->outputs);
-    eng->inputs = weir_calloc(count_children(root, "source", false) + 1, sizeof *eng->inputs);
+    eng->noutputs = 0;
     eng->labels = weir_calloc(count_children(root, "label", false) + 1, sizeof *eng->labels);
     eng->labels[0].name = weir_strdup("");
     eng->nlabels = 1;
@@ -404,36 +489,15 @@ static int build(weir_engine_t *eng, weir_conf_section_t *root, const weir_engin
         if (strcmp(c->name, "label") == 0 && add_matches(eng, c, label_get(eng, c->arg), err) != 0)
             return -1;
     }
-    for (size_t i = 0; i < root->nchildren; i++) {
-        weir_conf_section_t *c = root->children[i];
-        if (strcmp(c->name, "source") != 0) continue;
-        weir_conf_section_use(c);
-        const char *type = section_type(c, err);
-        if (!type) return -1;
-        const weir_input_ops_t *ops = weir_input_find(type);
-        if (!ops) {
-            conf_fail(err, c, "unknown input plugin");
-            return -1;
-        }
-        const char *lab = NULL;
-        if (weir_conf_get_str(c, "@label", &lab, err) < 0) return -1;
-        if (lab && !label_get(eng, lab)) {
-            weir_conf_errorf(err, weir_conf_find(c, "@label"), "no <label %s> is defined", lab);
-            return -1;
-        }
-        const char *s = NULL;
-        if (weir_conf_get_str(c, "@log_level", &s, err) < 0) return -1;
-        input_inst_t *in = &eng->inputs[eng->ninputs];
-        in->ops = ops;
-        if (plugin_begin(eng, c, "input", type, &in->info, err) != 0) return -1;
-        int rc = ops->create(eng, c, &in->state, err);
-        eng->creating = NULL;
-        if (rc != 0) {
-            plugin_info_free(&in->info);
-            return -1;
-        }
-        eng->ninputs++;
-    }
+    return 0;
+}
+
+static int build(weir_engine_t *eng, weir_conf_section_t *root, const weir_engine_opts_t *o,
+                 weir_err_t *err)
+{
+    if (build_routes(eng, root, o, err) != 0) return -1;
+    eng->inputs = weir_calloc(count_children(root, "source", false) + 1, sizeof *eng->inputs);
+    if (build_inputs(eng, root, NULL, 0, err) != 0) return -1;
     return weir_conf_check_unused(root, err) == 0 ? 0 : -1;
 }
 
@@ -443,6 +507,7 @@ weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
     weir_engine_t *eng = weir_calloc(1, sizeof *eng);
     eng->loop = loop;
     eng->dry_run = opts->dry_run;
+    eng->log_level_override = opts->log_level_override;
     eng->unmatched_rl.interval_ms = 10000;
     if (gethostname(eng->hostname, sizeof eng->hostname - 1) != 0)
         strcpy(eng->hostname, "localhost");
@@ -535,6 +600,7 @@ static int route(label_t *lab, const char *tag)
 weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const weir_batch_t *b,
                                     weir_emit_cb cb, void *arg)
 {
+    if (eng->reloading) return WEIR_EMIT_FULL; /* the input waits for weir_engine_on_space */
     label_t *lab = &eng->labels[0];
     if (label && *label) {
         label_t *l = label_get(eng, label);
@@ -688,35 +754,253 @@ void weir_engine_stop(weir_engine_t *eng, void (*done)(void *arg), void *arg)
     inputs_stopped(eng);
 }
 
-void weir_engine_free(weir_engine_t *eng)
+static void free_inputs(input_inst_t *in, size_t n)
 {
-    if (!eng) return;
+    for (size_t i = 0; i < n; i++) {
+        if (!in[i].ops) continue; /* moved away by a reload */
+        if (in[i].ops->destroy) in[i].ops->destroy(in[i].state);
+        plugin_info_free(&in[i].info);
+        free(in[i].conf_text);
+    }
+    free(in);
+}
+
+static void free_routes(output_inst_t *out, size_t nout, label_t *labels, size_t nlabels)
+{
     /* a plugin's series go after the plugin, whose threads may still update them until then */
-    for (size_t i = 0; i < eng->ninputs; i++) {
-        if (eng->inputs[i].ops->destroy) eng->inputs[i].ops->destroy(eng->inputs[i].state);
-        plugin_info_free(&eng->inputs[i].info);
+    for (size_t i = 0; i < nout; i++) {
+        if (out[i].ops && out[i].ops->destroy) out[i].ops->destroy(out[i].state);
+        free(out[i].id);
+        plugin_info_free(&out[i].info);
     }
-    for (size_t i = 0; i < eng->noutputs; i++) {
-        if (eng->outputs[i].ops && eng->outputs[i].ops->destroy)
-            eng->outputs[i].ops->destroy(eng->outputs[i].state);
-        free(eng->outputs[i].id);
-        plugin_info_free(&eng->outputs[i].info);
-    }
-    weir_metrics_unregister(eng->metrics, eng);
-    weir_metrics_free(eng->metrics);
-    for (size_t i = 0; i < eng->nlabels; i++) {
-        label_t *lab = &eng->labels[i];
+    free(out);
+    for (size_t i = 0; i < nlabels; i++) {
+        label_t *lab = &labels[i];
         for (size_t j = 0; j < lab->nrules; j++)
             weir_pattern_free(lab->rules[j].pattern);
         free(lab->rules);
         cache_clear(lab);
         free(lab->name);
     }
+    free(labels);
+}
+
+void weir_engine_free(weir_engine_t *eng)
+{
+    if (!eng) return;
+    free_inputs(eng->inputs, eng->ninputs);
+    free_routes(eng->outputs, eng->noutputs, eng->labels, eng->nlabels);
+    weir_metrics_unregister(eng->metrics, eng);
+    weir_metrics_free(eng->metrics);
     if (eng->space_idle) uv_close((uv_handle_t *)eng->space_idle, (uv_close_cb)free);
-    free(eng->labels);
-    free(eng->inputs);
-    free(eng->outputs);
     free(eng);
+}
+
+/* ---- reload ------------------------------------------------------------------------- *
+ *
+ * SIGHUP: the new configuration is first built as a dry run, so a bad file is refused with
+ * nothing touched. Then emits answer FULL (inputs stop reading and wait, as for a full
+ * buffer), the inputs whose <source> changed or went away stop, every output stops without
+ * flushing its file buffer (its chunks stay on disk for the new output, which recovers them),
+ * the new outputs and the new or changed inputs are built and started, and the waiting inputs
+ * go on into the new outputs. Unchanged sources keep their listeners and connections. If the
+ * new pieces cannot start (a port in use, say), they are stopped again and the old
+ * configuration is installed the same way. */
+
+typedef struct reload {
+    weir_engine_t *eng;
+    weir_conf_section_t *target; /* the configuration being installed */
+    weir_conf_section_t *old_root;
+    bool rolling_back;
+    weir_err_t err;
+    size_t pending;
+    void (*next)(struct reload *r);
+    void (*done)(void *arg, bool installed, const char *why);
+    void *arg;
+    /* pieces being stopped, destroyed once all have stopped */
+    input_inst_t *gone_inputs;
+    size_t ngone;
+    output_inst_t *old_outputs;
+    size_t nold_outputs;
+    label_t *old_labels;
+    size_t nold_labels;
+} reload_t;
+
+bool weir_engine_reloading(const weir_engine_t *eng)
+{
+    return eng->reloading;
+}
+
+static void reload_piece_stopped(void *arg)
+{
+    reload_t *r = arg;
+    if (--r->pending > 0) return;
+    free_inputs(r->gone_inputs, r->ngone);
+    free_routes(r->old_outputs, r->nold_outputs, r->old_labels, r->nold_labels);
+    r->gone_inputs = NULL;
+    r->old_outputs = NULL;
+    r->old_labels = NULL;
+    r->ngone = r->nold_outputs = r->nold_labels = 0;
+    r->next(r);
+}
+
+/* Stops every output and every input that `target` does not name with the same text, then
+ * runs r->next. */
+static void reload_teardown(reload_t *r, weir_conf_section_t *target, void (*next)(reload_t *))
+{
+    weir_engine_t *eng = r->eng;
+    r->next = next;
+    r->pending = 1;
+    /* inputs: keep the ones whose text is in target */
+    input_inst_t *kept = weir_calloc(eng->ninputs + 1, sizeof *kept);
+    input_inst_t *gone = weir_calloc(eng->ninputs + 1, sizeof *gone);
+    size_t nk = 0, ng = 0;
+    for (size_t i = 0; i < eng->ninputs; i++) {
+        bool keep = false;
+        for (size_t j = 0; j < target->nchildren && !keep; j++) {
+            weir_conf_section_t *c = target->children[j];
+            if (strcmp(c->name, "source") != 0) continue;
+            char *text = section_text(c);
+            keep = strcmp(text, eng->inputs[i].conf_text) == 0;
+            free(text);
+        }
+        if (keep)
+            kept[nk++] = eng->inputs[i];
+        else
+            gone[ng++] = eng->inputs[i];
+    }
+    free(eng->inputs);
+    eng->inputs = kept;
+    eng->ninputs = nk;
+    r->gone_inputs = gone;
+    r->ngone = ng;
+    r->old_outputs = eng->outputs;
+    r->nold_outputs = eng->noutputs;
+    r->old_labels = eng->labels;
+    r->nold_labels = eng->nlabels;
+    eng->outputs = NULL;
+    eng->noutputs = 0;
+    eng->labels = NULL;
+    eng->nlabels = 0;
+    for (size_t i = 0; i < ng; i++) {
+        if (!gone[i].started || !gone[i].ops->stop) continue;
+        r->pending++;
+        gone[i].ops->stop(gone[i].state, reload_piece_stopped, r);
+    }
+    for (size_t i = 0; i < r->nold_outputs; i++) {
+        output_inst_t *o = &r->old_outputs[i];
+        if (!o->started || !o->ops->stop) continue;
+        r->pending++;
+        o->ops->stop(o->state, reload_piece_stopped, r);
+    }
+    reload_piece_stopped(r);
+}
+
+static void reload_finish(reload_t *r, bool installed, const char *why)
+{
+    weir_engine_t *eng = r->eng;
+    eng->reloading = false;
+    eng->reload = NULL;
+    weir_engine_space_available(eng);
+    r->done(r->arg, installed, why);
+    free(r);
+}
+
+static void reload_install(reload_t *r);
+
+static void reload_rollback(reload_t *r)
+{
+    weir_error("reload: the new configuration cannot start (%s); going back to the running one",
+               r->err.msg);
+    r->rolling_back = true;
+    r->target = r->old_root;
+    reload_teardown(r, r->old_root, reload_install);
+}
+
+/* Builds and starts what `target` names, keeping the inputs already running with the same text. */
+static void reload_install(reload_t *r)
+{
+    weir_engine_t *eng = r->eng;
+    weir_err_t err = {{0}};
+    weir_engine_opts_t o = {.dry_run = false, .log_level_override = eng->log_level_override};
+    input_inst_t *kept = eng->inputs;
+    size_t nkept = eng->ninputs;
+    eng->inputs = weir_calloc(count_children(r->target, "source", false) + 1, sizeof *eng->inputs);
+    eng->ninputs = 0;
+    int rc = build_routes(eng, r->target, &o, &err);
+    if (rc == 0) rc = build_inputs(eng, r->target, kept, nkept, &err);
+    /* Every kept input matched a source of target (teardown stopped the others), unless the
+     * build failed half way: then the running ones not yet moved join eng->inputs, so that
+     * the rollback's teardown stops them properly instead of destroying them while they run. */
+    for (size_t i = 0; i < nkept; i++) {
+        if (!kept[i].ops) continue;
+        eng->inputs = weir_realloc(eng->inputs, (eng->ninputs + 1) * sizeof *eng->inputs);
+        eng->inputs[eng->ninputs++] = kept[i];
+        kept[i].ops = NULL;
+    }
+    free(kept);
+    if (rc == 0) rc = weir_conf_check_unused(r->target, &err) == 0 ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < eng->noutputs; i++) {
+        output_inst_t *out = &eng->outputs[i];
+        if (out->ops->start && out->ops->start(out->state, &err) != 0) {
+            weir_err_prefix(&err, "output %s", out->id);
+            rc = -1;
+        } else {
+            out->started = true;
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < eng->ninputs; i++) {
+        input_inst_t *in = &eng->inputs[i];
+        if (in->started) continue;
+        if (in->ops->start && in->ops->start(in->state, &err) != 0)
+            rc = -1;
+        else
+            in->started = true;
+    }
+    if (rc == 0) {
+        if (r->rolling_back) {
+            reload_finish(r, false, r->err.msg);
+        } else {
+            weir_info("reload: the new configuration is running (%zu inputs, %zu outputs)",
+                      eng->ninputs, eng->noutputs);
+            reload_finish(r, true, NULL);
+        }
+        return;
+    }
+    if (r->rolling_back) {
+        weir_log(WEIR_LOG_FATAL, "reload: the previous configuration cannot start again either: %s",
+                 err.msg);
+        reload_finish(r, false, err.msg);
+        return;
+    }
+    r->err = err;
+    reload_rollback(r);
+}
+
+int weir_engine_reload(weir_engine_t *eng, weir_conf_section_t *old_root,
+                       weir_conf_section_t *new_root,
+                       void (*done)(void *arg, bool installed, const char *why), void *arg,
+                       weir_err_t *err)
+{
+    if (eng->reloading) {
+        weir_err_set(err, "a reload is already running");
+        return -1;
+    }
+    /* validate everything first, opening nothing */
+    weir_engine_opts_t dry = {.dry_run = true, .log_level_override = eng->log_level_override};
+    weir_engine_t *check = weir_engine_new(eng->loop, new_root, &dry, err);
+    if (!check) return -1;
+    weir_engine_free(check);
+    reload_t *r = weir_calloc(1, sizeof *r);
+    r->eng = eng;
+    r->target = new_root;
+    r->old_root = old_root;
+    r->done = done;
+    r->arg = arg;
+    eng->reloading = true;
+    eng->reload = r;
+    reload_teardown(r, new_root, reload_install);
+    return 0;
 }
 
 void weir_engine_get_stats(const weir_engine_t *eng, weir_engine_stats_t *out)
