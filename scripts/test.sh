@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 sh scripts/deps.sh test
 jobs=$(nproc)
 
+echo "== npm ci (s3rver, pinned in package-lock.json)"
+npm ci --no-audit --no-fund --loglevel=error
+
 echo "== clang-format"
 bad=$(find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror 2>&1 | grep -c warning || true)
 if [ "$bad" != "0" ]; then

@@ -13,6 +13,7 @@ extern const weir_input_ops_t weir_in_monitor_agent_ops;
 extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
+extern const weir_output_ops_t weir_out_s3_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -28,6 +29,7 @@ static const weir_output_ops_t *const outputs[] = {
     &weir_out_null_ops,
     &weir_out_stdout_ops,
     &weir_out_file_ops,
+    &weir_out_s3_ops,
     NULL,
 };
 

@@ -1,0 +1,784 @@
+/* One chunk to one S3 object.
+ *
+ *   worker thread: read the chunk, <inject> + <format> every event, compress (store_as), hash
+ *                  the body (SHA-256 for the signature, MD5 for Content-MD5; per part for a
+ *                  multipart upload) and make sure the credentials are fresh (this may fetch
+ *                  them over HTTP, which is why it happens here and not on the loop)
+ *   loop thread:   build the key; with check_object, HEAD key_0, key_1, ... until one is free
+ *                  (fluent-plugin-s3's index loop); then one PUT, or for a body above
+ *                  multipart_threshold: initiate, the parts one after another, complete (abort
+ *                  on failure so no incomplete upload is left to bill)
+ *   then           weir_chunk_write_done, exactly once.
+ *
+ * Every request is retried in place on transport errors, 5xx and throttling, after 0.3, 0.6
+ * and 1.2 s as the AWS SDK does; what still fails is a RETRY for the buffer's backoff. A key
+ * that cannot be built is UNRECOVERABLE: retrying would build it the same way.
+ *
+ * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
+ * only pay off for bodies far larger than weir's chunks. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "s3_internal.h"
+#include "weir/log.h"
+#include "weir/placeholder.h"
+
+#define S3_INNER_RETRIES 3          /* the SDK's legacy retry_limit */
+#define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
+#define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
+#define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
+#define S3_FORMAT_SLICE (1u << 20)  /* entry bytes formatted and compressed per step */
+
+typedef enum phase { PH_HEAD, PH_PUT, PH_MP_INIT, PH_MP_PART, PH_MP_COMPLETE, PH_MP_ABORT } phase_t;
+
+static const char *const phase_method[] = {"HEAD", "PUT", "POST", "PUT", "POST", "DELETE"};
+
+typedef struct part {
+    size_t off, len;
+    char sha[S3_SHA256_HEX_LEN + 1];
+    char md5[S3_MD5_B64_LEN + 1];
+    char *etag;
+} part_t;
+
+typedef struct s3_job {
+    uv_work_t work;
+    s3_out_t *o;
+    weir_chunk_t *chunk;
+    /* made on the worker */
+    weir_buf_t body;
+    char sha[S3_SHA256_HEX_LEN + 1];
+    char md5[S3_MD5_B64_LEN + 1];
+    part_t *parts;
+    size_t nparts;
+    s3_creds_t creds;
+    weir_write_status_t status;
+    char msg[WEIR_ERR_MAX];
+    bool empty;
+    /* the loop's state */
+    phase_t phase;
+    long index, used_index;
+    weir_buf_t key, prev_key;
+    char **meta_names, **meta_values;
+    size_t nmeta;
+    s3_http_req_t req;
+    int attempt;
+    uv_timer_t *timer;
+    char *upload_id;
+    size_t part;
+    weir_buf_t xml;
+    weir_write_status_t abort_status;
+    char abort_msg[WEIR_ERR_MAX];
+} s3_job_t;
+
+long s3_request_timeout_ms(size_t len)
+{
+    /* 60 s like the SDK's read timeout, plus 1 s per 512 KiB for the body itself */
+    return 60000L + (long)(len / (512 * 1024)) * 1000L;
+}
+
+static bool code_is(const s3_http_req_t *r, const char *const *codes)
+{
+    weir_buf_t code;
+    weir_buf_init(&code);
+    bool hit = false;
+    if (r->resp.len && s3_xml_text(r->resp.data, r->resp.len, "Code", &code) == 1) {
+        weir_buf_putc(&code, '\0');
+        for (size_t i = 0; codes[i] && !hit; i++)
+            hit = strcmp(code.data, codes[i]) == 0;
+    }
+    weir_buf_free(&code);
+    return hit;
+}
+
+bool s3_response_transient(const s3_http_req_t *r)
+{
+    static const char *const throttling[] = {
+        "RequestTimeout",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "PriorRequestNotComplete",
+        NULL,
+    };
+    if (r->curl_code != CURLE_OK) return true;
+    if (r->status >= 500 || r->status == 429) return true;
+    return r->status == 400 && code_is(r, throttling);
+}
+
+/* Did S3 refuse the credentials themselves? A HEAD answer has no body to say why, so a 400
+ * or 403 to a HEAD counts too: for temporary credentials that costs one extra fetch, and
+ * without it an expired token would fail every HEAD until the credentials' own expiry. */
+static bool credentials_rejected(const s3_http_req_t *r, phase_t phase)
+{
+    static const char *const codes[] = {"ExpiredToken",          "InvalidToken",
+                                        "TokenRefreshRequired",  "InvalidAccessKeyId",
+                                        "ExpiredTokenException", NULL};
+    if (r->curl_code != CURLE_OK || (r->status != 400 && r->status != 403)) return false;
+    return phase == PH_HEAD || code_is(r, codes);
+}
+
+/* ---- the worker thread -------------------------------------------------------------------- */
+
+/* The body as it is made: formatted lines go in a slice at a time, compressed on the way, so
+ * a chunk's text never exists whole in memory (for gzip and zstd; json and text upload the
+ * text itself, so there it is the body). */
+typedef struct body_writer {
+    s3_store_as_t kind;
+    weir_buf_t *out;
+    z_stream z;
+    ZSTD_CCtx *zc;
+    bool z_open;
+} body_writer_t;
+
+static int bw_init(body_writer_t *w, s3_store_as_t kind, int zstd_level, weir_buf_t *out)
+{
+    memset(w, 0, sizeof *w);
+    w->kind = kind;
+    w->out = out;
+    if (kind == S3_STORE_GZIP) {
+        /* Ruby's Zlib::GzipWriter: default level, one gzip member for the whole chunk */
+        if (deflateInit2(&w->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                         Z_DEFAULT_STRATEGY) != Z_OK)
+            return -1;
+        w->z_open = true;
+    } else if (kind == S3_STORE_ZSTD) {
+        w->zc = ZSTD_createCCtx();
+        if (!w->zc ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, zstd_level)))
+            return -1;
+    }
+    return 0;
+}
+
+static int bw_gzip(body_writer_t *w, const char *p, size_t n, int flush)
+{
+    int rc = Z_OK;
+    size_t done = 0;
+    do {
+        size_t step = n - done < S3_GZIP_STEP ? n - done : S3_GZIP_STEP;
+        w->z.next_in = (Bytef *)(p ? p + done : "");
+        w->z.avail_in = (uInt)step;
+        done += step;
+        int f = done == n ? flush : Z_NO_FLUSH;
+        do {
+            weir_buf_reserve(w->out, 256 * 1024);
+            size_t room = w->out->cap - w->out->len;
+            if (room > S3_GZIP_STEP) room = S3_GZIP_STEP;
+            w->z.next_out = (Bytef *)w->out->data + w->out->len;
+            w->z.avail_out = (uInt)room;
+            rc = deflate(&w->z, f);
+            w->out->len += room - w->z.avail_out;
+            if (rc == Z_STREAM_ERROR) return -1;
+        } while (w->z.avail_out == 0 || (f == Z_FINISH && rc != Z_STREAM_END));
+    } while (done < n);
+    return flush == Z_FINISH && rc != Z_STREAM_END ? -1 : 0;
+}
+
+static int bw_zstd(body_writer_t *w, const char *p, size_t n, ZSTD_EndDirective mode)
+{
+    ZSTD_inBuffer in = {p ? p : "", n, 0};
+    size_t left;
+    do {
+        weir_buf_reserve(w->out, ZSTD_CStreamOutSize());
+        ZSTD_outBuffer ob = {w->out->data + w->out->len, w->out->cap - w->out->len, 0};
+        left = ZSTD_compressStream2(w->zc, &ob, &in, mode);
+        if (ZSTD_isError(left)) return -1;
+        w->out->len += ob.pos;
+    } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
+    return 0;
+}
+
+static int bw_write(body_writer_t *w, const char *p, size_t n)
+{
+    switch (w->kind) {
+    case S3_STORE_GZIP:
+        return bw_gzip(w, p, n, Z_NO_FLUSH);
+    case S3_STORE_ZSTD:
+        return bw_zstd(w, p, n, ZSTD_e_continue);
+    default:
+        weir_buf_append(w->out, p, n);
+        return 0;
+    }
+}
+
+static int bw_finish(body_writer_t *w)
+{
+    switch (w->kind) {
+    case S3_STORE_GZIP:
+        return bw_gzip(w, NULL, 0, Z_FINISH);
+    case S3_STORE_ZSTD:
+        return bw_zstd(w, NULL, 0, ZSTD_e_end);
+    default:
+        return 0;
+    }
+}
+
+static void bw_free(body_writer_t *w)
+{
+    if (w->z_open) deflateEnd(&w->z);
+    ZSTD_freeCCtx(w->zc);
+}
+
+/* Formats the chunk's entries a slice at a time into the body writer. */
+static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
+{
+    s3_out_t *o = j->o;
+    weir_buf_t entries, text, scratch;
+    weir_buf_init(&entries);
+    weir_buf_init(&text);
+    weir_buf_init(&scratch);
+    weir_formatter_t f;
+    weir_inject_t inj;
+    bool have_f = false, have_inj = false;
+    int rc = -1;
+    size_t skipped = 0;
+    weir_err_t first = {{0}};
+    if (weir_chunk_read(j->chunk, &entries, err) != 0) goto out;
+    /* formatter state is per thread: this job builds its own */
+    if (weir_formatter_init(&f, &o->fopts, err) != 0) goto out;
+    have_f = true;
+    if (weir_inject_init(&inj, &o->iopts, err) != 0) goto out;
+    have_inj = true;
+    const char *tag = weir_chunk_tag(j->chunk);
+    weir_batch_iter_t it;
+    weir_batch_iter_init(&it, entries.data, entries.len);
+    const char *slice = entries.data;
+    for (;;) {
+        weir_entry_t e;
+        int r = weir_batch_iter_next(&it, &e);
+        if (r < 0) {
+            weir_err_set(err, "chunk %s holds bytes that are not events",
+                         weir_chunk_id_hex(j->chunk));
+            j->status = WEIR_WRITE_UNRECOVERABLE;
+            goto out;
+        }
+        if (r > 0 && (size_t)(it.p - slice) < S3_FORMAT_SLICE) continue;
+        weir_batch_t view = {.tag = (char *)(tag ? tag : ""), .tag_len = tag ? strlen(tag) : 0};
+        view.data = (weir_buf_t){.data = (char *)slice, .len = (size_t)(it.p - slice)};
+        size_t bad = 0;
+        text.len = 0;
+        if (view.data.len &&
+            weir_format_batch(&f, &inj, &view, &text, &scratch, &bad, &first) < 0) {
+            weir_err_set(err, "%s", first.msg);
+            j->status = WEIR_WRITE_UNRECOVERABLE;
+            goto out;
+        }
+        skipped += bad;
+        if (bw_write(bw, text.data, text.len) != 0) {
+            weir_err_set(err, "compression failed");
+            goto out;
+        }
+        slice = it.p;
+        if (r == 0) break;
+    }
+    if (skipped)
+        weir_warn("s3 %s: %zu records of chunk %s cannot be formatted: %s", o->id, skipped,
+                  weir_chunk_id_hex(j->chunk), first.msg);
+    rc = 0;
+out:
+    if (have_f) weir_formatter_free(&f);
+    if (have_inj) weir_inject_free(&inj);
+    weir_buf_free(&entries);
+    weir_buf_free(&text);
+    weir_buf_free(&scratch);
+    return rc;
+}
+
+static void plan_parts(s3_job_t *j)
+{
+    s3_out_t *o = j->o;
+    size_t len = j->body.len;
+    if (len <= o->multipart_threshold) {
+        s3_sha256_hex(j->body.data ? j->body.data : "", len, j->sha);
+        s3_md5_base64(j->body.data ? j->body.data : "", len, j->md5);
+        return;
+    }
+    size_t size = o->multipart_chunk_size;
+    if ((len + size - 1) / size > S3_MAX_PARTS) size = (len + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
+    j->nparts = (len + size - 1) / size;
+    j->parts = weir_calloc(j->nparts, sizeof *j->parts);
+    for (size_t i = 0; i < j->nparts; i++) {
+        part_t *p = &j->parts[i];
+        p->off = i * size;
+        p->len = len - p->off < size ? len - p->off : size;
+        s3_sha256_hex(j->body.data + p->off, p->len, p->sha);
+        s3_md5_base64(j->body.data + p->off, p->len, p->md5);
+    }
+}
+
+static void prep_work(uv_work_t *req)
+{
+    s3_job_t *j = req->data;
+    s3_out_t *o = j->o;
+    weir_err_t err = {{0}};
+    body_writer_t bw;
+    bool have_bw = false;
+    j->status = WEIR_WRITE_RETRY;
+    if (weir_chunk_events(j->chunk) == 0) {
+        j->empty = true;
+        j->status = WEIR_WRITE_OK;
+        goto out;
+    }
+    have_bw = true;
+    if (bw_init(&bw, o->store_as, o->zstd_level, &j->body) != 0) {
+        weir_err_set(&err, "cannot start the compressor");
+        goto out;
+    }
+    if (format_chunk(j, &bw, &err) != 0) goto out;
+    if (bw_finish(&bw) != 0) {
+        weir_err_set(&err, "compression failed");
+        goto out;
+    }
+    plan_parts(j);
+    if (s3_provider_get(o->creds, &j->creds, &err) != 0) goto out;
+    j->status = WEIR_WRITE_OK;
+out:
+    if (have_bw) bw_free(&bw);
+    snprintf(j->msg, sizeof j->msg, "%s", err.msg);
+}
+
+/* ---- the loop: finishing ------------------------------------------------------------------ */
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void job_free(s3_job_t *j)
+{
+    if (j->timer) uv_close((uv_handle_t *)j->timer, free_handle);
+    s3_http_req_reset(&j->req);
+    weir_buf_free(&j->req.resp);
+    weir_buf_free(&j->body);
+    weir_buf_free(&j->key);
+    weir_buf_free(&j->prev_key);
+    weir_buf_free(&j->xml);
+    for (size_t i = 0; i < j->nparts; i++)
+        free(j->parts[i].etag);
+    free(j->parts);
+    for (size_t i = 0; i < j->nmeta; i++) {
+        free(j->meta_names[i]);
+        free(j->meta_values[i]);
+    }
+    free(j->meta_names);
+    free(j->meta_values);
+    free(j->upload_id);
+    s3_creds_free(&j->creds);
+    free(j);
+}
+
+static void finish(s3_job_t *j, weir_write_status_t status, const char *msg)
+{
+    weir_chunk_t *c = j->chunk;
+    char m[WEIR_ERR_MAX];
+    snprintf(m, sizeof m, "%s", msg ? msg : "");
+    job_free(j);
+    weir_chunk_write_done(c, status, m);
+}
+
+static void send_request(s3_job_t *j);
+
+/* A failed step: a started multipart upload is aborted first, then the chunk is reported. */
+static void fail(s3_job_t *j, weir_write_status_t status, const char *msg)
+{
+    if (j->upload_id && j->phase != PH_MP_ABORT) {
+        j->abort_status = status;
+        snprintf(j->abort_msg, sizeof j->abort_msg, "%s", msg);
+        j->phase = PH_MP_ABORT;
+        j->attempt = 0;
+        send_request(j);
+        return;
+    }
+    finish(j, status, msg);
+}
+
+/* "PUT s3://bucket/key: HTTP 403 AccessDenied: Access Denied" */
+static void describe(s3_job_t *j, const char *what, weir_buf_t *out)
+{
+    const s3_http_req_t *r = &j->req;
+    weir_buf_printf(out, "%s ", what ? what : phase_method[j->phase]);
+    s3_object_url(j->o, j->key.data, out);
+    if (r->curl_code != CURLE_OK) {
+        weir_buf_printf(out, ": %s", s3_http_error(r));
+    } else {
+        weir_buf_printf(out, ": HTTP %ld", r->status);
+        weir_buf_t sum;
+        weir_buf_init(&sum);
+        s3_error_summary(r->resp.data, r->resp.len, &sum);
+        if (sum.len) {
+            weir_buf_putc(out, ' ');
+            weir_buf_append(out, sum.data, sum.len);
+        }
+        weir_buf_free(&sum);
+    }
+    if (j->attempt > 0) weir_buf_printf(out, " (after %d attempts)", j->attempt + 1);
+    weir_buf_putc(out, '\0');
+}
+
+static void fail_request(s3_job_t *j, const char *what)
+{
+    weir_buf_t m;
+    weir_buf_init(&m);
+    describe(j, what, &m);
+    if (credentials_rejected(&j->req, j->phase)) s3_provider_invalidate(j->o->creds);
+    fail(j, WEIR_WRITE_RETRY, m.data);
+    weir_buf_free(&m);
+}
+
+static void succeeded(s3_job_t *j)
+{
+    s3_out_t *o = j->o;
+    int64_t tk;
+    if (o->warn_for_delay > 0 && weir_chunk_timekey(j->chunk, &tk) &&
+        (double)tk < (double)time(NULL) - o->warn_for_delay) {
+        weir_buf_t u;
+        weir_buf_init(&u);
+        s3_object_url(o, j->key.data, &u);
+        weir_buf_putc(&u, '\0');
+        weir_warn("s3 %s: delayed events were put to %s", o->id, u.data);
+        weir_buf_free(&u);
+    }
+    weir_debug("s3 %s: stored s3://%s/%s (%llu events, %zu bytes%s)", o->id, o->bucket, j->key.data,
+               (unsigned long long)weir_chunk_events(j->chunk), j->body.len,
+               j->nparts ? ", multipart" : "");
+    finish(j, WEIR_WRITE_OK, NULL);
+}
+
+/* ---- the loop: requests ------------------------------------------------------------------- */
+
+static size_t object_headers(s3_job_t *j, s3_kv_t *h, bool md5)
+{
+    s3_out_t *o = j->o;
+    size_t n = 0;
+    h[n++] = (s3_kv_t){"Content-Type", s3_store_content_type(o->store_as)};
+    if (md5 && o->compute_checksums) h[n++] = (s3_kv_t){"Content-MD5", j->md5};
+    for (size_t i = 0; i < o->nput_headers; i++)
+        h[n++] = o->put_headers[i];
+    for (size_t i = 0; i < j->nmeta; i++)
+        h[n++] = (s3_kv_t){j->meta_names[i], j->meta_values[i]};
+    return n;
+}
+
+static void on_done(s3_http_req_t *r);
+
+static void send_request(s3_job_t *j)
+{
+    s3_out_t *o = j->o;
+    s3_kv_t h[S3_SIGN_MAX_HEADERS];
+    s3_kv_t q[2];
+    char pn[16];
+    s3_reqspec_t spec = {.method = phase_method[j->phase], .key = j->key.data, .query = q};
+    switch (j->phase) {
+    case PH_HEAD:
+        break;
+    case PH_PUT:
+        spec.headers = h;
+        spec.nheaders = object_headers(j, h, true);
+        spec.body = j->body.data ? j->body.data : "";
+        spec.body_len = j->body.len;
+        spec.payload_hash = j->sha;
+        break;
+    case PH_MP_INIT:
+        q[0] = (s3_kv_t){"uploads", ""};
+        spec.nquery = 1;
+        spec.headers = h;
+        spec.nheaders = object_headers(j, h, false);
+        break;
+    case PH_MP_PART: {
+        part_t *p = &j->parts[j->part];
+        snprintf(pn, sizeof pn, "%zu", j->part + 1);
+        q[0] = (s3_kv_t){"partNumber", pn};
+        q[1] = (s3_kv_t){"uploadId", j->upload_id};
+        spec.nquery = 2;
+        size_t n = 0;
+        if (o->compute_checksums) h[n++] = (s3_kv_t){"Content-MD5", p->md5};
+        for (size_t i = 0; i < o->nssec_headers; i++)
+            h[n++] = o->ssec_headers[i];
+        spec.headers = h;
+        spec.nheaders = n;
+        spec.body = j->body.data + p->off;
+        spec.body_len = p->len;
+        spec.payload_hash = p->sha;
+        break;
+    }
+    case PH_MP_COMPLETE:
+        q[0] = (s3_kv_t){"uploadId", j->upload_id};
+        spec.nquery = 1;
+        h[0] = (s3_kv_t){"Content-Type", "application/xml"};
+        spec.headers = h;
+        spec.nheaders = 1;
+        spec.body = j->xml.data;
+        spec.body_len = j->xml.len;
+        break;
+    case PH_MP_ABORT:
+        q[0] = (s3_kv_t){"uploadId", j->upload_id};
+        spec.nquery = 1;
+        break;
+    }
+    s3_http_req_reset(&j->req);
+    j->req.done = on_done;
+    j->req.arg = j;
+    j->req.connect_timeout_ms = 15000;
+    j->req.timeout_ms = s3_request_timeout_ms(spec.body_len);
+    weir_err_t err = {{0}};
+    if (s3_request_build(o, &j->creds, &spec, &j->req, &err) != 0) {
+        fail(j, WEIR_WRITE_RETRY, err.msg);
+        return;
+    }
+    s3_http_submit(o->http, &j->req);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    send_request(t->data);
+}
+
+/* Builds the key for the current index. */
+static int build_key(s3_job_t *j)
+{
+    weir_err_t err = {{0}};
+    s3_key_vars_t v = {.index = j->index, .now = time(NULL)};
+    j->key.len = 0;
+    if (s3_key_build(&j->o->keyfmt, j->o->buffer, j->chunk, &v, &j->key, &err) != 0) {
+        finish(j, WEIR_WRITE_UNRECOVERABLE, err.msg);
+        return -1;
+    }
+    weir_buf_putc(&j->key, '\0');
+    j->key.len--;
+    return 0;
+}
+
+static void start_upload(s3_job_t *j);
+
+/* fluent-plugin-s3's loop: key_i exists -> try i+1; the same key twice -> error/overwrite. */
+static void head_next(s3_job_t *j)
+{
+    if (build_key(j) != 0) return;
+    if (j->index > 0 && j->key.len == j->prev_key.len &&
+        memcmp(j->key.data, j->prev_key.data, j->key.len) == 0) {
+        if (j->o->overwrite) {
+            weir_warn("s3 %s: s3://%s/%s already exists, but will overwrite", j->o->id,
+                      j->o->bucket, j->key.data);
+            start_upload(j);
+            return;
+        }
+        weir_buf_t m;
+        weir_buf_init(&m);
+        weir_buf_printf(&m,
+                        "duplicated path is generated. use %%{index} in "
+                        "s3_object_key_format: path = %s",
+                        j->key.data);
+        finish(j, WEIR_WRITE_RETRY, m.data);
+        weir_buf_free(&m);
+        return;
+    }
+    j->used_index = j->index++;
+    j->prev_key.len = 0;
+    weir_buf_append(&j->prev_key, j->key.data, j->key.len);
+    j->phase = PH_HEAD;
+    j->attempt = 0;
+    send_request(j);
+}
+
+/* s3_metadata: placeholders, then %{index} as the index used (-1 without check_object). */
+static int build_metadata(s3_job_t *j)
+{
+    s3_out_t *o = j->o;
+    if (!o->nmeta) return 0;
+    weir_buf_t idx;
+    weir_buf_init(&idx);
+    s3_index_format(&o->keyfmt.index, o->check_object ? j->used_index : -1, &idx);
+    weir_buf_putc(&idx, '\0');
+    j->meta_names = weir_calloc(o->nmeta, sizeof *j->meta_names);
+    j->meta_values = weir_calloc(o->nmeta, sizeof *j->meta_values);
+    int rc = 0;
+    for (size_t i = 0; i < o->nmeta && rc == 0; i++) {
+        weir_buf_t name, exp, val;
+        weir_buf_init(&name);
+        weir_buf_init(&exp);
+        weir_buf_init(&val);
+        weir_err_t err = {{0}};
+        weir_buf_printf(&name, "x-amz-meta-%s", o->meta_keys[i]);
+        if (weir_placeholders_expand(o->meta_values[i], o->buffer, j->chunk, &exp, &err) != 0) {
+            finish(j, WEIR_WRITE_UNRECOVERABLE, err.msg);
+            rc = -1;
+        } else {
+            weir_buf_putc(&exp, '\0');
+            const char *names[] = {"index"}, *values[] = {idx.data};
+            s3_replace_percent(exp.data, names, values, 1, &val);
+            weir_buf_putc(&val, '\0');
+            j->meta_names[i] = name.data;
+            j->meta_values[i] = val.data;
+            j->nmeta = i + 1;
+            weir_buf_init(&name);
+            weir_buf_init(&val);
+        }
+        weir_buf_free(&name);
+        weir_buf_free(&exp);
+        weir_buf_free(&val);
+    }
+    weir_buf_free(&idx);
+    return rc;
+}
+
+static void start_upload(s3_job_t *j)
+{
+    if (build_metadata(j) != 0) return;
+    j->attempt = 0;
+    j->phase = j->nparts ? PH_MP_INIT : PH_PUT;
+    send_request(j);
+}
+
+static void complete_xml(s3_job_t *j)
+{
+    weir_buf_printf(&j->xml, "<CompleteMultipartUpload "
+                             "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for (size_t i = 0; i < j->nparts; i++)
+        weir_buf_printf(&j->xml, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1,
+                        j->parts[i].etag);
+    weir_buf_printf(&j->xml, "</CompleteMultipartUpload>");
+}
+
+static void on_mp_init(s3_job_t *j)
+{
+    weir_buf_t id;
+    weir_buf_init(&id);
+    if (s3_xml_text(j->req.resp.data, j->req.resp.len, "UploadId", &id) != 1 || !id.len) {
+        weir_buf_free(&id);
+        fail(j, WEIR_WRITE_RETRY, "multipart upload: S3 returned no UploadId");
+        return;
+    }
+    weir_buf_putc(&id, '\0');
+    j->upload_id = id.data;
+    j->part = 0;
+    j->attempt = 0;
+    j->phase = PH_MP_PART;
+    send_request(j);
+}
+
+static void on_mp_part(s3_job_t *j)
+{
+    if (!j->req.etag[0]) {
+        fail(j, WEIR_WRITE_RETRY, "multipart upload: a part was stored without an ETag");
+        return;
+    }
+    j->parts[j->part].etag = weir_strdup(j->req.etag);
+    j->attempt = 0;
+    if (++j->part < j->nparts) {
+        send_request(j);
+        return;
+    }
+    complete_xml(j);
+    j->phase = PH_MP_COMPLETE;
+    send_request(j);
+}
+
+static void on_done(s3_http_req_t *r)
+{
+    s3_job_t *j = r->arg;
+    bool ok2xx = r->curl_code == CURLE_OK && r->status >= 200 && r->status < 300;
+    /* CompleteMultipartUpload can answer 200 with an <Error> body */
+    bool complete_error = j->phase == PH_MP_COMPLETE && ok2xx && r->resp.len &&
+                          memmem(r->resp.data, r->resp.len, "<Error>", 7) != NULL;
+    bool head_answer = j->phase == PH_HEAD && (r->status == 200 || r->status == 404);
+    if (!head_answer && (!ok2xx || complete_error) && j->phase != PH_MP_ABORT &&
+        (s3_response_transient(r) || complete_error) && j->attempt < S3_INNER_RETRIES) {
+        if (!j->timer) {
+            j->timer = weir_calloc(1, sizeof *j->timer);
+            uv_timer_init(weir_engine_loop(j->o->eng), j->timer);
+            j->timer->data = j;
+        }
+        uv_timer_start(j->timer, on_retry_timer, (uint64_t)S3_INNER_FIRST_DELAY_MS << j->attempt,
+                       0);
+        j->attempt++;
+        return;
+    }
+    switch (j->phase) {
+    case PH_HEAD:
+        if (r->status == 200)
+            head_next(j);
+        else if (r->status == 404)
+            start_upload(j);
+        else
+            fail_request(j, NULL);
+        return;
+    case PH_PUT:
+        if (ok2xx)
+            succeeded(j);
+        else
+            fail_request(j, NULL);
+        return;
+    case PH_MP_INIT:
+        if (ok2xx)
+            on_mp_init(j);
+        else
+            fail_request(j, "CreateMultipartUpload");
+        return;
+    case PH_MP_PART:
+        if (ok2xx)
+            on_mp_part(j);
+        else
+            fail_request(j, "UploadPart");
+        return;
+    case PH_MP_COMPLETE:
+        if (ok2xx && !complete_error)
+            succeeded(j);
+        else
+            fail_request(j, "CompleteMultipartUpload");
+        return;
+    case PH_MP_ABORT:
+        if (!ok2xx) {
+            weir_buf_t m;
+            weir_buf_init(&m);
+            describe(j, "AbortMultipartUpload", &m);
+            weir_warn("s3 %s: %s; the incomplete upload stays until a lifecycle rule removes it",
+                      j->o->id, m.data);
+            weir_buf_free(&m);
+        }
+        finish(j, j->abort_status, j->abort_msg);
+        return;
+    }
+}
+
+static void prep_after(uv_work_t *req, int status)
+{
+    s3_job_t *j = req->data;
+    if (status != 0) {
+        finish(j, WEIR_WRITE_RETRY, "the upload job was cancelled");
+        return;
+    }
+    if (j->status != WEIR_WRITE_OK) {
+        finish(j, j->status, j->msg);
+        return;
+    }
+    if (j->empty) {
+        finish(j, WEIR_WRITE_OK, NULL);
+        return;
+    }
+    j->index = 0;
+    if (j->o->check_object) {
+        head_next(j);
+        return;
+    }
+    if (build_key(j) != 0) return;
+    j->used_index = -1;
+    start_upload(j);
+}
+
+void s3_upload_chunk(void *out, weir_chunk_t *chunk)
+{
+    s3_out_t *o = out;
+    s3_job_t *j = weir_calloc(1, sizeof *j);
+    j->o = o;
+    j->chunk = chunk;
+    j->work.data = j;
+    s3_http_req_init(&j->req);
+    uv_queue_work(weir_engine_loop(o->eng), &j->work, prep_work, prep_after);
+}
