@@ -5,7 +5,8 @@
  * default (forward on 24224 and HTTP on 8888 into a local directory), announced in the log.
  *
  * SIGTERM/SIGINT stop accepting, finish what is in flight and exit 0; SIGUSR1 flushes buffers;
- * SIGHUP reloads the configuration file (see weir_engine_reload). */
+ * SIGHUP (and SIGUSR2, Fluentd's graceful reload) reloads the configuration file (see
+ * weir_engine_reload). */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,23 +59,24 @@ static const char embedded_default[] =
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: weir [options]\n"
-               "  -c, --config FILE   fluent.conf to run (default: $FLUENTD_CONF, then\n"
-               "                      " FLUENTD_ETC "/fluent.conf, then the embedded default)\n"
-               "      --dry-run       check the configuration and exit 0 (valid) or 1\n"
-               "      --show-config   print the configuration (secrets masked) and exit\n"
-               "  -v, --verbose       more log output (repeat for trace)\n"
-               "  -q, --quiet         less log output (repeat for errors only)\n"
-               "      --version       print the version\n"
-               "  -h, --help          this text\n"
-               "Signals: TERM/INT stop gracefully, USR1 flushes buffers, HUP reloads the\n"
-               "configuration (a bad one is refused and the running one stays).\n");
+    fprintf(f,
+            "usage: weir [options]\n"
+            "  -c, --config FILE   fluent.conf to run (default: $FLUENTD_CONF, then\n"
+            "                      " FLUENTD_ETC "/fluent.conf, then the embedded default)\n"
+            "      --dry-run       check the configuration and exit 0 (valid) or 1\n"
+            "      --show-config   print the configuration (secrets masked) and exit\n"
+            "  -v, --verbose       more log output (repeat for trace)\n"
+            "  -q, --quiet         less log output (repeat for errors only)\n"
+            "      --version       print the version\n"
+            "  -h, --help          this text\n"
+            "Signals: TERM/INT stop gracefully, USR1 flushes buffers, HUP (or USR2, as\n"
+            "Fluentd) reloads the configuration (a bad one is refused, the running one stays).\n");
 }
 
 typedef struct app {
     uv_loop_t *loop;
     weir_engine_t *engine;
-    uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
+    uv_signal_t sig_term, sig_int, sig_usr1, sig_hup, sig_usr2;
     bool stopping;
     bool reloading;
     bool stop_after_reload;
@@ -103,6 +105,7 @@ static void engine_stopped(void *arg)
     uv_close((uv_handle_t *)&app->sig_int, NULL);
     uv_close((uv_handle_t *)&app->sig_usr1, NULL);
     uv_close((uv_handle_t *)&app->sig_hup, NULL);
+    uv_close((uv_handle_t *)&app->sig_usr2, NULL);
 }
 
 static void keep_tree(app_t *app, weir_conf_section_t *t)
@@ -122,14 +125,14 @@ static void reloaded(void *arg, bool installed, const char *why)
     if (app->stop_after_reload) weir_engine_stop(app->engine, engine_stopped, app);
 }
 
-static void reload(app_t *app)
+static void reload(app_t *app, const char *signame)
 {
     if (app->stopping || app->reloading) {
-        weir_warn("received SIGHUP while %s; ignoring it",
+        weir_warn("received %s while %s; ignoring it", signame,
                   app->stopping ? "stopping" : "reloading");
         return;
     }
-    weir_info("received SIGHUP: reloading %s", app->path ? app->path : "the embedded default");
+    weir_info("received %s: reloading %s", signame, app->path ? app->path : "the embedded default");
     weir_err_t err = {{0}};
     weir_conf_section_t *next = load_config(app->path, &err);
     if (!next) {
@@ -174,7 +177,8 @@ static void on_signal(uv_signal_t *s, int signum)
         weir_engine_flush(app->engine);
         break;
     case SIGHUP:
-        reload(app);
+    case SIGUSR2: /* Fluentd's graceful reload signal */
+        reload(app, signum == SIGHUP ? "SIGHUP" : "SIGUSR2");
         break;
     }
 }
@@ -326,6 +330,7 @@ int main(int argc, char **argv)
     watch_signal(&app, &app.sig_int, SIGINT);
     watch_signal(&app, &app.sig_usr1, SIGUSR1);
     watch_signal(&app, &app.sig_hup, SIGHUP);
+    watch_signal(&app, &app.sig_usr2, SIGUSR2);
     weir_info("weir %s started (pid %d)", WEIR_VERSION, (int)getpid());
     uv_run(app.loop, UV_RUN_DEFAULT);
 

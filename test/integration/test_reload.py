@@ -85,9 +85,10 @@ def test_reload_under_load_keeps_connections_and_events():
     wait_port(port2)
     time.sleep(0.5)
     # 2: a file that does not parse is refused; weir keeps running the last good one
+    # (SIGUSR2 is Fluentd's graceful reload signal and does the same as SIGHUP)
     with open(w.conf, "w") as f:
         f.write("<source>\n  @type forward\n  port %d\n" % port)
-    w.proc.send_signal(signal.SIGHUP)
+    w.proc.send_signal(signal.SIGUSR2)
     wait_log(w, "reload refused, the running configuration stays")
     time.sleep(0.5)
     stop.set()
