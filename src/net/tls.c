@@ -474,6 +474,17 @@ static void tls_describe(weir_conn_t *c, int ret, char *out, size_t n)
     }
 }
 
+/* The peer gave up on its own handshake (EOF or reset): Go's HTTP client does this whenever
+ * an idle connection frees up before a new one finishes, so it is no failure worth a warning
+ * or a metric; the close is logged at debug. */
+static void tls_abandoned(weir_conn_t *c, const char *why)
+{
+    if (c->closing) return;
+    weir_debug("tls: %s left during the handshake (%s)", c->peer_text, why);
+    net_conn_detach(c);
+    weir_conn_close(c, "the peer left during the TLS handshake");
+}
+
 static void tls_fail(weir_conn_t *c, const char *reason)
 {
     if (c->closing) return;
@@ -635,5 +646,5 @@ void net_tls_handshake_eof(weir_conn_t *c, const char *why)
         return;
     }
     c->tls_failed = true;
-    tls_fail(c, why ? why : "the peer closed the connection during the handshake");
+    tls_abandoned(c, why ? why : "EOF");
 }
