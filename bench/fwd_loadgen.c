@@ -32,6 +32,7 @@ typedef struct opts {
     int ack;
     int gzip;
     long pid;
+    int restamp; /* give every frame the current time (uncompressed frames only) */
 } opts_t;
 
 #define MAX_SAMPLES (1u << 20) /* ack latencies kept per connection */
@@ -39,7 +40,7 @@ typedef struct opts {
 typedef struct worker {
     pthread_t th;
     const opts_t *o;
-    const unsigned char *frame;
+    unsigned char *frame; /* this connection's own copy when restamping */
     size_t frame_len;
     unsigned long long frames;
     int error;
@@ -190,6 +191,21 @@ static int send_all(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* Writes the current time into every entry of an uncompressed frame: each entry starts with
+ * 92 d7 00 and the payload holds nothing else that does, given how build_entry writes it. */
+static void restamp(unsigned char *f, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (size_t i = 0; i + 11 <= len; i++) {
+        if (f[i] == 0x92 && f[i + 1] == 0xd7 && f[i + 2] == 0x00) {
+            put32(f + i + 3, (uint32_t)ts.tv_sec);
+            put32(f + i + 7, (uint32_t)ts.tv_nsec);
+            i += 10;
+        }
+    }
+}
+
 static void *worker_run(void *arg)
 {
     worker_t *w = arg;
@@ -204,6 +220,7 @@ static void *worker_run(void *arg)
     unsigned char ack[64];
     while (!stop_flag) {
         double t0 = now_s();
+        if (w->o->restamp) restamp(w->frame, w->frame_len);
         if (send_all(fd, w->frame, w->frame_len) != 0) {
             w->error = 1;
             break;
@@ -253,10 +270,10 @@ static long peak_rss_kb(long pid)
 
 int main(int argc, char **argv)
 {
-    opts_t o = {"127.0.0.1", 24224, 4, 1000, 200, 10, 0, 0, 0};
+    opts_t o = {"127.0.0.1", 24224, 4, 1000, 200, 10, 0, 0, 0, 0};
     static const struct option lo[] = {{"pid", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "h:p:c:e:r:s:az", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h:p:c:e:r:s:azT", lo, NULL)) != -1) {
         switch (c) {
         case 'h':
             o.host = optarg;
@@ -282,12 +299,16 @@ int main(int argc, char **argv)
         case 'z':
             o.gzip = 1;
             break;
+        case 'T':
+            o.restamp = 1;
+            break;
         case 'P':
             o.pid = atol(optarg);
             break;
         default:
             fprintf(stderr, "usage: fwd_loadgen [-h host] [-p port] [-c conns] [-e events/frame] "
-                            "[-r record bytes] [-s seconds] [-a ack] [-z gzip] [--pid PID]\n");
+                            "[-r record bytes] [-s seconds] [-a ack] [-z gzip] [-T current time "
+                            "in every frame] [--pid PID]\n");
             return 2;
         }
     }
@@ -297,7 +318,8 @@ int main(int argc, char **argv)
     double t0 = now_s();
     for (int i = 0; i < o.conns; i++) {
         ws[i].o = &o;
-        ws[i].frame = frame;
+        ws[i].frame = malloc(flen);
+        memcpy(ws[i].frame, frame, flen);
         ws[i].frame_len = flen;
         ws[i].lat = malloc(MAX_SAMPLES * sizeof(double));
         pthread_create(&ws[i].th, NULL, worker_run, &ws[i]);

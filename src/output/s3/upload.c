@@ -30,7 +30,6 @@
 #define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
 #define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
 #define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
-#define S3_FORMAT_SLICE (1u << 20)  /* entry bytes formatted and compressed per step */
 
 typedef enum phase { PH_HEAD, PH_PUT, PH_MP_INIT, PH_MP_PART, PH_MP_COMPLETE, PH_MP_ABORT } phase_t;
 
@@ -226,12 +225,12 @@ static void bw_free(body_writer_t *w)
     ZSTD_freeCCtx(w->zc);
 }
 
-/* Formats the chunk's entries a slice at a time into the body writer. */
+/* Formats the chunk one appended batch at a time into the body writer: memory holds one batch
+ * and its text, never the chunk (a 1 s bucket at a million events/s is 200 MB). */
 static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
 {
     s3_out_t *o = j->o;
-    weir_buf_t entries, text, scratch;
-    weir_buf_init(&entries);
+    weir_buf_t text, scratch;
     weir_buf_init(&text);
     weir_buf_init(&scratch);
     weir_formatter_t f;
@@ -240,33 +239,27 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
     int rc = -1;
     size_t skipped = 0;
     weir_err_t first = {{0}};
-    if (weir_chunk_read(j->chunk, &entries, err) != 0) goto out;
+    weir_chunk_reader_t *rd = weir_chunk_reader_open(j->chunk, err);
+    if (!rd) goto out;
     /* formatter state is per thread: this job builds its own */
     if (weir_formatter_init(&f, &o->fopts, err) != 0) goto out;
     have_f = true;
     if (weir_inject_init(&inj, &o->iopts, err) != 0) goto out;
     have_inj = true;
     const char *tag = weir_chunk_tag(j->chunk);
-    weir_batch_iter_t it;
-    weir_batch_iter_init(&it, entries.data, entries.len);
-    const char *slice = entries.data;
-    for (;;) {
-        weir_entry_t e;
-        int r = weir_batch_iter_next(&it, &e);
-        if (r < 0) {
-            weir_err_set(err, "chunk %s holds bytes that are not events",
-                         weir_chunk_id_hex(j->chunk));
-            j->status = WEIR_WRITE_UNRECOVERABLE;
-            goto out;
-        }
-        if (r > 0 && (size_t)(it.p - slice) < S3_FORMAT_SLICE) continue;
-        weir_batch_t view = {.tag = (char *)(tag ? tag : ""), .tag_len = tag ? strlen(tag) : 0};
-        view.data = (weir_buf_t){.data = (char *)slice, .len = (size_t)(it.p - slice)};
+    weir_batch_t view = {.tag = (char *)(tag ? tag : ""), .tag_len = tag ? strlen(tag) : 0};
+    const char *entries;
+    size_t len;
+    uint32_t count;
+    int r;
+    while ((r = weir_chunk_reader_next(rd, &entries, &len, &count, err)) == 1) {
+        view.data = (weir_buf_t){.data = (char *)entries, .len = len};
+        view.count = count;
         size_t bad = 0;
         text.len = 0;
-        if (view.data.len &&
-            weir_format_batch(&f, &inj, &view, &text, &scratch, &bad, &first) < 0) {
-            weir_err_set(err, "%s", first.msg);
+        if (weir_format_batch(&f, &inj, &view, &text, &scratch, &bad, &first) < 0) {
+            weir_err_set(err, "chunk %s holds bytes that are not events",
+                         weir_chunk_id_hex(j->chunk));
             j->status = WEIR_WRITE_UNRECOVERABLE;
             goto out;
         }
@@ -275,17 +268,16 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
             weir_err_set(err, "compression failed");
             goto out;
         }
-        slice = it.p;
-        if (r == 0) break;
     }
+    if (r < 0) goto out;
     if (skipped)
         weir_warn("s3 %s: %zu records of chunk %s cannot be formatted: %s", o->id, skipped,
                   weir_chunk_id_hex(j->chunk), first.msg);
     rc = 0;
 out:
+    weir_chunk_reader_close(rd);
     if (have_f) weir_formatter_free(&f);
     if (have_inj) weir_inject_free(&inj);
-    weir_buf_free(&entries);
     weir_buf_free(&text);
     weir_buf_free(&scratch);
     return rc;
