@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 
+from test_docker_entrypoint import Image, proc_uid
 from test_s3_output import BASE_ENV, S3
 from weirtest import SOURCE_DIR, WEIR_BIN, free_port, run_tests, wait_port
 
@@ -77,18 +78,18 @@ def rewrite(text, old, new, count):
     return text.replace(old, new)
 
 
-def example_config(d, keys, http_port, fwd_port):
-    """The example's fluent.conf in d/etc, with s3-local.conf as d/etc/s3.d/local.conf."""
+def example_config(etc, keys, buffer_dir, http_port, fwd_port):
+    """The example's fluent.conf as etc/fluent.conf, with s3-local.conf as
+    etc/s3.d/local.conf."""
     with open(os.path.join(EXAMPLE, "fluent.conf")) as f:
         text = f.read()
     text = rewrite(text, '"/keys/', '"%s/' % keys, 3)
-    text = rewrite(text, "path /fluentd/buffer/s3", "path %s/buffer/s3" % d, 1)
+    text = rewrite(text, "path /fluentd/buffer/s3", "path %s/s3" % buffer_dir, 1)
     text = rewrite(text, "port 8888", "port %d" % http_port, 1)
     text = rewrite(text, "port 24224", "port %d" % fwd_port, 1)
     text = rewrite(text, "bind 0.0.0.0", "bind 127.0.0.1", 2)
     assert "@include s3.d/*.conf" in text
-    etc = os.path.join(d, "etc")
-    os.makedirs(os.path.join(etc, "s3.d"))
+    os.makedirs(os.path.join(etc, "s3.d"), exist_ok=True)
     with open(os.path.join(etc, "fluent.conf"), "w") as f:
         f.write(text)
     shutil.copy(os.path.join(EXAMPLE, "s3-local.conf"), os.path.join(etc, "s3.d", "local.conf"))
@@ -141,18 +142,6 @@ def count_lines(objs):
     return n
 
 
-def wait_started(proc, port, log_path):
-    deadline = time.time() + 30
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            wait_port(port, timeout=0.5)
-            return
-        except RuntimeError:
-            pass
-    raise AssertionError("weir did not start (exit status %s):\n%s" % (
-        proc.poll(), open(log_path).read()))
-
-
 def expected(tag, body):
     r = json.loads(body)
     r["tag"] = tag
@@ -164,24 +153,39 @@ def canon(records):
 
 
 def test_teleport_example_end_to_end():
+    """Through the image's entry point, as the Dockerfile runs it: /bin/entrypoint.sh with CMD
+    weir, the configuration at /fluentd/etc/fluent.conf, the keys at /keys, the buffer under
+    /fluentd/buffer, as the image's non-root user."""
     d = tempfile.mkdtemp(prefix="weir-teleport-")
-    keys = os.path.join(d, "keys")
+    os.chmod(d, 0o755)
+    img = Image()
+    keys = img.path("keys")  # the -v $(pwd):/keys mount
     passphrase = make_certs(keys)
+    for f in os.listdir(keys):
+        os.chown(os.path.join(keys, f), img.uid, img.gid)
+    os.chown(keys, img.uid, img.gid)
     sim = build_teleportsim(d)
     s3 = S3()
-    w = None
+    c = None
     try:
         s3.state.add_key(ACCESS_KEY, SECRET_KEY)
         http_port, fwd_port = free_port(), free_port()
-        conf = example_config(d, keys, http_port, fwd_port)
-        env = weir_env(FLUENTD_KEY_PASSPHRASE=passphrase,
-                       S3_ENDPOINT="http://127.0.0.1:%d" % s3.port, AWS_ACCESS_KEY_ID=ACCESS_KEY,
-                       AWS_SECRET_ACCESS_KEY=SECRET_KEY, TZ="UTC", HOME=d)
-        err_path = os.path.join(d, "weir.log")
-        with open(err_path, "wb") as err:
-            w = subprocess.Popen([WEIR_BIN, "-c", conf], stdout=err, stderr=subprocess.STDOUT,
-                                 env=env, cwd=d)
-        wait_started(w, http_port, err_path)
+        conf = example_config(img.path("fluentd/etc"), keys, img.path("fluentd/buffer"),
+                              http_port, fwd_port)
+        for root, dirs, files in os.walk(img.path("fluentd/etc")):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), img.uid, img.gid)
+        env = dict(BASE_ENV)
+        env.update(FLUENTD_KEY_PASSPHRASE=passphrase, S3_ENDPOINT="http://127.0.0.1:%d" % s3.port,
+                   AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        assert conf == img.path("fluentd/etc/fluent.conf")
+        c = img.start(env=env)
+        c.wait_listening([http_port, fwd_port])
+        # the entry point exec'd weir, which runs as the image's user
+        assert os.readlink("/proc/%d/exe" % c.proc.pid) == img.path("usr/local/bin/weir")
+        assert proc_uid(c.proc.pid) == [img.uid] * 4, proc_uid(c.proc.pid)
+        assert img.uid != 0 or os.geteuid() != 0
+        assert 'path="%s"' % conf in c.log(), c.log()
 
         # older handler templates post audit events to /test.log, newer ones to /events.log
         rep1 = run_sim(sim, d, keys, http_port, "test.log", AUDIT, SESSION)
@@ -196,9 +200,8 @@ def test_teleport_example_end_to_end():
         want_tags = {"test.log", "events.log", stag}
         s3.wait_objects(BUCKET, lambda o: count_lines(o) >= n1 + n2, timeout=60)
 
-        w.send_signal(signal.SIGTERM)
-        rc = w.wait(60)
-        log = open(err_path).read()
+        rc = c.stop(60)
+        log = c.log()
         assert rc == 0, "weir exited %d:\n%s" % (rc, log)
         for secret in (SECRET_KEY, passphrase):
             assert secret not in log, "a secret reached weir's log"
@@ -244,9 +247,9 @@ def test_teleport_example_end_to_end():
             assert r[5] < 300 or bucket_probe, r[:2] + (r[5],)
         assert s3.state.requests("PUT", "/" + BUCKET)[0][1] == "/" + BUCKET
     finally:
-        if w and w.poll() is None:
-            w.kill()
-            w.wait()
+        if c:
+            c.kill()
+        img.cleanup()
         s3.proc.terminate()
         s3.proc.wait(10)
         shutil.rmtree(s3.dir, ignore_errors=True)
