@@ -1088,10 +1088,18 @@ static void enqueue_ready(weir_buffer_t *b)
 {
     double mono = mono_now();
     int64_t now = (int64_t)wall_now();
+    /* chunks waiting for a flush thread; those waiting out a retry do not count, or one
+     * failing chunk would hold every other chunk back */
+    size_t waiting = 0;
+    for (weir_chunk_t *c = b->queue.head; c; c = c->next)
+        waiting += c->state == CH_QUEUED && c->steps == 0;
     for (weir_chunk_t *c = b->staged.head, *next; c; c = next) {
         next = c->next;
-        if (b->queue.n - b->writing >= (size_t)b->queued_chunks_limit_size) break;
-        if (chunk_ready(b, c, mono, now)) enqueue(b, c);
+        if (waiting >= (size_t)b->queued_chunks_limit_size) break;
+        if (chunk_ready(b, c, mono, now)) {
+            enqueue(b, c);
+            waiting++;
+        }
     }
 }
 
