@@ -212,6 +212,10 @@ void weir_format_opts_init(weir_format_opts_t *o, weir_format_type_t type);
  * for csv, tsv, hash and unknown types with a message naming the supported ones. */
 int weir_format_opts_from_conf(weir_format_opts_t *o, weir_conf_section_t *s,
                                weir_format_type_t default_type, weir_err_t *err);
+/* Makes every string of `o` a private copy, so the options outlive the configuration tree
+ * (outputs rebuild a formatter for each job on a worker thread). Undo with _release. */
+void weir_format_opts_own(weir_format_opts_t *o);
+void weir_format_opts_release(weir_format_opts_t *o);
 /* "out_file", "json", ... -> type; -1 when unknown. */
 int weir_format_type_parse(const char *name);
 const char *weir_format_type_name(weir_format_type_t type);
@@ -256,6 +260,9 @@ void weir_inject_opts_init(weir_inject_opts_t *o);
  * time_type (float|unixtime|unixtime_millis|unixtime_micros|unixtime_nanos|string), time_format,
  * localtime, utc, timezone. */
 int weir_inject_opts_from_conf(weir_inject_opts_t *o, weir_conf_section_t *s, weir_err_t *err);
+/* As weir_format_opts_own / _release. */
+void weir_inject_opts_own(weir_inject_opts_t *o);
+void weir_inject_opts_release(weir_inject_opts_t *o);
 
 /* One key to inject and which value it takes (private to inject.c). */
 typedef struct weir_inject_key {

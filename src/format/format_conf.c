@@ -6,6 +6,7 @@
  * file and line are known, rather than later in weir_formatter_init. */
 #include "weir/format.h"
 
+#include <stdlib.h>
 #include <strings.h>
 #include <string.h>
 
@@ -158,4 +159,45 @@ int weir_inject_opts_from_conf(weir_inject_opts_t *o, weir_conf_section_t *s, we
     if (r == 1) o->time_type = map[tt];
     /* in <inject> both may be given and utc wins (localtime && !utc), as inject.rb computes */
     return read_time_params(s, &o->time_format, &o->localtime, &o->timezone, false, err);
+}
+
+/* ---- owning the strings ---- */
+
+static void own(const char **s)
+{
+    if (*s) *s = weir_strdup(*s);
+}
+
+static void release(const char **s)
+{
+    free((char *)*s);
+    *s = NULL;
+}
+
+#define FORMAT_OPTS_STRINGS(F)                                                                     \
+    F(delimiter)                                                                                   \
+    F(label_delimiter) F(replacement) F(message_key) F(newline) F(time_format) F(timezone)
+#define INJECT_OPTS_STRINGS(F)                                                                     \
+    F(hostname_key) F(hostname) F(worker_id_key) F(tag_key) F(time_key) F(time_format) F(timezone)
+#define OWN(f) own(&o->f);
+#define RELEASE(f) release(&o->f);
+
+void weir_format_opts_own(weir_format_opts_t *o)
+{
+    FORMAT_OPTS_STRINGS(OWN)
+}
+
+void weir_format_opts_release(weir_format_opts_t *o)
+{
+    FORMAT_OPTS_STRINGS(RELEASE)
+}
+
+void weir_inject_opts_own(weir_inject_opts_t *o)
+{
+    INJECT_OPTS_STRINGS(OWN)
+}
+
+void weir_inject_opts_release(weir_inject_opts_t *o)
+{
+    INJECT_OPTS_STRINGS(RELEASE)
 }

@@ -579,15 +579,6 @@ static int fwd_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state
         fwd_destroy(in);
         return -1;
     }
-    if (in->tls.enabled && !weir_engine_dry_run(eng)) {
-        /* load keys now so a bad passphrase fails at start, not at the first client */
-        weir_tls_ctx_t *ctx = weir_tls_ctx_new(&in->tls, err);
-        if (!ctx) {
-            fwd_destroy(in);
-            return -1;
-        }
-        weir_tls_ctx_free(ctx);
-    }
     *state = in;
     return 0;
 }

@@ -986,15 +986,6 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
         http_destroy(in);
         return -1;
     }
-    if (in->tls.enabled && !weir_engine_dry_run(eng)) {
-        /* load the keys now so a bad passphrase fails at start, not at the first client */
-        weir_tls_ctx_t *ctx = weir_tls_ctx_new(&in->tls, err);
-        if (!ctx) {
-            http_destroy(in);
-            return -1;
-        }
-        weir_tls_ctx_free(ctx);
-    }
     *state = in;
     return 0;
 }

@@ -35,10 +35,8 @@ typedef struct out_file {
     bool gzip;
     weir_format_opts_t fopts;
     weir_inject_opts_t iopts;
+    bool opts_owned; /* fopts/iopts hold their own copies (weir_format_opts_own) */
     weir_buffer_t *buffer;
-    /* copies of option strings (the config tree is freed after start) */
-    char *strs[16];
-    size_t nstrs;
 } out_file_t;
 
 typedef struct file_job {
@@ -48,14 +46,6 @@ typedef struct file_job {
     weir_write_status_t status;
     char msg[WEIR_ERR_MAX];
 } file_job_t;
-
-static const char *keep(out_file_t *o, const char *s)
-{
-    if (!s) return NULL;
-    char *c = weir_strdup(s);
-    o->strs[o->nstrs++] = c;
-    return c;
-}
 
 static const char *timekey_format(double timekey)
 {
@@ -259,25 +249,13 @@ static void file_destroy(void *state)
     out_file_t *o = state;
     if (!o) return;
     weir_buffer_free(o->buffer);
-    for (size_t i = 0; i < o->nstrs; i++)
-        free(o->strs[i]);
+    if (o->opts_owned) {
+        weir_format_opts_release(&o->fopts);
+        weir_inject_opts_release(&o->iopts);
+    }
     free(o->tmpl);
     free(o->id);
     free(o);
-}
-
-/* Copies the borrowed option strings, so the formatter can be rebuilt on worker threads after
- * the configuration tree is gone. */
-static void own_opts(out_file_t *o)
-{
-    o->fopts.delimiter = keep(o, o->fopts.delimiter);
-    o->fopts.label_delimiter = keep(o, o->fopts.label_delimiter);
-    o->fopts.replacement = keep(o, o->fopts.replacement);
-    o->fopts.message_key = keep(o, o->fopts.message_key);
-    o->fopts.newline = keep(o, o->fopts.newline);
-    o->fopts.time_format = keep(o, o->fopts.time_format);
-    o->fopts.timezone = keep(o, o->fopts.timezone);
-    o->iopts.hostname_key = keep(o, o->iopts.hostname_key);
 }
 
 static int file_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err)
@@ -316,14 +294,10 @@ static int file_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
     weir_inject_opts_init(&o->iopts);
     if (weir_format_opts_from_conf(&o->fopts, fsec, WEIR_FORMAT_OUT_FILE, err) != 0) goto err;
     if (isec && weir_inject_opts_from_conf(&o->iopts, isec, err) != 0) goto err;
-    own_opts(o);
-    /* inject opts hold more borrowed strings */
-    o->iopts.hostname = keep(o, o->iopts.hostname);
-    o->iopts.worker_id_key = keep(o, o->iopts.worker_id_key);
-    o->iopts.tag_key = keep(o, o->iopts.tag_key);
-    o->iopts.time_key = keep(o, o->iopts.time_key);
-    o->iopts.time_format = keep(o, o->iopts.time_format);
-    o->iopts.timezone = keep(o, o->iopts.timezone);
+    /* worker threads rebuild the formatter from these after the configuration is gone */
+    weir_format_opts_own(&o->fopts);
+    weir_inject_opts_own(&o->iopts);
+    o->opts_owned = true;
     /* check the options build, so a bad format fails at start, not at the first flush */
     weir_formatter_t f;
     if (weir_formatter_init(&f, &o->fopts, err) != 0) goto err;

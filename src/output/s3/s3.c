@@ -413,20 +413,9 @@ static int setup_format(s3_out_t *o, weir_conf_section_t *s, weir_err_t *err)
     if (weir_format_opts_from_conf(&o->fopts, fsec, WEIR_FORMAT_OUT_FILE, err) != 0) return -1;
     if (isec && weir_inject_opts_from_conf(&o->iopts, isec, err) != 0) return -1;
     /* the option structs borrow from the tree: copy, so worker threads can build from them */
-    o->fopts.delimiter = keep(o, o->fopts.delimiter);
-    o->fopts.label_delimiter = keep(o, o->fopts.label_delimiter);
-    o->fopts.replacement = keep(o, o->fopts.replacement);
-    o->fopts.message_key = keep(o, o->fopts.message_key);
-    o->fopts.newline = keep(o, o->fopts.newline);
-    o->fopts.time_format = keep(o, o->fopts.time_format);
-    o->fopts.timezone = keep(o, o->fopts.timezone);
-    o->iopts.hostname_key = keep(o, o->iopts.hostname_key);
-    o->iopts.hostname = keep(o, o->iopts.hostname);
-    o->iopts.worker_id_key = keep(o, o->iopts.worker_id_key);
-    o->iopts.tag_key = keep(o, o->iopts.tag_key);
-    o->iopts.time_key = keep(o, o->iopts.time_key);
-    o->iopts.time_format = keep(o, o->iopts.time_format);
-    o->iopts.timezone = keep(o, o->iopts.timezone);
+    weir_format_opts_own(&o->fopts);
+    weir_inject_opts_own(&o->iopts);
+    o->opts_owned = true;
     /* build once now, so a bad option fails at start-up and not at the first flush */
     weir_formatter_t f;
     if (weir_formatter_init(&f, &o->fopts, err) != 0) return -1;
@@ -771,6 +760,10 @@ static void s3_destroy(void *state)
     s3_out_t *o = state;
     if (!o) return;
     weir_buffer_free(o->buffer);
+    if (o->opts_owned) {
+        weir_format_opts_release(&o->fopts);
+        weir_inject_opts_release(&o->iopts);
+    }
     if (o->http) s3_http_free(o->http);
     if (o->creds) {
         s3_provider_free(o->creds);

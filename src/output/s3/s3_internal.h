@@ -161,7 +161,8 @@ struct s3_out {
     weir_buffer_t *buffer;
     weir_format_opts_t fopts;
     weir_inject_opts_t iopts;
-    char **strs; /* copies of option strings that options and headers point to */
+    bool opts_owned; /* fopts/iopts hold their own copies (weir_format_opts_own) */
+    char **strs;     /* copies of strings that headers point to */
     size_t nstrs;
     /* where */
     char *bucket, *region, *path;
