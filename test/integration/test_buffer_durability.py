@@ -397,6 +397,52 @@ def test_failing_chunk_goes_to_backup_and_does_not_stall_others():
     assert sorted(got) == list(range(10)), w2.log()
 
 
+def test_record_chunk_keys_split_chunks_and_name_files():
+    """<buffer tag,namespace>: events go to one chunk per value of the record's namespace
+    key, and ${namespace} in the path names the file; a missing key is the empty value,
+    which a path cannot hold, so it becomes "_"; a value with '/' or '..' stays in its
+    directory."""
+    import msgpack
+    d = tempfile.mkdtemp(prefix="weir-vars-")
+    port = free_port()
+    text = """
+<source>
+  @type forward
+  port %d
+  bind 127.0.0.1
+</source>
+<match **>
+  @type file
+  path %s/out/${namespace}/events
+  <format>
+    @type json
+  </format>
+  <buffer tag,namespace>
+    @type file
+    path %s/buf
+    flush_at_shutdown true
+  </buffer>
+</match>
+""" % (port, d, d)
+    w = Weir(text, workdir=d).start([port])
+    sock = __import__("socket").create_connection(("127.0.0.1", port))
+    records = [{"namespace": "prod", "i": 0}, {"namespace": "dev", "i": 1},
+               {"namespace": "prod", "i": 2}, {"i": 3}, {"namespace": "../../etc", "i": 4}]
+    entries = [[1700000000, r] for r in records]
+    sock.sendall(msgpack.packb(["k8s", entries, {"chunk": "v1"}]))
+    sock.settimeout(10)
+    assert msgpack.unpackb(sock.recv(100)) == {"ack": "v1"}
+    sock.close()
+    assert w.stop() == 0, w.log()
+    got = {}
+    for f in glob.glob(os.path.join(d, "out", "*", "events*.log")):
+        ns = os.path.basename(os.path.dirname(f))
+        got[ns] = sorted(json.loads(line)["i"] for line in open(f))
+    assert got == {"prod": [0, 2], "dev": [1], "_": [3], "______etc": [4]}, got
+    # nothing escaped the output directory
+    assert not os.path.exists(os.path.join(d, "etc"))
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -408,4 +454,5 @@ if __name__ == "__main__":
         test_disk_full_backpressure_and_recovery,
         test_one_batch_across_time_buckets_lands_in_each_bucket,
         test_failing_chunk_goes_to_backup_and_does_not_stall_others,
+        test_record_chunk_keys_split_chunks_and_name_files,
     ])
