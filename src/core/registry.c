@@ -26,11 +26,7 @@ static const weir_input_ops_t *const inputs[] = {
 };
 
 static const weir_output_ops_t *const outputs[] = {
-    &weir_out_null_ops,
-    &weir_out_stdout_ops,
-    &weir_out_file_ops,
-    &weir_out_s3_ops,
-    NULL,
+    &weir_out_null_ops, &weir_out_stdout_ops, &weir_out_file_ops, &weir_out_s3_ops, NULL,
 };
 
 const weir_input_ops_t *weir_input_find(const char *type)
