@@ -11,9 +11,8 @@ echo "== npm ci (s3rver, pinned in package-lock.json)"
 npm ci --no-audit --no-fund --loglevel=error
 
 echo "== clang-format"
-bad=$(find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror 2>&1 | grep -c warning || true)
-if [ "$bad" != "0" ]; then
-    find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror
+if ! find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -Werror; then
+    echo "clang-format: the files above are not formatted (clang-format -i FILE)" >&2
     exit 1
 fi
 
