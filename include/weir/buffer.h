@@ -66,6 +66,13 @@ int weir_chunk_reader_next(weir_chunk_reader_t *r, const char **entries, size_t 
                            uint32_t *count, weir_err_t *err);
 void weir_chunk_reader_close(weir_chunk_reader_t *r);
 
+/* A chunk adopted from a Fluentd buffer directory (buffer.[bq]<id>.log + .meta): its bytes
+ * are what Fluentd's output had already formatted, to be stored as they are. Outputs read
+ * them with weir_chunk_reader_raw (1 MiB at a time; 1 with data, 0 at the end, -1 error)
+ * instead of weir_chunk_reader_next. */
+bool weir_chunk_is_fluentd(const weir_chunk_t *c);
+int weir_chunk_reader_raw(weir_chunk_reader_t *r, const char **data, size_t *len, weir_err_t *err);
+
 /* Buffer settings, as <buffer> spells them. Defaults come from the output (out_s3 and out_file
  * use chunk keys "time" and timekey 86400). */
 typedef struct weir_buffer_defaults {

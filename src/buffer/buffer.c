@@ -68,10 +68,12 @@ struct weir_chunk {
     char id_hex[33];
     char *key; /* chunk key as one string, for lookups */
     chunk_state_t state;
-    int fd;         /* staged file chunk: open for appends; -1 otherwise */
-    char *path;     /* file chunk */
-    weir_buf_t mem; /* memory chunk: the entries */
-    uint64_t bytes; /* file: size on disk; memory: entry bytes */
+    int fd;             /* staged file chunk: open for appends; -1 otherwise */
+    char *path;         /* file chunk */
+    char *fluentd_meta; /* adopted from a Fluentd buffer: its .meta; `path` holds lines
+                           Fluentd already formatted (see adopt_fluentd) */
+    weir_buf_t mem;     /* memory chunk: the entries */
+    uint64_t bytes;     /* file: size on disk; memory: entry bytes */
     uint64_t events;
     double created; /* monotonic seconds, for flush_interval */
     bool dirty;     /* written since the last sync snapshot */
@@ -553,6 +555,7 @@ static char *chunk_path(weir_buffer_t *b, const char *hex, char state)
 
 static void chunk_free(weir_chunk_t *c)
 {
+    free(c->fluentd_meta);
     if (c->fd >= 0) close(c->fd);
     chunk_meta_free(&c->meta);
     weir_buf_free(&c->mem);
@@ -1178,7 +1181,18 @@ static void backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
     }
     weir_buf_t dst;
     weir_buf_init(&dst);
-    weir_buf_printf(&dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
+    if (c->fluentd_meta) {
+        /* Fluentd's own files, moved as they are: Fluentd (or weir) can read them back */
+        const char *base = strrchr(c->path, '/');
+        weir_buf_printf(&dst, "%s%s.meta", b->backup_dir, base);
+        if (rename(c->fluentd_meta, dst.data) != 0)
+            weir_warn("buffer %s: cannot move %s to backup: %s", b->plugin_id, c->fluentd_meta,
+                      strerror(errno));
+        dst.len = 0;
+        weir_buf_printf(&dst, "%s%s", b->backup_dir, base);
+    } else {
+        weir_buf_printf(&dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
+    }
     int rc = c->path ? rename(c->path, dst.data)
                      : write_chunk_file(dst.data, &c->meta, &c->mem, c->events);
     if (rc == 0)
@@ -1223,6 +1237,7 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
         if (c->path && unlink(c->path) != 0)
             weir_warn("buffer %s: cannot remove delivered chunk %s: %s", b->plugin_id, c->path,
                       strerror(errno));
+        if (c->fluentd_meta) unlink(c->fluentd_meta);
         chunk_delivered(b, c);
         enqueue_ready(b);
         dispatch(b);
@@ -1466,6 +1481,145 @@ static int cmp_names(const void *a, const void *b)
     return strcmp((*(char *const *)a) + 8, (*(char *const *)b) + 8);
 }
 
+/* ---- Fluentd's buffer files ----------------------------------------------------------
+ *
+ * A buffer directory that Fluentd used holds buffer.b<id>.log / buffer.q<id>.log with a
+ * .meta sibling (docs: ../shared/docs/s3-output.md section 3). Their data is what Fluentd's
+ * output had already formatted (for out_s3 and out_file: text lines), so weir adopts each
+ * as a queued chunk the output stores as it is: swapping the container keeps what Fluentd
+ * had not uploaded yet. A file without a readable .meta is left where it is, with a warning. */
+
+static bool parse_fluentd_name(const char *name, char hex[33])
+{
+    /* buffer.<b|q><32 hex>.log */
+    size_t n = strlen(name);
+    if (strncmp(name, "buffer.", 7) != 0 || n != 7 + 1 + 32 + 4) return false;
+    if ((name[7] != 'b' && name[7] != 'q') || strcmp(name + 40, ".log") != 0) return false;
+    for (int i = 0; i < 32; i++) {
+        char ch = name[8 + i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+        hex[i] = ch;
+    }
+    hex[32] = '\0';
+    return true;
+}
+
+#define FLUENTD_META_MAX (1024 * 1024) /* a .meta is a few hundred bytes */
+
+/* Reads Fluentd's .meta: C1 00, a u32 length, a msgpack map (or, legacy, the whole file is
+ * the map). Fills timekey, tag, variables, id and the record count. */
+static int read_fluentd_meta(const char *path, chunk_meta_t *m, uint64_t *records)
+{
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char *buf = weir_malloc(FLUENTD_META_MAX);
+    ssize_t n = read(fd, buf, FLUENTD_META_MAX);
+    close(fd);
+    const char *p = buf, *end = buf + (n > 0 ? n : 0);
+    if (n >= 6 && (unsigned char)buf[0] == 0xc1 && buf[1] == 0) {
+        uint32_t len = ((uint32_t)(unsigned char)buf[2] << 24) |
+                       ((uint32_t)(unsigned char)buf[3] << 16) |
+                       ((uint32_t)(unsigned char)buf[4] << 8) | (unsigned char)buf[5];
+        if (len > (size_t)(n - 6)) goto bad;
+        p = buf + 6;
+        end = p + len;
+    }
+    weir_mp_obj_t o, k, v;
+    ssize_t h = weir_mp_read(p, (size_t)(end - p), &o);
+    if (h <= 0 || o.type != WEIR_MP_MAP) goto bad;
+    p += h;
+    bool have_id = false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        ssize_t kn = weir_mp_read(p, (size_t)(end - p), &k);
+        if (kn <= 0) goto bad;
+        p += kn;
+        const char *vstart = p;
+        ssize_t vn = weir_mp_read(p, (size_t)(end - p), &v);
+        if (vn <= 0) goto bad;
+        bool str = k.type == WEIR_MP_STR;
+        if (str && k.len == 2 && memcmp(k.ptr, "id", 2) == 0 && v.type == WEIR_MP_BIN &&
+            v.len == 16) {
+            memcpy(m->id, v.ptr, 16);
+            have_id = true;
+        } else if (str && k.len == 7 && memcmp(k.ptr, "timekey", 7) == 0 &&
+                   (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
+            m->has_timekey = true;
+            m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
+        } else if (str && k.len == 3 && memcmp(k.ptr, "tag", 3) == 0 && v.type == WEIR_MP_STR) {
+            m->tag = weir_strndup(v.ptr, v.len);
+        } else if (str && k.len == 1 && k.ptr[0] == 's' && v.type == WEIR_MP_UINT) {
+            *records = v.v.u;
+        } else if (str && k.len == 9 && memcmp(k.ptr, "variables", 9) == 0 &&
+                   v.type == WEIR_MP_MAP && v.v.n <= WEIR_BUFFER_MAX_KEYS) {
+            const char *q = p + vn;
+            m->var_keys = weir_calloc(v.v.n, sizeof(char *));
+            m->var_values = weir_calloc(v.v.n, sizeof(char *));
+            for (uint32_t j = 0; j < v.v.n; j++) {
+                weir_mp_obj_t vk, vv;
+                ssize_t a = weir_mp_read(q, (size_t)(end - q), &vk);
+                if (a <= 0 || vk.type != WEIR_MP_STR) goto bad;
+                q += a;
+                ssize_t c = weir_mp_read(q, (size_t)(end - q), &vv);
+                if (c <= 0) goto bad;
+                m->var_keys[m->nvars] = weir_strndup(vk.ptr, vk.len);
+                m->var_values[m->nvars] =
+                    vv.type == WEIR_MP_STR ? weir_strndup(vv.ptr, vv.len) : weir_strdup("");
+                m->nvars++;
+                ssize_t skip = weir_mp_skip(q, (size_t)(end - q), 8);
+                if (skip <= 0) goto bad;
+                q += skip;
+            }
+        }
+        ssize_t skip = weir_mp_skip(vstart, (size_t)(end - vstart), 8);
+        if (skip <= 0) goto bad;
+        p = vstart + skip;
+    }
+    free(buf);
+    return have_id ? 0 : -1;
+bad:
+    free(buf);
+    chunk_meta_free(m);
+    return -1;
+}
+
+/* Adopts one Fluentd chunk as a queued chunk. Returns 1 when adopted. */
+static int adopt_fluentd(weir_buffer_t *b, const char *name)
+{
+    weir_buf_t path, meta;
+    weir_buf_init(&path);
+    weir_buf_init(&meta);
+    weir_buf_printf(&path, "%s/%s", b->path, name);
+    weir_buf_printf(&meta, "%s/%s.meta", b->path, name);
+    chunk_meta_t m;
+    uint64_t records = 0;
+    struct stat st;
+    if (stat(path.data, &st) != 0 || read_fluentd_meta(meta.data, &m, &records) != 0) {
+        weir_warn("buffer %s: %s looks like a Fluentd chunk but its .meta is missing or "
+                  "unreadable; left as it is",
+                  b->plugin_id, path.data);
+        weir_buf_free(&path);
+        weir_buf_free(&meta);
+        return 0;
+    }
+    weir_chunk_t *c = weir_calloc(1, sizeof *c);
+    c->b = b;
+    c->fd = -1;
+    c->meta = m;
+    hex_id(c->meta.id, c->id_hex);
+    c->path = path.data;
+    c->fluentd_meta = meta.data;
+    c->bytes = (uint64_t)st.st_size;
+    c->events = records;
+    c->created = mono_now();
+    c->key = weir_strdup("");
+    c->state = CH_QUEUED;
+    b->bytes_total += c->bytes;
+    list_push(&b->queue, c);
+    b->stats.queued_chunks++;
+    return 1;
+}
+
 static int recover(weir_buffer_t *b, weir_err_t *err)
 {
     DIR *d = opendir(b->path);
@@ -1479,7 +1633,8 @@ static int recover(weir_buffer_t *b, weir_err_t *err)
     while ((de = readdir(d))) {
         char state, hex[33];
         if (!parse_chunk_name(de->d_name, &state, hex)) {
-            if (strncmp(de->d_name, "buffer.", 7) == 0 && strstr(de->d_name, ".log")) foreign++;
+            if (parse_fluentd_name(de->d_name, hex))
+                foreign += (size_t)adopt_fluentd(b, de->d_name);
             continue;
         }
         if (n == cap) {
@@ -1490,8 +1645,8 @@ static int recover(weir_buffer_t *b, weir_err_t *err)
     }
     closedir(d);
     if (foreign)
-        weir_warn("buffer %s: %zu Fluentd buffer files (buffer.*.log) in %s are not read by weir; "
-                  "flush them with Fluentd before switching, or move them away",
+        weir_warn("buffer %s: adopted %zu chunks that Fluentd left in %s; they are delivered as "
+                  "Fluentd formatted them",
                   b->plugin_id, foreign, b->path);
     if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* qsort(NULL, 0) is undefined */
     weir_buf_t key;
@@ -1912,6 +2067,11 @@ void weir_chunk_set_data(weir_chunk_t *c, void *data)
 
 int weir_chunk_read(weir_chunk_t *c, weir_buf_t *out, weir_err_t *err)
 {
+    if (c->fluentd_meta) {
+        weir_err_set(err, "chunk %s was adopted from Fluentd and holds formatted text, not events",
+                     c->id_hex);
+        return -1;
+    }
     if (!c->path) {
         weir_buf_append(out, c->mem.data, c->mem.len);
         return 0;
@@ -1930,13 +2090,47 @@ struct weir_chunk_reader {
     weir_chunk_t *c;
     chunk_reader_t file;
     bool mem_done;
+    int raw_fd; /* adopted Fluentd chunk */
+    weir_buf_t raw;
 };
+
+bool weir_chunk_is_fluentd(const weir_chunk_t *c)
+{
+    return c->fluentd_meta != NULL;
+}
+
+#define RAW_PIECE (1024 * 1024)
+
+int weir_chunk_reader_raw(weir_chunk_reader_t *r, const char **data, size_t *len, weir_err_t *err)
+{
+    if (r->raw_fd < 0) {
+        r->raw_fd = open(r->c->path, O_RDONLY | O_CLOEXEC);
+        if (r->raw_fd < 0) {
+            weir_err_set(err, "open %s: %s", r->c->path, strerror(errno));
+            return -1;
+        }
+    }
+    weir_buf_reserve(&r->raw, RAW_PIECE);
+    ssize_t n;
+    do {
+        n = read(r->raw_fd, r->raw.data, RAW_PIECE);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        weir_err_set(err, "read %s: %s", r->c->path, strerror(errno));
+        return -1;
+    }
+    *data = r->raw.data;
+    *len = (size_t)n;
+    return n > 0;
+}
 
 weir_chunk_reader_t *weir_chunk_reader_open(weir_chunk_t *c, weir_err_t *err)
 {
     weir_chunk_reader_t *r = weir_calloc(1, sizeof *r);
     r->c = c;
     r->file.fd = -1;
+    r->raw_fd = -1;
+    if (c->fluentd_meta) return r; /* read with weir_chunk_reader_raw */
     if (c->path && chunk_reader_open(&r->file, c->path, (off_t)c->bytes, err) != 0) {
         free(r);
         return NULL;
@@ -1970,7 +2164,9 @@ int weir_chunk_reader_next(weir_chunk_reader_t *r, const char **entries, size_t 
 void weir_chunk_reader_close(weir_chunk_reader_t *r)
 {
     if (!r) return;
-    if (r->c->path) chunk_reader_close(&r->file);
+    if (r->c->path && !r->c->fluentd_meta) chunk_reader_close(&r->file);
+    if (r->raw_fd >= 0) close(r->raw_fd);
+    weir_buf_free(&r->raw);
     free(r);
 }
 

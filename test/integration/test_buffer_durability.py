@@ -446,6 +446,76 @@ def test_record_chunk_keys_split_chunks_and_name_files():
     assert not os.path.exists(os.path.join(d, "etc"))
 
 
+def fluentd_chunk(bufdir, state, cid, tag, timekey, lines):
+    """Writes a chunk as Fluentd's buf_file leaves it (../shared/docs/s3-output.md 3.2-3.4):
+    buffer.<state><id>.log with the formatted lines, and .meta = C1 00, u32 length, msgpack."""
+    import msgpack
+    name = os.path.join(bufdir, "buffer.%s%s.log" % (state, cid))
+    with open(name, "wb") as f:
+        f.write(b"".join(lines))
+    body = msgpack.packb({"timekey": timekey, "tag": tag, "variables": None, "seq": 0,
+                          "id": bytes.fromhex(cid), "s": len(lines), "c": timekey + 5,
+                          "m": timekey + 9}, use_bin_type=True)
+    with open(name + ".meta", "wb") as f:
+        f.write(b"\xc1\x00" + len(body).to_bytes(4, "big") + body)
+    return name
+
+
+def test_fluentd_buffer_files_are_adopted():
+    """Swapping the Fluentd container for weir on the same buffer volume keeps what Fluentd
+    had not delivered: its staged and queued chunks are stored as Fluentd formatted them,
+    under the keys their metadata names, and removed once delivered."""
+    d = tempfile.mkdtemp(prefix="weir-adopt-")
+    buf = os.path.join(d, "buf")
+    os.makedirs(buf)
+    tk = 1704110400  # 2024-01-01 12:00:00 UTC
+    lines_q = [b'{"n":%d,"from":"fluentd"}\n' % i for i in range(3)]
+    lines_b = [b'{"n":%d,"from":"fluentd-staged"}\n' % i for i in range(2)]
+    q = fluentd_chunk(buf, "q", "5f32232e76a4d1bdfdbeed36c384b03b", "app.web", tk, lines_q)
+    b = fluentd_chunk(buf, "b", "5f32232e76a4d1bdfdbeed36c384b03c", "app.db", tk + 3600, lines_b)
+    lonely = os.path.join(buf, "buffer.q" + "a" * 32 + ".log")
+    with open(lonely, "wb") as f:
+        f.write(b"no meta\n")
+    port = free_port()
+    text = """
+<source>
+  @type forward
+  port %d
+  bind 127.0.0.1
+</source>
+<match **>
+  @type file
+  path %s/out/${tag}/%%Y%%m%%d%%H
+  append true
+  <format>
+    @type json
+  </format>
+  <buffer tag,time>
+    @type file
+    path %s
+    timekey 3600
+    timekey_use_utc true
+    flush_at_shutdown true
+  </buffer>
+</match>
+""" % (port, d, buf)
+    w = Weir(text, workdir=d).start([port])
+    deadline = time.time() + 10
+    want = {os.path.join(d, "out", "app.web", "2024010112.log"): b"".join(lines_q),
+            os.path.join(d, "out", "app.db", "2024010113.log"): b"".join(lines_b)}
+    while time.time() < deadline and not all(os.path.exists(p) for p in want):
+        time.sleep(0.1)
+    assert w.stop() == 0, w.log()
+    for path, data in want.items():
+        assert open(path, "rb").read() == data, path
+    for f in (q, q + ".meta", b, b + ".meta"):
+        assert not os.path.exists(f), f
+    assert os.path.exists(lonely), "a Fluentd file without .meta must be left alone"
+    log = w.log()
+    assert "adopted 2 chunks that Fluentd left" in log, log
+    assert "its .meta is missing or unreadable; left as it is" in log, log
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -458,4 +528,5 @@ if __name__ == "__main__":
         test_one_batch_across_time_buckets_lands_in_each_bucket,
         test_failing_chunk_goes_to_backup_and_does_not_stall_others,
         test_record_chunk_keys_split_chunks_and_name_files,
+        test_fluentd_buffer_files_are_adopted,
     ])

@@ -762,6 +762,28 @@ def test_multipart_upload_above_threshold():
     assert sizes[0] == sizes[1] == 5 * 1024 * 1024 and sizes[2] == len(data) - 10 * 1024 * 1024
 
 
+def test_fluentd_buffer_chunks_are_uploaded_as_fluentd_formatted_them():
+    """A buffer volume that Fluentd used: its out_s3 chunks (formatted JSON lines + .meta) are
+    adopted at start and uploaded gzip'd under the key their metadata gives, unchanged."""
+    from test_buffer_durability import fluentd_chunk
+    srv = s3()
+    lines = [b'{"seq":%d,"from":"fluentd"}\n' % i for i in range(4)]
+
+    def with_fluentd_leftovers(d):
+        buf = os.path.join(d, "buf-adopt")
+        os.makedirs(buf)
+        fluentd_chunk(buf, "q", "5f32232e76a4d1bdfdbeed36c384b03b", "old.tag", T0, lines)
+        return match_conf(d, "adopt", "adopt", STATIC, path="fluentd/",
+                          extra="  <format>\n    @type json\n  </format>\n",
+                          pattern="never.matches")
+
+    w = start_weir([with_fluentd_leftovers])
+    objs = srv.wait_objects("adopt", lambda o: len(o) >= 1)
+    stop_weir(w)
+    assert sorted(objs) == ["fluentd/20231114221320_0.gz"], sorted(objs)
+    assert ungzip(objs["fluentd/20231114221320_0.gz"][0]) == b"".join(lines)
+
+
 def test_s3_down_then_back_every_acked_event_arrives():
     srv = s3()
     w = start_weir([lambda d: match_conf(d, "down", "down", STATIC, path="d/",
@@ -1088,7 +1110,8 @@ def main():
             test_check_object_index_and_metadata,
             test_same_key_twice_duplicated_path_or_overwrite,
             test_multipart_upload_above_threshold,
-            test_s3_down_then_back_every_acked_event_arrives,
+            test_fluentd_buffer_chunks_are_uploaded_as_fluentd_formatted_them,
+        test_s3_down_then_back_every_acked_event_arrives,
             test_in_request_retry_on_slowdown,
             test_s3_errors_are_logged_with_code_and_message,
             test_credentials_imds_v2_token_flow_and_refresh,

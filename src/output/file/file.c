@@ -184,7 +184,15 @@ static void file_work(uv_work_t *req)
     size_t len;
     uint32_t count;
     int rc;
-    while ((rc = weir_chunk_reader_next(rd, &entries, &len, &count, &err)) == 1) {
+    if (weir_chunk_is_fluentd(j->chunk)) {
+        /* Fluentd formatted these lines already: store them as they are */
+        while ((rc = weir_chunk_reader_raw(rd, &entries, &len, &err)) == 1)
+            if (sink_put(&sink, entries, len, false) != 0) goto ioerr;
+    } else {
+        rc = 0;
+    }
+    while (!weir_chunk_is_fluentd(j->chunk) &&
+           (rc = weir_chunk_reader_next(rd, &entries, &len, &count, &err)) == 1) {
         view.data.data = (char *)entries;
         view.data.len = len;
         view.count = count;

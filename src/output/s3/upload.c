@@ -252,6 +252,17 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
     size_t len;
     uint32_t count;
     int r;
+    if (weir_chunk_is_fluentd(j->chunk)) {
+        /* adopted from Fluentd, whose out_s3 formatted the lines already: store them */
+        while ((r = weir_chunk_reader_raw(rd, &entries, &len, err)) == 1) {
+            if (bw_write(bw, entries, len) != 0) {
+                weir_err_set(err, "compression failed");
+                goto out;
+            }
+        }
+        rc = r < 0 ? -1 : 0;
+        goto out;
+    }
     while ((r = weir_chunk_reader_next(rd, &entries, &len, &count, err)) == 1) {
         view.data = (weir_buf_t){.data = (char *)entries, .len = len};
         view.count = count;
