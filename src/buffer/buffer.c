@@ -1602,6 +1602,23 @@ static int adopt_fluentd(weir_buffer_t *b, const char *name)
         weir_buf_free(&meta);
         return 0;
     }
+    unsigned char magic[2] = {0, 0};
+    int fd = open(path.data, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, magic, 2) != 2) magic[0] = 0;
+        close(fd);
+    }
+    if (magic[0] == 0x1f && magic[1] == 0x8b) {
+        /* a buffer with compress gzip: the data is gzip members, which no output here stores
+         * as they are */
+        weir_warn("buffer %s: %s is a Fluentd chunk compressed with gzip (compress gzip); weir "
+                  "cannot adopt it; left as it is",
+                  b->plugin_id, path.data);
+        chunk_meta_free(&m);
+        weir_buf_free(&path);
+        weir_buf_free(&meta);
+        return 0;
+    }
     weir_chunk_t *c = weir_calloc(1, sizeof *c);
     c->b = b;
     c->fd = -1;

@@ -476,6 +476,8 @@ def test_fluentd_buffer_files_are_adopted():
     lonely = os.path.join(buf, "buffer.q" + "a" * 32 + ".log")
     with open(lonely, "wb") as f:
         f.write(b"no meta\n")
+    import gzip as gz
+    zipped = fluentd_chunk(buf, "q", "b" * 32, "app.web", tk, [gz.compress(b'{"z":1}\n')])
     port = free_port()
     text = """
 <source>
@@ -511,9 +513,11 @@ def test_fluentd_buffer_files_are_adopted():
     for f in (q, q + ".meta", b, b + ".meta"):
         assert not os.path.exists(f), f
     assert os.path.exists(lonely), "a Fluentd file without .meta must be left alone"
+    assert os.path.exists(zipped) and os.path.exists(zipped + ".meta")
     log = w.log()
     assert "adopted 2 chunks that Fluentd left" in log, log
     assert "its .meta is missing or unreadable; left as it is" in log, log
+    assert "compressed with gzip (compress gzip); weir cannot adopt it" in log, log
 
 
 if __name__ == "__main__":
