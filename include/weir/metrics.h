@@ -42,7 +42,26 @@
 
 typedef struct weir_metrics weir_metrics_t;
 
-typedef enum weir_metric_type { WEIR_METRIC_COUNTER, WEIR_METRIC_GAUGE } weir_metric_type_t;
+typedef enum weir_metric_type {
+    WEIR_METRIC_COUNTER,
+    WEIR_METRIC_GAUGE,
+    WEIR_METRIC_HISTOGRAM,
+} weir_metric_type_t;
+
+/* A histogram of durations with fixed buckets (WEIR_HISTOGRAM_BOUNDS, in seconds): one relaxed
+ * atomic per bucket, so observing costs a search of 14 bounds and two atomic adds. */
+#define WEIR_HISTOGRAM_BUCKETS 14
+typedef struct weir_histogram {
+    _Atomic uint64_t buckets[WEIR_HISTOGRAM_BUCKETS + 1]; /* the last is +Inf */
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_ns;
+} weir_histogram_t;
+/* Upper bounds of the buckets, seconds: 0.1 ms to 10 s. */
+extern const double weir_histogram_bounds[WEIR_HISTOGRAM_BUCKETS];
+
+weir_histogram_t *weir_metrics_histogram(weir_metrics_t *m, const void *owner, const char *name,
+                                         const char *help, const char *const *labels);
+void weir_histogram_observe_ns(weir_histogram_t *h, uint64_t ns);
 
 /* A counter only grows. */
 typedef struct weir_counter {
@@ -168,6 +187,11 @@ void weir_metrics_input_network(weir_plugin_metrics_t *pm, bool acks);
 void weir_metrics_input_connection(weir_plugin_metrics_t *pm, int delta); /* +1 open, -1 gone */
 void weir_metrics_input_tls_failure(weir_plugin_metrics_t *pm);
 void weir_metrics_input_acks(weir_plugin_metrics_t *pm, uint64_t n);
+/* Time from a complete request (frame or HTTP request) to its acknowledgement (ack or 200):
+ * decoding, routing and waiting for the output to make it durable. Inputs that answer their
+ * senders register the histogram once with weir_metrics_input_timed. */
+void weir_metrics_input_timed(weir_plugin_metrics_t *pm);
+void weir_metrics_input_ack_latency(weir_plugin_metrics_t *pm, uint64_t ns);
 void weir_metrics_input_totals(const weir_plugin_metrics_t *pm, uint64_t *events, uint64_t *bytes);
 
 /* Outputs. emit: the router handed the output a batch. write: a chunk went to the output.

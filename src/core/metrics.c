@@ -43,7 +43,7 @@ struct weir_tag_counter {
     pthread_mutex_t lock;
 };
 
-typedef enum series_kind { SK_COUNTER, SK_GAUGE, SK_FN, SK_TAGGED } series_kind_t;
+typedef enum series_kind { SK_COUNTER, SK_GAUGE, SK_FN, SK_TAGGED, SK_HISTOGRAM } series_kind_t;
 
 typedef struct series {
     struct series *next;
@@ -55,6 +55,7 @@ typedef struct series {
     weir_gauge_fn fn;
     void *fn_arg;
     weir_tag_counter_t *tagged;
+    weir_histogram_t hist;
 } series_t;
 
 typedef struct family {
@@ -350,7 +351,9 @@ static series_t *series_add(weir_metrics_t *m, const void *owner, const char *na
         f = f->next;
     if (f && f->type != type) {
         weir_error("metrics: %s is registered as a %s already", name,
-                   f->type == WEIR_METRIC_COUNTER ? "counter" : "gauge");
+                   f->type == WEIR_METRIC_COUNTER ? "counter"
+                   : f->type == WEIR_METRIC_GAUGE ? "gauge"
+                                                  : "histogram");
         free(lab);
         return NULL;
     }
@@ -432,6 +435,30 @@ weir_tag_counter_t *weir_metrics_tag_counter(weir_metrics_t *m, const void *owne
     return s ? s->tagged : NULL;
 }
 
+const double weir_histogram_bounds[WEIR_HISTOGRAM_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 10,
+};
+
+weir_histogram_t *weir_metrics_histogram(weir_metrics_t *m, const void *owner, const char *name,
+                                         const char *help, const char *const *labels)
+{
+    series_t *s =
+        register_locked(m, owner, name, help, WEIR_METRIC_HISTOGRAM, labels, SK_HISTOGRAM);
+    return s ? &s->hist : NULL;
+}
+
+void weir_histogram_observe_ns(weir_histogram_t *h, uint64_t ns)
+{
+    if (!h) return;
+    double sec = (double)ns / 1e9;
+    size_t i = 0;
+    while (i < WEIR_HISTOGRAM_BUCKETS && sec > weir_histogram_bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+}
+
 void weir_metrics_unregister(weir_metrics_t *m, const void *owner)
 {
     if (!m) return;
@@ -507,6 +534,26 @@ static void render_series(weir_buf_t *out, const family_t *f, const series_t *s)
         weir_buf_putc(out, '\n');
         break;
     }
+    case SK_HISTOGRAM: {
+        /* Prometheus wants cumulative buckets: le="x" counts every observation <= x */
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= WEIR_HISTOGRAM_BUCKETS; i++) {
+            cum += atomic_load_explicit(&s->hist.buckets[i], memory_order_relaxed);
+            weir_buf_printf(out, "%s_bucket{%s%sle=\"", f->name, s->labels, *s->labels ? "," : "");
+            if (i < WEIR_HISTOGRAM_BUCKETS)
+                put_double(out, weir_histogram_bounds[i]);
+            else
+                weir_buf_append(out, "+Inf", 4);
+            weir_buf_printf(out, "\"} %" PRIu64 "\n", cum);
+        }
+        weir_buf_printf(out, "%s_sum%s%s%s ", f->name, *s->labels ? "{" : "", s->labels,
+                        *s->labels ? "}" : "");
+        put_double(out, (double)atomic_load_explicit(&s->hist.sum_ns, memory_order_relaxed) / 1e9);
+        weir_buf_printf(out, "\n%s_count%s%s%s %" PRIu64 "\n", f->name, *s->labels ? "{" : "",
+                        s->labels, *s->labels ? "}" : "",
+                        atomic_load_explicit(&s->hist.count, memory_order_relaxed));
+        break;
+    }
     case SK_TAGGED: {
         size_t n = atomic_load_explicit(&s->tagged->n, memory_order_acquire);
         for (size_t i = 0; i < n; i++)
@@ -527,7 +574,9 @@ void weir_metrics_render(weir_metrics_t *m, weir_buf_t *out)
         weir_buf_printf(out, "# HELP %s ", f->name);
         escape(out, f->help, strlen(f->help), false);
         weir_buf_printf(out, "\n# TYPE %s %s\n", f->name,
-                        f->type == WEIR_METRIC_COUNTER ? "counter" : "gauge");
+                        f->type == WEIR_METRIC_COUNTER ? "counter"
+                        : f->type == WEIR_METRIC_GAUGE ? "gauge"
+                                                       : "histogram");
         size_t header_end = out->len;
         for (const series_t *s = f->head; s; s = s->next)
             render_series(out, f, s);
@@ -546,6 +595,7 @@ struct weir_plugin_metrics {
     weir_tag_counter_t *in_records, *in_bytes;
     weir_gauge_t *in_conns;
     weir_counter_t *in_tls_failures, *in_acks;
+    weir_histogram_t *in_ack_latency;
     /* outputs */
     weir_counter_t *emit_records, *emit_count, *write_count, *num_errors, *retry_count;
     weir_counter_t *delivered_records, *delivered_chunks, *backup_chunks;
@@ -661,6 +711,21 @@ void weir_metrics_input_network(weir_plugin_metrics_t *pm, bool acks)
         pm->in_acks =
             pm_counter(pm, "weir_input_acks_total",
                        "Acknowledgements sent to senders (each after its events were durable).");
+}
+
+void weir_metrics_input_timed(weir_plugin_metrics_t *pm)
+{
+    if (!pm || pm->in_ack_latency) return;
+    pm->in_ack_latency = weir_metrics_histogram(
+        pm->m, pm, "weir_input_ack_latency_seconds",
+        "From a complete request to its acknowledgement (forward ack, HTTP response), durable "
+        "store included.",
+        pm->labels);
+}
+
+void weir_metrics_input_ack_latency(weir_plugin_metrics_t *pm, uint64_t ns)
+{
+    if (pm) weir_histogram_observe_ns(pm->in_ack_latency, ns);
 }
 
 void weir_metrics_input_connection(weir_plugin_metrics_t *pm, int delta)

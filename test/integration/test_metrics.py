@@ -35,7 +35,7 @@ def parse_metrics(text):
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, typ = line.split(" ")
-            assert typ in ("counter", "gauge"), line
+            assert typ in ("counter", "gauge", "histogram"), line
             assert name not in types, "family twice: " + name
             types[name] = typ
             continue
@@ -44,7 +44,11 @@ def parse_metrics(text):
         m = SAMPLE.match(line)
         assert m, "not a sample line: %r" % line
         name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-        assert name in types, "sample before its TYPE: " + line
+        family = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                family = name[:-len(suffix)]
+        assert family in types, "sample before its TYPE: " + line
         pairs = LABEL.findall(labels)
         assert "".join('%s="%s",' % p for p in pairs).rstrip(",") == labels, line
         key = (name, frozenset((k, unescape(v)) for k, v in pairs))
@@ -199,6 +203,10 @@ def test_counts_match_what_was_sent_and_delivered():
         assert metric(m, "weir_input_bytes_total", tag="app.a", **lab) == sent_bytes["app.a"]
         assert metric(m, "weir_input_bytes_total", tag="app.b", **lab) == sent_bytes["app.b"]
         assert metric(m, "weir_input_acks_total", **lab) == frames
+        # every acknowledged frame was timed; le="+Inf" counts them all
+        assert metric(m, "weir_input_ack_latency_seconds_count", **lab) == frames
+        assert metric(m, "weir_input_ack_latency_seconds_bucket", le="+Inf", **lab) == frames
+        assert metric(m, "weir_input_ack_latency_seconds_sum", **lab) > 0
         assert metric(m, "weir_unmatched_records_total", tag="nobody.listens") == 2
         out = dict(plugin_id="out_file", type="file")
         assert metric(m, "fluentd_output_status_emit_records", **out) == 40

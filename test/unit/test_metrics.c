@@ -67,6 +67,32 @@ static void test_render_exposition_format(void **state)
     weir_metrics_free(m);
 }
 
+static void test_histogram_buckets_are_cumulative(void **state)
+{
+    weir_metrics_t *m = weir_metrics_new();
+    int owner;
+    const char *labels[] = {"plugin_id", "in1", NULL};
+    weir_histogram_t *h = weir_metrics_histogram(m, &owner, "lat_seconds", "Latency.", labels);
+    assert_non_null(h);
+    weir_histogram_observe_ns(h, 50000);       /* 0.05 ms: first bucket */
+    weir_histogram_observe_ns(h, 100000);      /* exactly 0.1 ms: still the first (le) */
+    weir_histogram_observe_ns(h, 3000000);     /* 3 ms: le=0.005 */
+    weir_histogram_observe_ns(h, 20000000000); /* 20 s: only +Inf */
+    char *text = render(m);
+    assert_non_null(strstr(text, "# TYPE lat_seconds histogram\n"));
+    assert_non_null(strstr(text, "lat_seconds_bucket{plugin_id=\"in1\",le=\"0.0001\"} 2\n"));
+    assert_non_null(strstr(text, "lat_seconds_bucket{plugin_id=\"in1\",le=\"0.0025\"} 2\n"));
+    assert_non_null(strstr(text, "lat_seconds_bucket{plugin_id=\"in1\",le=\"0.005\"} 3\n"));
+    assert_non_null(strstr(text, "lat_seconds_bucket{plugin_id=\"in1\",le=\"10\"} 3\n"));
+    assert_non_null(strstr(text, "lat_seconds_bucket{plugin_id=\"in1\",le=\"+Inf\"} 4\n"));
+    assert_non_null(strstr(text, "lat_seconds_count{plugin_id=\"in1\"} 4\n"));
+    assert_non_null(strstr(text, "lat_seconds_sum{plugin_id=\"in1\"} 20.00315\n"));
+    /* a histogram name cannot become a counter */
+    assert_null(weir_metrics_counter(m, &owner, "lat_seconds", "x", NULL));
+    free(text);
+    weir_metrics_free(m);
+}
+
 static void test_two_series_share_one_family(void **state)
 {
     weir_metrics_t *m = weir_metrics_new();
@@ -357,6 +383,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_exposition_format),
+        cmocka_unit_test(test_histogram_buckets_are_cumulative),
         cmocka_unit_test(test_two_series_share_one_family),
         cmocka_unit_test(test_label_values_and_help_are_escaped),
         cmocka_unit_test(test_invalid_registrations_return_null),

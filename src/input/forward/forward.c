@@ -42,9 +42,10 @@ typedef struct fwd_conn {
     weir_buf_t jframe;  /* a JSON request converted to msgpack */
     weir_batch_t batch; /* the frame in flight */
     fwd_frame_info_t info;
-    size_t frame_len;   /* bytes of rbuf (or jframe consumed) the in-flight frame occupies */
-    bool in_flight;     /* waiting for the output's durable callback */
-    bool waiting_space; /* the output was full: retry the emit when space frees up */
+    size_t frame_len;        /* bytes of rbuf (or jframe consumed) the in-flight frame occupies */
+    uint64_t frame_start_ns; /* when the in-flight frame was complete (uv_hrtime) */
+    bool in_flight;          /* waiting for the output's durable callback */
+    bool waiting_space;      /* the output was full: retry the emit when space frees up */
     bool eof;
     bool closing;
     bool dead;      /* the connection is gone but a callback (emit, getnameinfo) still holds fc */
@@ -220,6 +221,7 @@ static void frame_consumed(fwd_conn_t *fc)
  * ack, which weir_conn_close still flushes). */
 static void data_frame_done(fwd_conn_t *fc)
 {
+    weir_metrics_input_ack_latency(fc->in->pm, uv_hrtime() - fc->frame_start_ns);
     frame_consumed(fc);
     if (fc->in->deny_keepalive) conn_close(fc, NULL);
 }
@@ -316,6 +318,7 @@ static bool conn_frame(fwd_conn_t *fc, const char *frame, size_t len, size_t con
 {
     fwd_input_t *in = fc->in;
     fc->frame_len = consume;
+    fc->frame_start_ns = uv_hrtime();
     if (fc->state == ST_PINGPONG) {
         weir_buf_t pong;
         weir_buf_init(&pong);
@@ -574,6 +577,7 @@ static int fwd_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state
     in->warn_rl.interval_ms = 5000;
     in->pm = weir_engine_plugin_metrics(eng);
     weir_metrics_input_network(in->pm, true);
+    weir_metrics_input_timed(in->pm);
     if (fwd_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type forward>");
         fwd_destroy(in);

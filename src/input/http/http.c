@@ -52,7 +52,8 @@ typedef struct http_conn {
     bool closing;
     bool dead; /* gone, but the output's callback still holds it */
     uint64_t last_read_ms;
-    uint64_t blocked_ms; /* when write_blocked started */
+    uint64_t req_start_ns; /* when the request in flight was complete (uv_hrtime) */
+    uint64_t blocked_ms;   /* when write_blocked started */
     size_t blocked_queue;
     weir_space_waiter_t waiter;
 } http_conn_t;
@@ -383,6 +384,7 @@ static size_t tail_headers(http_conn_t *hc, weir_http_hdr_t *h, size_t n)
 
 static void respond_ok(http_conn_t *hc)
 {
+    weir_metrics_input_ack_latency(hc->in->pm, uv_hrtime() - hc->req_start_ns);
     weir_http_hdr_t h[4];
     size_t n = 0;
     const char *status = "200 OK";
@@ -749,6 +751,7 @@ static bool handle_request(http_conn_t *hc)
 {
     http_input_t *in = hc->in;
     weir_http_req_t *r = &hc->req;
+    hc->req_start_ns = uv_hrtime();
     if (r->method == HTTP_GET) { /* health checks (Azure): 200 and close */
         respond(hc, "200 OK", NULL, 0, "", 0, true);
         return false;
@@ -980,6 +983,7 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
     in->eng = eng;
     in->pm = weir_engine_plugin_metrics(eng);
     weir_metrics_input_network(in->pm, false);
+    weir_metrics_input_timed(in->pm);
     in->warn_rl.interval_ms = 5000;
     if (http_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type http>");
