@@ -8,7 +8,7 @@
  * backup directory, never to nowhere. The file format is docs/buffer-format.md.
  *
  * Threads: everything here runs on the loop thread except the fsyncs and the output's own
- * work; weir_chunk_read() may be called from any thread on a chunk handed to the output. */
+ * work; a chunk handed to the output may be read (weir_chunk_reader_*) from any thread. */
 #ifndef WEIR_BUFFER_H
 #define WEIR_BUFFER_H
 
@@ -52,10 +52,6 @@ uint64_t weir_chunk_events(const weir_chunk_t *c);
 uint64_t weir_chunk_bytes(const weir_chunk_t *c);
 void *weir_chunk_get_data(const weir_chunk_t *c); /* for the output's own per-write state */
 void weir_chunk_set_data(weir_chunk_t *c, void *data);
-/* Reads every event of the chunk as canonical entries into `out` (appending). Any thread.
- * Holds the whole chunk in memory: prefer the reader below for large chunks. */
-int weir_chunk_read(weir_chunk_t *c, weir_buf_t *out, weir_err_t *err);
-
 /* Streams a chunk one appended batch at a time, so formatting a 256 MiB chunk needs memory for
  * one batch, not the chunk. Any thread. */
 typedef struct weir_chunk_reader weir_chunk_reader_t;

@@ -37,13 +37,6 @@ int weir_engine_reload(weir_engine_t *eng, weir_conf_section_t *old_root,
 void weir_engine_stop(weir_engine_t *eng, void (*done)(void *arg), void *arg);
 void weir_engine_free(weir_engine_t *eng);
 
-/* Counters for tests, metrics and the log. */
-typedef struct weir_engine_stats {
-    uint64_t events_in;
-    uint64_t events_unmatched;
-} weir_engine_stats_t;
-void weir_engine_get_stats(const weir_engine_t *eng, weir_engine_stats_t *out);
-
 /* The plugins, for monitor_agent and the health check: inputs, then outputs, each in
  * configuration order (Fluentd's order). Valid until weir_engine_free. */
 typedef struct weir_engine_plugin {

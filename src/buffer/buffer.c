@@ -2082,27 +2082,6 @@ void weir_chunk_set_data(weir_chunk_t *c, void *data)
     c->out_data = data;
 }
 
-int weir_chunk_read(weir_chunk_t *c, weir_buf_t *out, weir_err_t *err)
-{
-    if (c->fluentd_meta) {
-        weir_err_set(err, "chunk %s was adopted from Fluentd and holds formatted text, not events",
-                     c->id_hex);
-        return -1;
-    }
-    if (!c->path) {
-        weir_buf_append(out, c->mem.data, c->mem.len);
-        return 0;
-    }
-    uint64_t n = 0;
-    if (chunk_read_path(c->path, (off_t)c->bytes, out, &n, err) != 0) return -1;
-    if (n != c->events) {
-        weir_err_set(err, "chunk %s: read %" PRIu64 " events, expected %" PRIu64, c->id_hex, n,
-                     c->events);
-        return -1;
-    }
-    return 0;
-}
-
 struct weir_chunk_reader {
     weir_chunk_t *c;
     chunk_reader_t file;

@@ -330,16 +330,3 @@ void chunk_reader_close(chunk_reader_t *r)
     r->path = NULL;
     weir_buf_free(&r->payload);
 }
-
-int chunk_read_path(const char *path, off_t end, weir_buf_t *out, uint64_t *events, weir_err_t *err)
-{
-    chunk_reader_t r;
-    if (chunk_reader_open(&r, path, end, err) != 0) return -1;
-    uint32_t n;
-    int rc;
-    while ((rc = chunk_reader_next(&r, &n, err)) == 1)
-        weir_buf_append(out, r.payload.data, r.payload.len);
-    if (events) *events = r.events;
-    chunk_reader_close(&r);
-    return rc;
-}

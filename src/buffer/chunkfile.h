@@ -59,11 +59,6 @@ typedef struct chunk_scan {
 /* Reads the file at fd from the start and classifies it. Returns 0, or -1 on an I/O error. */
 int chunk_scan_fd(int fd, chunk_scan_t *s, weir_err_t *err);
 
-/* Reads every events record of the file at `path` up to `end` (0 = whole file) and appends
- * the payloads (canonical entries) to out. */
-int chunk_read_path(const char *path, off_t end, weir_buf_t *out, uint64_t *events,
-                    weir_err_t *err);
-
 /* Sequential reading of a chunk file's events records. */
 typedef struct chunk_reader {
     int fd;

@@ -74,7 +74,6 @@ struct weir_engine {
     size_t nlabels;
     weir_space_waiter_t *waiters;
     uv_idle_t *space_idle; /* separately allocated: freed by its close callback */
-    weir_engine_stats_t stats;
     weir_ratelimit_t unmatched_rl;
     /* metrics */
     weir_metrics_t *metrics;
@@ -84,7 +83,6 @@ struct weir_engine {
     /* reload: while set, emits answer FULL so inputs wait instead of reaching outputs that are
      * being replaced */
     bool reloading;
-    struct reload *reload;
     int log_level_override; /* the command line's -v/-q, which outlasts reloads */
     /* orderly stop */
     size_t pending_stops;
@@ -608,7 +606,6 @@ weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const
     }
     int rule = route(lab, b->tag);
     if (rule < 0) {
-        eng->stats.events_unmatched += b->count;
         weir_tag_counter_add(eng->unmatched, b->tag, b->count);
         unsigned long skipped = 0;
         if (b->count && weir_ratelimit_ok(&eng->unmatched_rl, &skipped))
@@ -618,10 +615,8 @@ weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const
     }
     output_inst_t *o = lab->rules[rule].out;
     weir_emit_result_t r = o->ops->emit(o->state, b, cb, arg);
-    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING) {
-        eng->stats.events_in += b->count;
+    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
         weir_metrics_output_emit(o->info.metrics, b->count);
-    }
     return r;
 }
 
@@ -900,7 +895,6 @@ static void reload_finish(reload_t *r, bool installed, const char *why)
 {
     weir_engine_t *eng = r->eng;
     eng->reloading = false;
-    eng->reload = NULL;
     weir_engine_space_available(eng);
     r->done(r->arg, installed, why);
     free(r);
@@ -998,12 +992,6 @@ int weir_engine_reload(weir_engine_t *eng, weir_conf_section_t *old_root,
     r->done = done;
     r->arg = arg;
     eng->reloading = true;
-    eng->reload = r;
     reload_teardown(r, new_root, reload_install);
     return 0;
-}
-
-void weir_engine_get_stats(const weir_engine_t *eng, weir_engine_stats_t *out)
-{
-    *out = eng->stats;
 }

@@ -139,12 +139,16 @@ static void test_whole_file(void **state)
     assert_int_equal(s.records, 6);
     assert_int_equal(s.good_end, size);
     chunk_meta_free(&s.meta);
-    weir_buf_t out;
-    weir_buf_init(&out);
-    uint64_t n = 0;
-    assert_int_equal(chunk_read_path(path, 0, &out, &n, NULL), 0);
-    assert_int_equal(n, 15);
-    weir_buf_free(&out);
+    chunk_reader_t r;
+    assert_int_equal(chunk_reader_open(&r, path, 0, NULL), 0);
+    uint32_t count, records = 0;
+    while (chunk_reader_next(&r, &count, NULL) == 1) {
+        assert_int_equal(count, 3);
+        records++;
+    }
+    assert_int_equal(records, 5);
+    assert_int_equal(r.events, 15);
+    chunk_reader_close(&r);
     unlink(path);
 }
 
