@@ -13,41 +13,17 @@ import threading
 import time
 
 from fwdclient import AckSender
-from weirtest import Weir, free_port, run_tests, wait_port
+from weirtest import Weir, forward_to_file, free_port, json_field, run_tests, wait_port
 
 
 def conf(port, d, buf_extra="", buf_path=None):
-    return """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-<match **>
-  @type file
-  path %s/out/events
-  <format>
-    @type json
-  </format>
-  <buffer tag>
-    @type file
-    path %s
-    flush_mode interval
-    flush_interval 3600
-    flush_at_shutdown true
-    %s
-  </buffer>
-</match>
-""" % (port, d, buf_path or os.path.join(d, "buf"), buf_extra)
+    return forward_to_file(port, "%s/out/events" % d, buf_path or os.path.join(d, "buf"),
+                           buffer_params=["flush_mode interval", "flush_interval 3600",
+                                          "flush_at_shutdown true", buf_extra])
 
 
 def output_seqs(d):
-    seqs = []
-    for f in sorted(glob.glob(os.path.join(d, "out", "events*.log"))):
-        with open(f) as fh:
-            for line in fh:
-                seqs.append(json.loads(line)["seq"])
-    return seqs
+    return json_field(os.path.join(d, "out", "events*.log"))
 
 
 def flush_and_stop(w):
@@ -262,28 +238,9 @@ def test_one_batch_across_time_buckets_lands_in_each_bucket():
     bucket, and each chunk becomes its own file named by its bucket."""
     d = tempfile.mkdtemp(prefix="weir-buckets-")
     port = free_port()
-    text = """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-<match **>
-  @type file
-  path %s/out/${tag}/%%Y%%m%%d-%%H%%M%%S
-  <format>
-    @type json
-  </format>
-  <buffer tag,time>
-    @type file
-    path %s/buf
-    timekey 1
-    timekey_wait 0
-    timekey_use_utc true
-    flush_at_shutdown true
-  </buffer>
-</match>
-""" % (port, d, d)
+    text = forward_to_file(port, "%s/out/${tag}/%%Y%%m%%d-%%H%%M%%S" % d, "%s/buf" % d,
+                           "tag,time", ["timekey 1", "timekey_wait 0", "timekey_use_utc true",
+                                        "flush_at_shutdown true"])
     w = Weir(text, workdir=d).start([port])
     s = AckSender(port, tag="multi")
     # seq s has time T0 + s // 1000: 3000 events over 3 seconds, interleaved in two frames
@@ -331,29 +288,10 @@ def test_failing_chunk_goes_to_backup_and_does_not_stall_others():
     with open(os.path.join(d, "out", "bad"), "w") as f:
         f.write("a file where the output wants a directory\n")
     port = free_port()
-    text = """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-<match **>
-  @type file
-  path %s/out/${tag}/events
-  <format>
-    @type json
-  </format>
-  <buffer tag>
-    @type file
-    path %s/buf
-    flush_mode interval
-    flush_interval 0.5
-    retry_wait 0.2
-    retry_max_times 2
-    retry_randomize false
-  </buffer>
-</match>
-""" % (port, d, d)
+    text = forward_to_file(port, "%s/out/${tag}/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_mode interval", "flush_interval 0.5",
+                                          "retry_wait 0.2", "retry_max_times 2",
+                                          "retry_randomize false"])
     w = Weir(text, workdir=d).start([port])
     bad, good = AckSender(port, tag="bad"), AckSender(port, tag="good")
     assert bad.send(list(range(0, 10)), time.time() + 10)
@@ -408,25 +346,8 @@ def test_record_chunk_keys_split_chunks_and_name_files():
     import msgpack
     d = tempfile.mkdtemp(prefix="weir-vars-")
     port = free_port()
-    text = """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-<match **>
-  @type file
-  path %s/out/${namespace}/events
-  <format>
-    @type json
-  </format>
-  <buffer tag,namespace>
-    @type file
-    path %s/buf
-    flush_at_shutdown true
-  </buffer>
-</match>
-""" % (port, d, d)
+    text = forward_to_file(port, "%s/out/${namespace}/events" % d, "%s/buf" % d,
+                           "tag,namespace", ["flush_at_shutdown true"])
     w = Weir(text, workdir=d).start([port])
     sock = __import__("socket").create_connection(("127.0.0.1", port))
     records = [{"namespace": "prod", "i": 0}, {"namespace": "dev", "i": 1},
@@ -479,28 +400,9 @@ def test_fluentd_buffer_files_are_adopted():
     import gzip as gz
     zipped = fluentd_chunk(buf, "q", "b" * 32, "app.web", tk, [gz.compress(b'{"z":1}\n')])
     port = free_port()
-    text = """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-<match **>
-  @type file
-  path %s/out/${tag}/%%Y%%m%%d%%H
-  append true
-  <format>
-    @type json
-  </format>
-  <buffer tag,time>
-    @type file
-    path %s
-    timekey 3600
-    timekey_use_utc true
-    flush_at_shutdown true
-  </buffer>
-</match>
-""" % (port, d, buf)
+    text = forward_to_file(port, "%s/out/${tag}/%%Y%%m%%d%%H" % d, buf, "tag,time",
+                           ["timekey 3600", "timekey_use_utc true", "flush_at_shutdown true"],
+                           file_params=["append true"])
     w = Weir(text, workdir=d).start([port])
     deadline = time.time() + 10
     want = {os.path.join(d, "out", "app.web", "2024010112.log"): b"".join(lines_q),

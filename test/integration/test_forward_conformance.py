@@ -21,7 +21,7 @@ import zlib
 
 import msgpack
 
-from weirtest import Weir, free_port, make_certs, run_tests
+from weirtest import Weir, free_port, json_field, make_certs, run_tests
 
 T = 1700000000
 SECURITY = """  <security>
@@ -453,12 +453,7 @@ def test_64_gzip_bomb():
 
 
 def output_seqs(d):
-    seqs = []
-    for f in sorted(glob.glob(os.path.join(d, "out", "events*.log"))):
-        with open(f) as fh:
-            for line in fh:
-                seqs.append(json.loads(line)["seq"])
-    return seqs
+    return json_field(os.path.join(d, "out", "events*.log"))
 
 
 def test_72_full_buffer_stops_reading_then_acks_after_flush():

@@ -13,40 +13,18 @@ import threading
 import time
 
 from fwdclient import AckSender
-from weirtest import Weir, free_port, run_tests, wait_port
+from weirtest import Weir, forward_to_file, free_port, json_field, run_tests, wait_port
 
 
 def conf(port, d, out, extra_source=""):
-    return """
-<source>
-  @type forward
-  port %d
-  bind 127.0.0.1
-</source>
-%s
-<match **>
-  @type file
-  path %s/%s/events
-  <format>
-    @type json
-  </format>
-  <buffer tag>
-    @type file
-    path %s/buf
-    flush_mode interval
-    flush_interval 3600
-    flush_at_shutdown true
-  </buffer>
-</match>
-""" % (port, extra_source, d, out, d)
+    return forward_to_file(port, "%s/%s/events" % (d, out), "%s/buf" % d,
+                           buffer_params=["flush_mode interval", "flush_interval 3600",
+                                          "flush_at_shutdown true"],
+                           sources=extra_source)
 
 
 def seqs_in(d):
-    got = []
-    for f in glob.glob(os.path.join(d, "*", "events*.log")):
-        with open(f) as fh:
-            got += [json.loads(line)["seq"] for line in fh]
-    return got
+    return json_field(os.path.join(d, "*", "events*.log"))
 
 
 def wait_log(w, text, timeout=15):

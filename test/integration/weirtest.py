@@ -174,3 +174,30 @@ def make_certs(d, passphrase="0123456789abcdef" * 4):
        "-out server.pkcs8.key" % passphrase, cwd=d)
     os.rename(os.path.join(d, "client.plain.key"), os.path.join(d, "client.key"))
     return passphrase
+
+
+def forward_to_file(port, path, buffer_path, buffer_keys="tag", buffer_params=(),
+                    file_params=(), sources=""):
+    """A configuration most buffer tests share: a forward source on 127.0.0.1:port (plus
+    `sources`), and everything into @type file at `path` as JSON lines through a file buffer
+    with `buffer_keys` and `buffer_params` (one "key value" string each). Paths go in as they
+    are: strftime directives in `path` need no escaping."""
+    lines = ["<source>", "  @type forward", "  port %d" % port, "  bind 127.0.0.1", "</source>",
+             sources, "<match **>", "  @type file", "  path %s" % path]
+    lines += ["  " + p for p in file_params]
+    lines += ["  <format>", "    @type json", "  </format>", "  <buffer %s>" % buffer_keys,
+              "    @type file", "    path %s" % buffer_path]
+    lines += ["    " + p for p in buffer_params]
+    lines += ["  </buffer>", "</match>", ""]
+    return "\n".join(lines)
+
+
+def json_field(pattern, field="seq"):
+    """`field` of every JSON line in the files matching the glob `pattern`, files in name
+    order: what a user reads back from @type file output."""
+    import glob
+    values = []
+    for f in sorted(glob.glob(pattern)):
+        with open(f) as fh:
+            values += [json.loads(line)[field] for line in fh]
+    return values
