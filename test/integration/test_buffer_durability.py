@@ -422,6 +422,72 @@ def test_fluentd_buffer_files_are_adopted():
     assert "compressed with gzip (compress gzip); weir cannot adopt it" in log, log
 
 
+def test_memory_buffer_flushes_at_shutdown():
+    """@type memory acknowledges at once and, as in Fluentd (flush_at_shutdown defaults to
+    true for memory), delivers everything when weir stops."""
+    d = tempfile.mkdtemp(prefix="weir-mem-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, None,
+                             buffer_params=["flush_mode interval", "flush_interval 3600"]),
+             workdir=d).start([port])
+    s = AckSender(port)
+    for b in range(4):
+        assert s.send(list(range(b * 5, b * 5 + 5)), time.time() + 10)
+    s.close()
+    assert not output_seqs(d), "flushed before the interval or the stop"
+    flush_and_stop(w)
+    assert output_seqs(d) == list(range(20))
+
+
+def test_chunk_limit_records_cuts_chunks():
+    """chunk_limit_records 10: a chunk is enqueued as soon as it holds 10 events and
+    delivered at once, long before flush_interval; no file holds more than 10."""
+    d = tempfile.mkdtemp(prefix="weir-records-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
+                             buffer_params=["flush_mode interval", "flush_interval 3600",
+                                            "flush_at_shutdown true", "chunk_limit_records 10"]),
+             workdir=d).start([port])
+    s = AckSender(port)
+    for b in range(7):
+        assert s.send(list(range(b * 5, b * 5 + 5)), time.time() + 10)
+    s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and len(output_seqs(d)) < 30:
+        time.sleep(0.1)
+    assert sorted(output_seqs(d)) == list(range(30)), output_seqs(d)
+    flush_and_stop(w)
+    files = sorted(glob.glob(os.path.join(d, "out", "events*.log")))
+    sizes = [len(open(f).readlines()) for f in files]
+    assert sizes == [10, 10, 10, 5], sizes
+    assert sorted(output_seqs(d)) == list(range(35))
+
+
+def test_overflow_drop_oldest_chunk_keeps_accepting():
+    """overflow_action drop_oldest_chunk: with the output failing and the buffer at
+    total_limit_size, weir drops the oldest queued chunk (a warning names it and its event
+    count) and keeps acknowledging, instead of stopping the senders."""
+    d = tempfile.mkdtemp(prefix="weir-drop-")
+    with open(os.path.join(d, "out"), "w") as f:
+        f.write("a file where the output wants a directory\n")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
+                             buffer_params=["chunk_limit_records 5", "total_limit_size 2k",
+                                            "overflow_action drop_oldest_chunk",
+                                            "retry_wait 30s", "flush_mode interval",
+                                            "flush_interval 3600"]),
+             workdir=d).start([port])
+    s = AckSender(port, ack_timeout=5)
+    for b in range(12):
+        assert s.send(list(range(b * 5, b * 5 + 5)), time.time() + 10), "blocked at batch %d" % b
+    s.close()
+    log = w.log()
+    assert "overflow_action drop_oldest_chunk: dropping chunk" in log, log
+    assert "with 5 events" in log, log
+    w.proc.kill()
+    w.proc.wait()
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -435,4 +501,7 @@ if __name__ == "__main__":
         test_failing_chunk_goes_to_backup_and_does_not_stall_others,
         test_record_chunk_keys_split_chunks_and_name_files,
         test_fluentd_buffer_files_are_adopted,
+        test_memory_buffer_flushes_at_shutdown,
+        test_chunk_limit_records_cuts_chunks,
+        test_overflow_drop_oldest_chunk_keeps_accepting,
     ])

@@ -180,13 +180,14 @@ def forward_to_file(port, path, buffer_path, buffer_keys="tag", buffer_params=()
                     file_params=(), sources=""):
     """A configuration most buffer tests share: a forward source on 127.0.0.1:port (plus
     `sources`), and everything into @type file at `path` as JSON lines through a file buffer
-    with `buffer_keys` and `buffer_params` (one "key value" string each). Paths go in as they
-    are: strftime directives in `path` need no escaping."""
+    with `buffer_keys` and `buffer_params` (one "key value" string each); buffer_path None
+    means a memory buffer. Paths go in as they are: strftime directives need no escaping."""
     lines = ["<source>", "  @type forward", "  port %d" % port, "  bind 127.0.0.1", "</source>",
              sources, "<match **>", "  @type file", "  path %s" % path]
     lines += ["  " + p for p in file_params]
-    lines += ["  <format>", "    @type json", "  </format>", "  <buffer %s>" % buffer_keys,
-              "    @type file", "    path %s" % buffer_path]
+    lines += ["  <format>", "    @type json", "  </format>", "  <buffer %s>" % buffer_keys]
+    lines += ["    @type memory"] if buffer_path is None else ["    @type file",
+                                                            "    path %s" % buffer_path]
     lines += ["    " + p for p in buffer_params]
     lines += ["  </buffer>", "</match>", ""]
     return "\n".join(lines)
