@@ -55,6 +55,10 @@
  * sync runs wait for it and then for its own: up to two fsync latencies. Starting its round
  * at once halves that; each round still covers exactly what was written before it began. */
 #define BUF_SYNC_PARALLEL 3
+/* Staged chunks open at once (each a file descriptor and a key): senders choose tags and
+ * record-key values, so without a bound they choose how many files weir holds open. Past it
+ * the oldest staged chunk is enqueued early. A container's soft fd limit is often 1024. */
+#define BUF_STAGED_LIMIT_DEFAULT 512
 #define BUF_DROP_WARN_MS 5000 /* events dropped for their size: one warning per interval */
 
 typedef enum chunk_state { CH_STAGED, CH_QUEUED, CH_WRITING } chunk_state_t;
@@ -131,6 +135,8 @@ struct weir_buffer {
     double chunk_full_threshold;
     uint64_t total_limit_size;
     int64_t queued_chunks_limit_size;
+    int64_t staged_chunks_limit; /* weir: see BUF_STAGED_LIMIT_DEFAULT */
+    weir_ratelimit_t staged_rl;
     overflow_action_t overflow;
     bool retry_periodic;
     double retry_wait, retry_max_interval, retry_base, retry_timeout;
@@ -359,6 +365,7 @@ static int read_conf(weir_buffer_t *b, weir_conf_section_t *s, const weir_buffer
             weir_conf_get_int(s, "queue_limit_length", &queue_len, err) < 0 ||
             weir_conf_get_int(s, "queued_chunks_limit_size", &b->queued_chunks_limit_size, err) <
                 0 ||
+            weir_conf_get_int(s, "staged_chunks_limit", &b->staged_chunks_limit, err) < 0 ||
             weir_conf_get_time(s, "retry_wait", &b->retry_wait, err) < 0 ||
             weir_conf_get_time(s, "retry_max_interval", &b->retry_max_interval, err) < 0 ||
             weir_conf_get_float(s, "retry_exponential_backoff_base", &b->retry_base, err) < 0 ||
@@ -389,6 +396,13 @@ static int read_conf(weir_buffer_t *b, weir_conf_section_t *s, const weir_buffer
     if (!b->total_limit_size)
         b->total_limit_size = b->type == BUF_FILE ? 64ull << 30 : 512ull << 20;
     if (!b->queued_chunks_limit_size) b->queued_chunks_limit_size = b->flush_thread_count;
+    if (!b->staged_chunks_limit) b->staged_chunks_limit = BUF_STAGED_LIMIT_DEFAULT;
+    if (b->staged_chunks_limit < 1) {
+        weir_conf_errorf(err, weir_conf_find(s, "staged_chunks_limit"),
+                         "staged_chunks_limit must be at least 1");
+        return -1;
+    }
+    b->staged_rl.interval_ms = 60000;
 
     if (b->type == BUF_FILE) {
         if (!path) {
@@ -616,9 +630,19 @@ static int chunk_file_append(weir_chunk_t *c, int type, const char *p, size_t le
     return 0;
 }
 
+static void enqueue(weir_buffer_t *b, weir_chunk_t *c);
+
 static weir_chunk_t *chunk_create(weir_buffer_t *b, const char *key, const char *tag,
                                   const weir_entry_t *e, int64_t tk, weir_err_t *err)
 {
+    if (b->staged.n >= (size_t)b->staged_chunks_limit) {
+        unsigned long skipped = 0;
+        if (weir_ratelimit_ok(&b->staged_rl, &skipped))
+            weir_warn("buffer %s: %zu chunks staged at once (staged_chunks_limit); enqueuing the "
+                      "oldest early (%lu more times since the last warning)",
+                      b->plugin_id, b->staged.n, skipped);
+        enqueue(b, b->staged.head); /* the list is in creation order: the head is the oldest */
+    }
     weir_chunk_t *c = weir_calloc(1, sizeof *c);
     c->b = b;
     c->fd = -1;

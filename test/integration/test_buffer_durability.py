@@ -488,6 +488,35 @@ def test_overflow_drop_oldest_chunk_keeps_accepting():
     w.proc.wait()
 
 
+def test_staged_chunks_are_bounded_whatever_tags_senders_choose():
+    """Every tag opens a staged chunk (a file held open) under <buffer tag>; a sender choosing
+    tags cannot make weir hold more than staged_chunks_limit open: past it the oldest staged
+    chunk is enqueued (and here delivered) early, with a warning."""
+    d = tempfile.mkdtemp(prefix="weir-staged-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/${tag}/events" % d, "%s/buf" % d,
+                             buffer_params=["flush_mode interval", "flush_interval 3600",
+                                            "flush_at_shutdown true", "staged_chunks_limit 3"]),
+             workdir=d).start([port])
+    for i in range(8):
+        s = AckSender(port, tag="t%d" % i)
+        assert s.send([i], time.time() + 10)
+        s.close()
+    deadline = time.time() + 10
+    early = []
+    while time.time() < deadline and len(early) < 5:
+        early = sorted(os.path.basename(os.path.dirname(f))
+                       for f in glob.glob(os.path.join(d, "out", "*", "events*.log")))
+        time.sleep(0.1)
+    assert early == ["t0", "t1", "t2", "t3", "t4"], early
+    open_chunks = [os.readlink(os.path.join("/proc/%d/fd" % w.proc.pid, f))
+                   for f in os.listdir("/proc/%d/fd" % w.proc.pid)]
+    assert len([f for f in open_chunks if f.endswith(".chunk")]) <= 3, open_chunks
+    assert "chunks staged at once (staged_chunks_limit)" in w.log(), w.log()
+    flush_and_stop(w)
+    assert sorted(json_field(os.path.join(d, "out", "*", "events*.log"))) == list(range(8))
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -504,4 +533,5 @@ if __name__ == "__main__":
         test_memory_buffer_flushes_at_shutdown,
         test_chunk_limit_records_cuts_chunks,
         test_overflow_drop_oldest_chunk_keeps_accepting,
+        test_staged_chunks_are_bounded_whatever_tags_senders_choose,
     ])
