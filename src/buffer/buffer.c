@@ -79,8 +79,9 @@ struct weir_chunk {
     weir_buf_t mem;     /* memory chunk: the entries */
     uint64_t bytes;     /* file: size on disk; memory: entry bytes */
     uint64_t events;
-    double created; /* monotonic seconds, for flush_interval */
-    bool dirty;     /* written since the last sync snapshot */
+    double created;     /* monotonic seconds, for flush_interval */
+    bool dirty;         /* written since the last sync snapshot */
+    uint64_t touch_gen; /* the append that last remembered it (see touched_t) */
     /* retries */
     unsigned steps;
     double first_failure; /* wall-clock seconds; 0 = never failed */
@@ -104,6 +105,16 @@ typedef struct sync_round {
     sync_waiter_t *waiters;
     int error; /* errno of the first failure */
 } sync_round_t;
+
+/* A chunk one append wrote to, with its size before the append, so a failure can cut it
+ * back. `created`: the append made it, so a rollback removes it rather than leaving an empty
+ * chunk behind. */
+typedef struct touched {
+    weir_chunk_t *c;
+    uint64_t bytes, events;
+    size_t mem_len;
+    bool created;
+} touched_t;
 
 typedef struct chunk_list {
     weir_chunk_t *head, *tail;
@@ -168,6 +179,11 @@ struct weir_buffer {
     void *stop_arg;
     weir_buffer_stats_t stats;
     weir_buf_t keybuf;
+    /* the chunks the current append touched: as many as it needs (a replayed backlog spans
+     * hundreds of time buckets), reused across appends so the hot path does not allocate */
+    touched_t *touched;
+    size_t ntouched, cap_touched;
+    uint64_t append_gen;
     /* metrics and health */
     weir_plugin_metrics_t *pm;
     double failing_since; /* wall clock; 0 = the last write succeeded (or none failed) */
@@ -578,17 +594,27 @@ static void chunk_free(weir_chunk_t *c)
     free(c);
 }
 
-static void mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
+/* Notes a chunk written since the last sync snapshot: the next round fdatasyncs a duplicate of
+ * its descriptor, so the chunk may be enqueued (and its own descriptor closed) meanwhile. With
+ * ack_after write no round ever runs, so nothing is kept (a kept duplicate would hold the
+ * chunk's disk space after its deletion, and one descriptor per chunk). Returns 0, or -1 when
+ * the chunk can be neither duplicated nor synced here (errno set): the append then fails. */
+static int mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
 {
-    if (c->dirty || c->fd < 0) return;
+    if (c->dirty || c->fd < 0 || b->ack_after_write) return 0;
     int d = dup(c->fd);
-    if (d < 0) return; /* the sync of this round then misses it; logged by the append path */
+    if (d < 0) {
+        /* out of descriptors (a batch touching very many chunks): sync this one now, on the
+         * loop thread, rather than acknowledge what no round would cover */
+        return fdatasync(c->fd);
+    }
     if (b->ndirty == b->cap_dirty) {
         b->cap_dirty = b->cap_dirty ? b->cap_dirty * 2 : 16;
         b->dirty_fds = weir_realloc(b->dirty_fds, b->cap_dirty * sizeof(int));
     }
     b->dirty_fds[b->ndirty++] = d;
     c->dirty = true;
+    return 0;
 }
 
 static int write_full(int fd, struct iovec *iov, int n)
@@ -808,14 +834,6 @@ static void sync_wait(weir_buffer_t *b, weir_emit_cb cb, void *arg)
 
 /* ---- appending ---------------------------------------------------------------------- */
 
-typedef struct touched {
-    weir_chunk_t *c;
-    uint64_t bytes, events;
-    size_t mem_len;
-} touched_t;
-
-#define MAX_TOUCHED 64 /* chunks one append may touch before it is split in rounds */
-
 static bool chunk_is_full(weir_buffer_t *b, weir_chunk_t *c)
 {
     double limit = (double)b->chunk_limit_size * b->chunk_full_threshold;
@@ -824,17 +842,46 @@ static bool chunk_is_full(weir_buffer_t *b, weir_chunk_t *c)
            (double)c->events >= (double)b->chunk_limit_records * b->chunk_full_threshold;
 }
 
+/* Whether n more events of len bytes fit. An empty chunk always takes one event, however
+ * large: an event larger than chunk_limit_size is stored alone rather than lost. */
 static bool chunk_has_room(weir_buffer_t *b, weir_chunk_t *c, size_t len, uint32_t n)
 {
-    if (c->events == 0) return true;
+    if (c->events == 0 && n == 1) return true;
     if (c->bytes + CHUNK_HDR_LEN + len > b->chunk_limit_size) return false;
     return b->chunk_limit_records <= 0 || c->events + n <= (uint64_t)b->chunk_limit_records;
 }
 
-static void rollback(weir_buffer_t *b, touched_t *t, size_t nt)
+static void chunk_discard(weir_buffer_t *b, weir_chunk_t *c);
+
+/* Removes a chunk that holds no acknowledged event (one a failed append created), from
+ * whichever list holds it, and its file. */
+static void chunk_discard(weir_buffer_t *b, weir_chunk_t *c)
 {
-    for (size_t i = 0; i < nt; i++) {
+    if (c->state == CH_STAGED) {
+        list_remove(&b->staged, c);
+        b->stats.staged_chunks--;
+        if (b->last_staged == c) b->last_staged = NULL;
+    } else {
+        list_remove(&b->queue, c);
+        b->stats.queued_chunks--;
+    }
+    /* no directory fsync: losing this unlink at a power cut only brings back a chunk with no
+     * events, which recovery removes */
+    if (c->path && unlink(c->path) != 0)
+        weir_warn("buffer %s: cannot remove %s: %s", b->plugin_id, c->path, strerror(errno));
+    b->bytes_total -= c->bytes;
+    chunk_free(c);
+}
+
+static void rollback(weir_buffer_t *b)
+{
+    touched_t *t = b->touched;
+    for (size_t i = 0; i < b->ntouched; i++) {
         weir_chunk_t *c = t[i].c;
+        if (t[i].created) {
+            chunk_discard(b, c); /* made by this append: no empty chunk stays behind */
+            continue;
+        }
         /* an enqueued chunk is closed already: cut it by name */
         int rc = 0;
         if (c->path && c->bytes != t[i].bytes)
@@ -856,24 +903,32 @@ static int append_run(weir_buffer_t *b, weir_chunk_t *c, const char *p, size_t l
     if (b->type == BUF_MEMORY) {
         weir_buf_append(&c->mem, p, len);
         c->bytes += len;
-    } else {
-        if (chunk_file_append(c, CHUNK_REC_EVENTS, p, len, n) != 0) return -1;
-        mark_dirty(b, c);
+        c->events += n;
+        b->bytes_total += len;
+        return 0;
     }
+    if (chunk_file_append(c, CHUNK_REC_EVENTS, p, len, n) != 0) return -1;
     c->events += n;
-    b->bytes_total += (b->type == BUF_MEMORY ? len : CHUNK_HDR_LEN + len);
-    return 0;
+    b->bytes_total += CHUNK_HDR_LEN + len;
+    return mark_dirty(b, c); /* on failure the caller rolls the whole append back */
 }
 
-static void remember(touched_t *t, size_t *nt, weir_chunk_t *c)
+/* Notes a chunk the current append writes to, once: the chunk's generation says whether it
+ * is noted already, so a batch touching n chunks costs O(n), not O(n^2). */
+static void remember(weir_buffer_t *b, weir_chunk_t *c, bool created)
 {
-    for (size_t i = 0; i < *nt; i++)
-        if (t[i].c == c) return;
-    t[*nt].c = c;
-    t[*nt].bytes = c->bytes;
-    t[*nt].events = c->events;
-    t[*nt].mem_len = c->mem.len;
-    (*nt)++;
+    if (c->touch_gen == b->append_gen) return;
+    c->touch_gen = b->append_gen;
+    if (b->ntouched == b->cap_touched) {
+        b->cap_touched = b->cap_touched ? b->cap_touched * 2 : 16;
+        b->touched = weir_realloc(b->touched, b->cap_touched * sizeof *b->touched);
+    }
+    touched_t *t = &b->touched[b->ntouched++];
+    t->c = c;
+    t->bytes = c->bytes;
+    t->events = c->events;
+    t->mem_len = c->mem.len;
+    t->created = created;
 }
 
 static void enter_disk_full(weir_buffer_t *b, int e);
@@ -907,8 +962,7 @@ static weir_emit_result_t over_limit(weir_buffer_t *b)
  * in one time bucket (senders batch recent events), so the batch is one run for one chunk.
  * Returns false when the batch needs the per-event path (several buckets, or it would not
  * fit the staged chunk whole). */
-static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, touched_t *t, size_t *nt,
-                         weir_err_t *err, bool *failed)
+static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, weir_err_t *err, bool *failed)
 {
     if (b->nvar_keys || batch->count == 0 || batch->tmin > batch->tmax) return false;
     int64_t tk = b->key_time ? bucket_of(b, batch->tmin) : 0;
@@ -928,6 +982,7 @@ static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, touched_t 
         enqueue(b, c);
         c = NULL;
     }
+    bool created = !c;
     if (!c) {
         c = chunk_create(b, b->keybuf.data, batch->tag, &e, tk, err);
         if (!c) {
@@ -935,7 +990,7 @@ static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, touched_t 
             return true;
         }
     }
-    remember(t, nt, c);
+    remember(b, c, created);
     if (append_run(b, c, batch->data.data, len, batch->count) != 0) {
         *failed = true;
         return true;
@@ -951,12 +1006,12 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
     if (b->disk_full) return WEIR_EMIT_FULL;
     if (b->bytes_total >= b->total_limit_size && over_limit(b) == WEIR_EMIT_FULL)
         return WEIR_EMIT_FULL;
-    touched_t touched[MAX_TOUCHED];
-    size_t nt = 0;
+    b->ntouched = 0;
+    b->append_gen++;
     weir_err_t err = {{0}};
     const char *prev_key = NULL;
     bool failed = false;
-    if (append_whole(b, batch, touched, &nt, &err, &failed)) {
+    if (append_whole(b, batch, &err, &failed)) {
         if (failed) goto fail;
         goto done;
     }
@@ -1002,35 +1057,26 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         if (!r) break;
         if (!same) {
             if (elen + CHUNK_HDR_LEN > b->chunk_limit_size) {
+                /* Never acknowledged and dropped: it goes into a chunk of its own (an empty
+                 * chunk always has room, see chunk_has_room), which is then full. */
                 unsigned long skipped = 0;
                 if (weir_ratelimit_ok(&b->drop_rl, &skipped))
-                    weir_error("buffer %s: an event of %zu bytes is larger than chunk_limit_size "
-                               "(%" PRIu64 "); dropped (%lu more like it not logged)",
-                               b->plugin_id, elen, b->chunk_limit_size, skipped);
-                run_start = it.p;
-                c = NULL;
-                continue;
+                    weir_warn("buffer %s: an event of %zu bytes is larger than chunk_limit_size "
+                              "(%" PRIu64 "); stored in a chunk of its own (%lu more like it not "
+                              "logged)",
+                              b->plugin_id, elen, b->chunk_limit_size, skipped);
             }
             c = staged_find(b, b->keybuf.data);
             if (c && !chunk_has_room(b, c, elen, 1)) {
                 enqueue(b, c);
                 c = NULL;
             }
+            bool created = !c;
             if (!c) {
                 c = chunk_create(b, b->keybuf.data, batch->tag, &e, tk, &err);
                 if (!c) goto fail;
             }
-            if (nt == MAX_TOUCHED) {
-                /* many distinct keys in one batch: make what is written so far durable as one
-                 * unit is not possible without a bound, so refuse such a batch cleanly */
-                unsigned long skipped = 0;
-                if (weir_ratelimit_ok(&b->drop_rl, &skipped))
-                    weir_error("buffer %s: one batch spans more than %d chunks; rejected (%lu more "
-                               "like it not logged)",
-                               b->plugin_id, MAX_TOUCHED, skipped);
-                goto fail_noerrno;
-            }
-            remember(touched, &nt, c);
+            remember(b, c, created);
             free((char *)prev_key);
             prev_key = weir_strdup(b->keybuf.data);
             prev_tk = tk;
@@ -1042,8 +1088,8 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
     free((char *)prev_key);
 done:
     if (b->flush_mode == FLUSH_IMMEDIATE)
-        for (size_t i = 0; i < nt; i++)
-            enqueue(b, touched[i].c);
+        for (size_t i = 0; i < b->ntouched; i++)
+            enqueue(b, b->touched[i].c);
     dispatch(b);
     if (b->type == BUF_MEMORY || b->ack_after_write) return WEIR_EMIT_DONE;
     sync_wait(b, cb, arg);
@@ -1051,7 +1097,7 @@ done:
 fail : {
     int e2 = errno;
     free((char *)prev_key);
-    rollback(b, touched, nt);
+    rollback(b);
     if (e2 == ENOSPC || e2 == EDQUOT || e2 == EFBIG) {
         enter_disk_full(b, e2);
         return WEIR_EMIT_FULL;
@@ -1064,7 +1110,7 @@ fail : {
 }
 fail_noerrno:
     free((char *)prev_key);
-    rollback(b, touched, nt);
+    rollback(b);
     return WEIR_EMIT_ERROR;
 }
 
@@ -2054,6 +2100,7 @@ void weir_buffer_free(weir_buffer_t *b)
         free(b->var_keys[i]);
     weir_tz_free(&b->zone);
     weir_buf_free(&b->keybuf);
+    free(b->touched);
     free(b->path);
     free(b->backup_dir);
     free(b->plugin_id);
