@@ -23,6 +23,7 @@
 
 #define WEIR_CHUNK_ID_LEN 16
 #define WEIR_BUFFER_MAX_KEYS 8       /* record keys in <buffer ...> */
+#define WEIR_BUFFER_MAX_KEY_LEN 128  /* the name of a record key in <buffer ...> */
 #define WEIR_BUFFER_MAX_VAR_LEN 1024 /* a record-key value longer than this is cut (logged) */
 
 typedef struct weir_buffer weir_buffer_t;

@@ -289,6 +289,11 @@ static int parse_chunk_keys(weir_buffer_t *b, const char *arg, weir_conf_section
                                      "chunk key '%s' has characters outside [-_.@a-zA-Z0-9]", tok);
             rc = -1;
             break;
+        } else if (strlen(tok) > WEIR_BUFFER_MAX_KEY_LEN) {
+            weir_conf_section_errorf(err, sec, "chunk key '%.32s...' is longer than %d bytes", tok,
+                                     WEIR_BUFFER_MAX_KEY_LEN);
+            rc = -1;
+            break;
         } else if (b->nvar_keys >= WEIR_BUFFER_MAX_KEYS) {
             weir_conf_section_errorf(err, sec, "more than %d record chunk keys",
                                      WEIR_BUFFER_MAX_KEYS);
@@ -1006,6 +1011,16 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
     if (b->disk_full) return WEIR_EMIT_FULL;
     if (b->bytes_total >= b->total_limit_size && over_limit(b) == WEIR_EMIT_FULL)
         return WEIR_EMIT_FULL;
+    if (batch->tag_len > WEIR_TAG_MAX) {
+        /* the inputs refuse such tags; a filter that rewrote the tag may still make one, and a
+         * chunk would keep it only until recovery refuses it */
+        unsigned long skipped = 0;
+        if (weir_ratelimit_ok(&b->drop_rl, &skipped))
+            weir_error("buffer %s: a batch with a tag of %zu bytes (longer than %d bytes) is "
+                       "refused (%lu more like it not logged)",
+                       b->plugin_id, batch->tag_len, WEIR_TAG_MAX, skipped);
+        return WEIR_EMIT_ERROR;
+    }
     b->ntouched = 0;
     b->append_gen++;
     weir_err_t err = {{0}};

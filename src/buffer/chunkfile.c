@@ -134,6 +134,7 @@ int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *er
             m->has_timekey = true;
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
         } else if (key_is(&k, "tag") && v.type == WEIR_MP_STR) {
+            if (v.len > WEIR_TAG_MAX) goto bad; /* the same bound the inputs enforce */
             m->tag = obj_strdup(&v);
         } else if (key_is(&k, "created") && v.type == WEIR_MP_UINT) {
             m->created = (int64_t)v.v.u;

@@ -13,14 +13,26 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "weir/buffer.h"
 #include "weir/common.h"
+#include "weir/event.h"
 
 #define CHUNK_MAGIC 0x5752
 #define CHUNK_VERSION 1
 #define CHUNK_HDR_LEN 16
 #define CHUNK_REC_META 1
 #define CHUNK_REC_EVENTS 2
-#define CHUNK_META_MAX (64 * 1024) /* a meta record larger than this is garbage */
+/* A meta record larger than this is garbage. It is also checked on write: the largest meta
+ * the limits allow (a WEIR_TAG_MAX tag, WEIR_BUFFER_MAX_KEYS record keys of at most
+ * WEIR_BUFFER_MAX_KEY_LEN bytes with values of WEIR_BUFFER_MAX_VAR_LEN) fits well within it,
+ * so what was acknowledged is never refused at recovery. */
+#define CHUNK_META_MAX (64 * 1024)
+_Static_assert(WEIR_TAG_MAX +
+                       WEIR_BUFFER_MAX_KEYS *
+                           (WEIR_BUFFER_MAX_KEY_LEN + WEIR_BUFFER_MAX_VAR_LEN + 10) +
+                       256 <=
+                   CHUNK_META_MAX,
+               "the largest metadata the limits allow must fit CHUNK_META_MAX");
 
 typedef struct chunk_meta {
     uint8_t id[16];

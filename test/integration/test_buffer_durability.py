@@ -627,6 +627,62 @@ def test_ack_after_write_holds_no_descriptor_of_delivered_chunks():
     flush_and_stop(w)
 
 
+TAG_MAX = 1024  # WEIR_TAG_MAX in include/weir/event.h
+
+
+def test_tag_limit_forward_and_restart():
+    """A tag of exactly WEIR_TAG_MAX bytes is acknowledged, kept in the chunk's metadata and
+    delivered after a kill -9 and a restart; one byte more is refused where it enters: the
+    connection is closed with no ack and a log line saying why (before, a 70,000-byte tag was
+    acknowledged and its chunk refused at recovery as too large: lost)."""
+    import msgpack
+    d = tempfile.mkdtemp(prefix="weir-tagmax-")
+    port = free_port()
+    text = conf(port, d)
+    w = Weir(text, workdir=d).start([port])
+    t = msgpack.ExtType(0, (1700000000).to_bytes(4, "big") + bytes(4))
+    at, past = "a" * TAG_MAX, "b" * (TAG_MAX + 1)
+    assert send_and_ack(port, packed_forward(at, [[t, {"seq": 1}]], "at"), "at"), w.log()
+    assert not send_and_ack(port, packed_forward(past, [[t, {"seq": 2}]], "past"), "past", 5)
+    assert not send_and_ack(port, packed_forward("c" * 70000, [[t, {"seq": 3}]], "huge"), "huge",
+                            5)
+    assert "longer than %d bytes" % TAG_MAX in w.log(), w.log()
+    w.proc.send_signal(signal.SIGKILL)
+    w.proc.wait()
+    log = restart_and_flush(d, port)
+    assert output_seqs(d) == [1], log
+    assert not glob.glob(os.path.join(d, "buf", "backup", "*")), log
+
+
+def test_tag_limit_http():
+    """The HTTP input takes the tag from the path (with add_tag_prefix): a tag of exactly
+    WEIR_TAG_MAX bytes is stored (200), one byte more is answered 400 with the reason, and
+    nothing of it is stored."""
+    import http.client
+    d = tempfile.mkdtemp(prefix="weir-httptag-")
+    port, fport = free_port(), free_port()
+    text = forward_to_file(fport, "%s/out/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_at_shutdown true"],
+                           sources="<source>\n  @type http\n  port %d\n  bind 127.0.0.1\n"
+                                   "  add_tag_prefix p\n</source>" % port)
+    w = Weir(text, workdir=d).start([port, fport])
+
+    def post(tag, seq):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("POST", "/" + tag, body=json.dumps({"seq": seq}),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        body = r.read().decode()
+        c.close()
+        return r.status, body
+
+    assert post("a" * (TAG_MAX - 2), 1)[0] == 200  # "p." + 1022 bytes: exactly the limit
+    status, body = post("a" * (TAG_MAX - 1), 2)
+    assert status == 400 and "longer than %d bytes" % TAG_MAX in body, (status, body)
+    flush_and_stop(w)
+    assert output_seqs(d) == [1], w.log()
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -647,4 +703,6 @@ if __name__ == "__main__":
         test_frame_spanning_200_time_buckets_is_stored_and_acked,
         test_event_larger_than_chunk_limit_size_is_stored_in_its_own_chunk,
         test_ack_after_write_holds_no_descriptor_of_delivered_chunks,
+        test_tag_limit_forward_and_restart,
+        test_tag_limit_http,
     ])

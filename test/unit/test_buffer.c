@@ -79,6 +79,33 @@ static void test_meta_roundtrip(void **state)
     weir_buf_free(&b);
 }
 
+/* WEIR_TAG_MAX bounds the tag in the metadata on read as the inputs bound it on the way in:
+ * a tag exactly at the limit round-trips, one byte more is refused. */
+static void test_meta_tag_at_and_past_the_limit(void **state)
+{
+    for (size_t n = WEIR_TAG_MAX; n <= WEIR_TAG_MAX + 1; n++) {
+        chunk_meta_t m = {0};
+        m.tag = malloc(n + 1);
+        memset(m.tag, 't', n);
+        m.tag[n] = '\0';
+        weir_buf_t b;
+        weir_buf_init(&b);
+        chunk_meta_encode(&m, &b);
+        assert_true(b.len <= CHUNK_META_MAX);
+        chunk_meta_t d;
+        int rc = chunk_meta_decode(b.data, b.len, &d, NULL);
+        if (n == WEIR_TAG_MAX) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(strlen(d.tag), WEIR_TAG_MAX);
+            chunk_meta_free(&d);
+        } else {
+            assert_int_equal(rc, -1);
+        }
+        chunk_meta_free(&m);
+        weir_buf_free(&b);
+    }
+}
+
 /* Writes a chunk file of a meta record and `n` events records of 3 events each. Returns the
  * file size; offs[] receives each record's offset. */
 static off_t write_chunk(const char *path, int n, off_t *offs)
@@ -236,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_known_vector),
         cmocka_unit_test(test_crc32c_hw_equals_sw_and_is_incremental),
         cmocka_unit_test(test_meta_roundtrip),
+        cmocka_unit_test(test_meta_tag_at_and_past_the_limit),
         cmocka_unit_test(test_whole_file),
         cmocka_unit_test(test_every_truncation_is_a_torn_tail),
         cmocka_unit_test(test_every_flipped_byte_is_caught),
