@@ -61,6 +61,10 @@ weir_chunk_reader_t *weir_chunk_reader_open(weir_chunk_t *c, weir_err_t *err);
  * read or checksum error (err set). */
 int weir_chunk_reader_next(weir_chunk_reader_t *r, const char **entries, size_t *len,
                            uint32_t *count, weir_err_t *err);
+/* The tag of the entries the last weir_chunk_reader_next returned (valid until the next call).
+ * A chunk holds several tags when tag is not a chunk key; each run carries its own. "" only for
+ * a chunk written before weir kept the tag per run, when tag is not a chunk key. */
+const char *weir_chunk_reader_tag(const weir_chunk_reader_t *r);
 void weir_chunk_reader_close(weir_chunk_reader_t *r);
 
 /* A chunk adopted from a Fluentd buffer directory (buffer.[bq]<id>.log + .meta): its bytes

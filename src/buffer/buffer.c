@@ -184,6 +184,7 @@ struct weir_buffer {
     touched_t *touched;
     size_t ntouched, cap_touched;
     uint64_t append_gen;
+    size_t rec_overhead; /* bytes a record of the current append adds besides its entries */
     /* metrics and health */
     weir_plugin_metrics_t *pm;
     double failing_since; /* wall clock; 0 = the last write succeeded (or none failed) */
@@ -643,13 +644,28 @@ static int write_full(int fd, struct iovec *iov, int n)
     return 0;
 }
 
-/* Appends one record to a file chunk. On failure the file is cut back to where it was. */
-static int chunk_file_append(weir_chunk_t *c, int type, const char *p, size_t len, uint32_t count)
+/* Appends one record to a chunk: to its file with one writev, or (a memory chunk) to its
+ * records in memory, which have the same layout. `tag` opens the payload of a
+ * CHUNK_REC_TAGGED record. On a failed write the file is cut back to where it was. */
+static int chunk_put_record(weir_chunk_t *c, int type, const char *tag, size_t tag_len,
+                            const char *p, size_t len, uint32_t count)
 {
-    char hdr[CHUNK_HDR_LEN];
-    chunk_record_header(hdr, type, p, len, count);
-    struct iovec iov[2] = {{hdr, CHUNK_HDR_LEN}, {(void *)p, len}};
-    if (write_full(c->fd, iov, len ? 2 : 1) != 0) {
+    char hdr[CHUNK_HDR_LEN], th[CHUNK_TAG_HDR_MAX];
+    struct iovec iov[4];
+    int n = 0;
+    size_t total = CHUNK_HDR_LEN + len;
+    iov[n++] = (struct iovec){hdr, CHUNK_HDR_LEN};
+    if (type == CHUNK_REC_TAGGED) {
+        iov[n++] = (struct iovec){th, chunk_tag_header(th, tag_len)};
+        iov[n++] = (struct iovec){(void *)tag, tag_len};
+        total += iov[1].iov_len + tag_len;
+    }
+    if (len) iov[n++] = (struct iovec){(void *)p, len};
+    chunk_record_header_v(hdr, type, iov + 1, n - 1, count);
+    if (!c->path) {
+        for (int i = 0; i < n; i++)
+            weir_buf_append(&c->mem, iov[i].iov_base, iov[i].iov_len);
+    } else if (write_full(c->fd, iov, n) != 0) {
         int e = errno;
         if (ftruncate(c->fd, (off_t)c->bytes) != 0)
             weir_error("buffer: cannot cut %s back to %" PRIu64 " bytes after a failed write: %s",
@@ -657,7 +673,7 @@ static int chunk_file_append(weir_chunk_t *c, int type, const char *p, size_t le
         errno = e;
         return -1;
     }
-    c->bytes += CHUNK_HDR_LEN + len;
+    c->bytes += total;
     return 0;
 }
 
@@ -709,7 +725,7 @@ static weir_chunk_t *chunk_create(weir_buffer_t *b, const char *key, const char 
         weir_buf_t meta;
         weir_buf_init(&meta);
         chunk_meta_encode(&c->meta, &meta);
-        int rc = chunk_file_append(c, CHUNK_REC_META, meta.data, meta.len, 0);
+        int rc = chunk_put_record(c, CHUNK_REC_META, NULL, 0, meta.data, meta.len, 0);
         weir_buf_free(&meta);
         if (rc != 0) {
             weir_err_set(err, "cannot write chunk %s: %s", c->path, strerror(errno));
@@ -852,7 +868,7 @@ static bool chunk_is_full(weir_buffer_t *b, weir_chunk_t *c)
 static bool chunk_has_room(weir_buffer_t *b, weir_chunk_t *c, size_t len, uint32_t n)
 {
     if (c->events == 0 && n == 1) return true;
-    if (c->bytes + CHUNK_HDR_LEN + len > b->chunk_limit_size) return false;
+    if (c->bytes + b->rec_overhead + len > b->chunk_limit_size) return false;
     return b->chunk_limit_records <= 0 || c->events + n <= (uint64_t)b->chunk_limit_records;
 }
 
@@ -902,19 +918,18 @@ static void rollback(weir_buffer_t *b)
     }
 }
 
-/* Writes one run of entries that share a key. Returns 0 or -1 (errno set). */
-static int append_run(weir_buffer_t *b, weir_chunk_t *c, const char *p, size_t len, uint32_t n)
+/* Writes one run of entries of `batch` that share a key. Where tag is not a chunk key the
+ * chunk holds batches of several tags, so the record carries the batch's tag
+ * (CHUNK_REC_TAGGED). Returns 0 or -1 (errno set). */
+static int append_run(weir_buffer_t *b, weir_chunk_t *c, const weir_batch_t *batch, const char *p,
+                      size_t len, uint32_t n)
 {
-    if (b->type == BUF_MEMORY) {
-        weir_buf_append(&c->mem, p, len);
-        c->bytes += len;
-        c->events += n;
-        b->bytes_total += len;
-        return 0;
-    }
-    if (chunk_file_append(c, CHUNK_REC_EVENTS, p, len, n) != 0) return -1;
+    uint64_t before = c->bytes;
+    int type = b->key_tag ? CHUNK_REC_EVENTS : CHUNK_REC_TAGGED;
+    if (chunk_put_record(c, type, batch->tag, batch->tag_len, p, len, n) != 0) return -1;
     c->events += n;
-    b->bytes_total += CHUNK_HDR_LEN + len;
+    b->bytes_total += c->bytes - before;
+    if (b->type == BUF_MEMORY) return 0;
     return mark_dirty(b, c); /* on failure the caller rolls the whole append back */
 }
 
@@ -980,7 +995,7 @@ static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, weir_err_t
     event_key(b, batch->tag, &e, &tk);
     size_t len = batch->data.len;
     /* a batch that no single chunk can hold is split per event */
-    if (len + CHUNK_HDR_LEN > b->chunk_limit_size) return false;
+    if (len + b->rec_overhead > b->chunk_limit_size) return false;
     if (b->chunk_limit_records > 0 && batch->count > (uint64_t)b->chunk_limit_records) return false;
     weir_chunk_t *c = staged_find(b, b->keybuf.data);
     if (c && !chunk_has_room(b, c, len, batch->count)) {
@@ -996,7 +1011,7 @@ static bool append_whole(weir_buffer_t *b, const weir_batch_t *batch, weir_err_t
         }
     }
     remember(b, c, created);
-    if (append_run(b, c, batch->data.data, len, batch->count) != 0) {
+    if (append_run(b, c, batch, batch->data.data, len, batch->count) != 0) {
         *failed = true;
         return true;
     }
@@ -1023,6 +1038,7 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
     }
     b->ntouched = 0;
     b->append_gen++;
+    b->rec_overhead = CHUNK_HDR_LEN + (b->key_tag ? 0 : CHUNK_TAG_HDR_MAX + batch->tag_len);
     weir_err_t err = {{0}};
     const char *prev_key = NULL;
     bool failed = false;
@@ -1064,14 +1080,14 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
             same = same && chunk_has_room(b, c, run_len + elen, run_n + 1);
         }
         if (!same && run_n > 0) {
-            if (append_run(b, c, run_start, run_len, run_n) != 0) goto fail;
+            if (append_run(b, c, batch, run_start, run_len, run_n) != 0) goto fail;
             if (chunk_is_full(b, c)) enqueue(b, c);
             run_n = 0;
             run_len = 0;
         }
         if (!r) break;
         if (!same) {
-            if (elen + CHUNK_HDR_LEN > b->chunk_limit_size) {
+            if (elen + b->rec_overhead > b->chunk_limit_size) {
                 /* Never acknowledged and dropped: it goes into a chunk of its own (an empty
                  * chunk always has room, see chunk_has_room), which is then full. */
                 unsigned long skipped = 0;
@@ -1226,21 +1242,19 @@ static int mkdir_p(const char *path, mode_t mode)
     return rc;
 }
 
-/* Writes a memory chunk's events as a chunk file, so a backup is readable the same way. */
-static int write_chunk_file(const char *path, const chunk_meta_t *meta, const weir_buf_t *data,
-                            uint64_t events)
+/* Writes a memory chunk as a chunk file (its records are already in the file's layout), so a
+ * backup is readable the same way. */
+static int write_chunk_file(const char *path, const chunk_meta_t *meta, const weir_buf_t *records)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return -1;
     weir_buf_t m;
     weir_buf_init(&m);
     chunk_meta_encode(meta, &m);
-    char h1[CHUNK_HDR_LEN], h2[CHUNK_HDR_LEN];
+    char h1[CHUNK_HDR_LEN];
     chunk_record_header(h1, CHUNK_REC_META, m.data, m.len, 0);
-    chunk_record_header(h2, CHUNK_REC_EVENTS, data->data, data->len, (uint32_t)events);
-    struct iovec iov[4] = {
-        {h1, CHUNK_HDR_LEN}, {m.data, m.len}, {h2, CHUNK_HDR_LEN}, {data->data, data->len}};
-    int rc = write_full(fd, iov, 4);
+    struct iovec iov[3] = {{h1, CHUNK_HDR_LEN}, {m.data, m.len}, {records->data, records->len}};
+    int rc = write_full(fd, iov, 3);
     if (rc == 0) rc = fsync(fd);
     close(fd);
     weir_buf_free(&m);
@@ -1278,8 +1292,7 @@ static void backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
     } else {
         weir_buf_printf(&dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
     }
-    int rc = c->path ? rename(c->path, dst.data)
-                     : write_chunk_file(dst.data, &c->meta, &c->mem, c->events);
+    int rc = c->path ? rename(c->path, dst.data) : write_chunk_file(dst.data, &c->meta, &c->mem);
     if (rc == 0)
         weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
                    b->plugin_id, c->id_hex, c->events, why, dst.data);
@@ -2170,9 +2183,10 @@ void weir_chunk_set_data(weir_chunk_t *c, void *data)
 
 struct weir_chunk_reader {
     weir_chunk_t *c;
-    chunk_reader_t file;
-    bool mem_done;
-    int raw_fd; /* adopted Fluentd chunk */
+    chunk_reader_t rec; /* the chunk's records, in its file or in memory */
+    const char *tag;    /* of the last run: c->meta.tag or `run_tag` */
+    weir_buf_t run_tag; /* a CHUNK_REC_TAGGED record's tag, NUL-terminated */
+    int raw_fd;         /* adopted Fluentd chunk */
     weir_buf_t raw;
 };
 
@@ -2210,10 +2224,12 @@ weir_chunk_reader_t *weir_chunk_reader_open(weir_chunk_t *c, weir_err_t *err)
 {
     weir_chunk_reader_t *r = weir_calloc(1, sizeof *r);
     r->c = c;
-    r->file.fd = -1;
+    r->rec.fd = -1;
     r->raw_fd = -1;
     if (c->fluentd_meta) return r; /* read with weir_chunk_reader_raw */
-    if (c->path && chunk_reader_open(&r->file, c->path, (off_t)c->bytes, err) != 0) {
+    if (!c->path) {
+        chunk_reader_open_mem(&r->rec, c->mem.data, c->mem.len);
+    } else if (chunk_reader_open(&r->rec, c->path, (off_t)c->bytes, err) != 0) {
         free(r);
         return NULL;
     }
@@ -2223,30 +2239,37 @@ weir_chunk_reader_t *weir_chunk_reader_open(weir_chunk_t *c, weir_err_t *err)
 int weir_chunk_reader_next(weir_chunk_reader_t *r, const char **entries, size_t *len,
                            uint32_t *count, weir_err_t *err)
 {
-    if (!r->c->path) {
-        if (r->mem_done || r->c->mem.len == 0) return 0;
-        r->mem_done = true;
-        *entries = r->c->mem.data;
-        *len = r->c->mem.len;
-        *count = (uint32_t)r->c->events;
-        return 1;
-    }
-    int rc = chunk_reader_next(&r->file, count, err);
+    chunk_run_t run;
+    int rc = chunk_reader_next(&r->rec, &run, err);
     if (rc == 1) {
-        *entries = r->file.payload.data;
-        *len = r->file.payload.len;
-    } else if (rc == 0 && r->file.events != r->c->events) {
+        *entries = run.entries;
+        *len = run.len;
+        *count = run.count;
+        r->tag = r->c->meta.tag;
+        if (run.tag) {
+            r->run_tag.len = 0;
+            weir_buf_append(&r->run_tag, run.tag, run.tag_len);
+            weir_buf_putc(&r->run_tag, '\0');
+            r->tag = r->run_tag.data;
+        }
+    } else if (rc == 0 && r->rec.events != r->c->events) {
         weir_err_set(err, "chunk %s: read %" PRIu64 " events, expected %" PRIu64, r->c->id_hex,
-                     r->file.events, r->c->events);
+                     r->rec.events, r->c->events);
         return -1;
     }
     return rc;
 }
 
+const char *weir_chunk_reader_tag(const weir_chunk_reader_t *r)
+{
+    return r->tag ? r->tag : "";
+}
+
 void weir_chunk_reader_close(weir_chunk_reader_t *r)
 {
     if (!r) return;
-    if (r->c->path && !r->c->fluentd_meta) chunk_reader_close(&r->file);
+    if (!r->c->fluentd_meta) chunk_reader_close(&r->rec);
+    weir_buf_free(&r->run_tag);
     if (r->raw_fd >= 0) close(r->raw_fd);
     weir_buf_free(&r->raw);
     free(r);

@@ -270,9 +270,11 @@ def read_chunk_events(path):
         assert data[off:off + 2] == b"WR", data[off:off + 2]
         typ, n = data[off + 2], int.from_bytes(data[off + 4:off + 8], "big")
         payload = data[off + 16:off + 16 + n]
-        if typ == 2:
+        if typ in (2, 3):
             u = msgpack.Unpacker(raw=False, ext_hook=lambda code, b: b)
             u.feed(payload)
+            if typ == 3:
+                next(u)  # the tag of the batch
             events += [rec for _, rec in u]
         off += 16 + n
     return events
@@ -683,6 +685,36 @@ def test_tag_limit_http():
     assert output_seqs(d) == [1], w.log()
 
 
+def test_tag_of_each_event_survives_a_chunk_of_several_tags():
+    """<buffer time> (the fluent-plugin-s3 documentation's setup): a chunk holds the batches
+    of several tags. With <inject> tag_key, every output line carries the tag its own event
+    was sent with, for a file buffer (also across a kill -9 and a restart) and for a memory
+    buffer."""
+    for buf in ("file", "memory"):
+        d = tempfile.mkdtemp(prefix="weir-tagkey-")
+        port = free_port()
+        text = forward_to_file(port, "%s/out/events" % d,
+                               "%s/buf" % d if buf == "file" else None, "time",
+                               ["timekey 3600", "flush_at_shutdown true"],
+                               file_params=["<inject>\n    tag_key tag\n  </inject>"])
+        w = Weir(text, workdir=d).start([port])
+        a, b = AckSender(port, tag="app.a"), AckSender(port, tag="app.b")
+        for i in range(3):
+            assert a.send([10 * i, 10 * i + 1], time.time() + 10)
+            assert b.send([10 * i + 5], time.time() + 10)
+        a.close()
+        b.close()
+        if buf == "file":
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait()
+            w = Weir(text, workdir=d).start([port])
+        flush_and_stop(w)
+        tags = dict(zip(output_seqs(d), json_field(os.path.join(d, "out", "events*.log"),
+                                                   "tag")))
+        want = {s: "app.b" if s % 10 == 5 else "app.a" for s in (0, 1, 5, 10, 11, 15, 20, 21, 25)}
+        assert tags == want, (buf, tags)
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -705,4 +737,5 @@ if __name__ == "__main__":
         test_ack_after_write_holds_no_descriptor_of_delivered_chunks,
         test_tag_limit_forward_and_restart,
         test_tag_limit_http,
+        test_tag_of_each_event_survives_a_chunk_of_several_tags,
     ])

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../../src/buffer/chunkfile.h"
@@ -168,9 +169,11 @@ static void test_whole_file(void **state)
     chunk_meta_free(&s.meta);
     chunk_reader_t r;
     assert_int_equal(chunk_reader_open(&r, path, 0, NULL), 0);
-    uint32_t count, records = 0;
-    while (chunk_reader_next(&r, &count, NULL) == 1) {
-        assert_int_equal(count, 3);
+    uint32_t records = 0;
+    chunk_run_t run;
+    while (chunk_reader_next(&r, &run, NULL) == 1) {
+        assert_int_equal(run.count, 3);
+        assert_null(run.tag);
         records++;
     }
     assert_int_equal(records, 5);
@@ -240,6 +243,89 @@ static void test_every_flipped_byte_is_caught(void **state)
     unlink(path);
 }
 
+/* Writes one CHUNK_REC_TAGGED record of 2 events of `tag` (tag_len bytes) at the end of fd. */
+static void put_tagged(int fd, const char *tag, size_t tag_len)
+{
+    weir_batch_t b;
+    weir_batch_init(&b, "x", 1);
+    for (int k = 0; k < 2; k++)
+        weir_batch_append(&b, (weir_time_t){1700000000u, (uint32_t)k}, "\x81\xa1k\xa1v", 5);
+    char hdr[CHUNK_HDR_LEN], th[CHUNK_TAG_HDR_MAX];
+    struct iovec iov[4] = {{hdr, CHUNK_HDR_LEN},
+                           {th, chunk_tag_header(th, tag_len)},
+                           {(void *)tag, tag_len},
+                           {b.data.data, b.data.len}};
+    chunk_record_header_v(hdr, CHUNK_REC_TAGGED, iov + 1, 3, b.count);
+    assert_true(lseek(fd, 0, SEEK_END) >= 0);
+    assert_true(writev(fd, iov, 4) > 0);
+    weir_batch_free(&b);
+}
+
+/* A chunk of several tags: each tagged record gives its own tag back with its entries, whatever
+ * the tag's msgpack header length (fixstr, str 8, str 16, up to WEIR_TAG_MAX bytes). */
+static void test_tagged_records_keep_each_batch_tag(void **state)
+{
+    char path[] = "/tmp/weir-chunk-XXXXXX";
+    close(mkstemp(path));
+    off_t offs[8];
+    write_chunk(path, 1, offs);
+    static char longtag[WEIR_TAG_MAX];
+    memset(longtag, 'L', sizeof longtag);
+    const size_t lens[] = {5, 31, 32, 255, 256, WEIR_TAG_MAX};
+    int fd = open(path, O_WRONLY);
+    for (size_t i = 0; i < 6; i++)
+        put_tagged(fd, longtag, lens[i]);
+    close(fd);
+    chunk_scan_t s;
+    scan_path(path, &s);
+    assert_false(s.corrupt || s.torn_tail);
+    assert_int_equal(s.events, 3 + 6 * 2);
+    chunk_meta_free(&s.meta);
+    chunk_reader_t r;
+    assert_int_equal(chunk_reader_open(&r, path, 0, NULL), 0);
+    chunk_run_t run;
+    assert_int_equal(chunk_reader_next(&r, &run, NULL), 1);
+    assert_null(run.tag); /* type 2: the chunk's tag */
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(chunk_reader_next(&r, &run, NULL), 1);
+        assert_int_equal(run.tag_len, lens[i]);
+        assert_memory_equal(run.tag, longtag, lens[i]);
+        assert_int_equal(run.count, 2);
+        weir_batch_iter_t it;
+        weir_entry_t e;
+        weir_batch_iter_init(&it, run.entries, run.len);
+        int n = 0;
+        while (weir_batch_iter_next(&it, &e) == 1)
+            n++;
+        assert_int_equal(n, 2);
+    }
+    assert_int_equal(chunk_reader_next(&r, &run, NULL), 0);
+    chunk_reader_close(&r);
+    unlink(path);
+}
+
+/* A checksummed tagged record whose tag is longer than WEIR_TAG_MAX was not written by weir:
+ * recovery treats it as damage, never reads it as events. */
+static void test_tagged_record_past_the_tag_limit_is_damage(void **state)
+{
+    char path[] = "/tmp/weir-chunk-XXXXXX";
+    close(mkstemp(path));
+    off_t offs[8];
+    off_t size = write_chunk(path, 1, offs);
+    static char tag[WEIR_TAG_MAX + 1];
+    memset(tag, 'T', sizeof tag);
+    int fd = open(path, O_WRONLY);
+    put_tagged(fd, tag, sizeof tag);
+    close(fd);
+    chunk_scan_t s;
+    scan_path(path, &s);
+    assert_true(s.corrupt);
+    assert_int_equal(s.events, 3);
+    assert_int_equal(s.good_end, size);
+    chunk_meta_free(&s.meta);
+    unlink(path);
+}
+
 static void test_garbage_is_not_metadata(void **state)
 {
     char path[] = "/tmp/weir-chunk-XXXXXX";
@@ -267,6 +353,8 @@ int main(void)
         cmocka_unit_test(test_whole_file),
         cmocka_unit_test(test_every_truncation_is_a_torn_tail),
         cmocka_unit_test(test_every_flipped_byte_is_caught),
+        cmocka_unit_test(test_tagged_records_keep_each_batch_tag),
+        cmocka_unit_test(test_tagged_record_past_the_tag_limit_is_damage),
         cmocka_unit_test(test_garbage_is_not_metadata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
