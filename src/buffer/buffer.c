@@ -171,7 +171,8 @@ struct weir_buffer {
     sync_waiter_t *pending, *pending_tail;
     int *dirty_fds;
     size_t ndirty, cap_dirty;
-    size_t nrunning; /* sync rounds in flight */
+    size_t nrunning;          /* sync rounds in flight */
+    size_t dir_syncs_running; /* of which fsync the directory */
     /* stop */
     bool stopping;
     bool reload_handover;
@@ -732,6 +733,8 @@ static weir_chunk_t *chunk_create(weir_buffer_t *b, const char *key, const char 
             unlink(c->path);
             goto err;
         }
+        /* the new name is made durable by the directory fsync of the sync round that the
+         * append waits for (sync_start), before any of its events is acknowledged */
         b->dir_dirty = true;
     }
     b->bytes_total += c->bytes;
@@ -766,6 +769,8 @@ static void enqueue(weir_buffer_t *b, weir_chunk_t *c)
         close(c->fd);
         c->fd = -1;
         char *q = chunk_path(b, c->id_hex, 'q');
+        /* durable with the next sync round's directory fsync; nothing waits for it: a lost
+         * rename brings the chunk back staged (.b) with every synced record */
         if (rename(c->path, q) == 0) {
             free(c->path);
             c->path = q;
@@ -801,6 +806,7 @@ static void sync_after(uv_work_t *req, int status)
     sync_round_t *r = req->data;
     weir_buffer_t *b = r->b;
     b->nrunning--;
+    if (r->dirfd >= 0) b->dir_syncs_running--;
     b->stats.syncs++;
     if (r->error)
         weir_error("buffer %s: fsync failed: %s; the batches of this round are not acknowledged",
@@ -828,10 +834,14 @@ static void sync_start(weir_buffer_t *b)
     b->ndirty = b->cap_dirty = 0;
     for (weir_chunk_t *c = b->staged.head; c; c = c->next)
         c->dirty = false;
+    /* The directory, when files were created or renamed since the last round took it, or
+     * while an earlier round's directory fsync runs: this round may finish first, and its
+     * batches may be in a chunk that round's fsync is to make durable. */
     r->dirfd = -1;
-    if (b->dir_dirty) {
+    if (b->dir_dirty || b->dir_syncs_running) {
         r->dirfd = b->dir_fd;
         b->dir_dirty = false;
+        b->dir_syncs_running++;
     }
     r->waiters = b->pending;
     b->pending = b->pending_tail = NULL;
@@ -1225,19 +1235,46 @@ static double retry_delay(weir_buffer_t *b, unsigned steps)
     return d;
 }
 
+/* Makes the entries of a directory durable (files created, renamed or removed in it). A
+ * create or rename is lost at a power cut until its directory is fsynced, whatever was
+ * fsynced of the file itself. Returns 0 or -1 (errno set). */
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* mkdir -p. Each directory it creates is made durable in its parent (fsync of the parent),
+ * so a buffer or backup directory cannot vanish at a power cut with the files in it. */
 static int mkdir_p(const char *path, mode_t mode)
 {
     char *p = weir_strdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        bool last = !*s;
+        if (!last && *s != '/') continue;
         *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) { /* parents: ordinary directories */
-            free(p);
-            return -1;
+        /* parents: ordinary directories */
+        if (mkdir(p, last ? mode : 0755) == 0) {
+            char *slash = strrchr(p, '/');
+            if (slash && slash > p) {
+                *slash = '\0';
+                rc = fsync_dir(p);
+                *slash = '/';
+            } else {
+                rc = fsync_dir("/");
+            }
+        } else if (errno != EEXIST) {
+            rc = -1;
         }
+        if (last) break;
         *s = '/';
     }
-    int rc = mkdir(p, mode) != 0 && errno != EEXIST ? -1 : 0;
     free(p);
     return rc;
 }
@@ -1293,6 +1330,11 @@ static void backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
         weir_buf_printf(&dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
     }
     int rc = c->path ? rename(c->path, dst.data) : write_chunk_file(dst.data, &c->meta, &c->mem);
+    /* The backup is the only copy left once the chunk is freed: fsync backup/ for its entry,
+     * then the buffer directory for the name it left (blocking the loop: a given-up chunk is
+     * rare). */
+    if (rc == 0) rc = fsync_dir(b->backup_dir);
+    if (rc == 0 && b->path) rc = fsync_dir(b->path);
     if (rc == 0)
         weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
                    b->plugin_id, c->id_hex, c->events, why, dst.data);
@@ -1332,6 +1374,8 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
         b->stats.queued_chunks--;
         b->failing_since = 0;
         weir_metrics_output_written(b->pm, c->events);
+        /* no directory fsync: a lost unlink only brings the delivered chunk back at the next
+         * start, and it is delivered again (at least once, never lost) */
         if (c->path && unlink(c->path) != 0)
             weir_warn("buffer %s: cannot remove delivered chunk %s: %s", b->plugin_id, c->path,
                       strerror(errno));
@@ -1439,6 +1483,8 @@ static int save_damaged_tail(weir_buffer_t *b, int fd, const char *hex, off_t fr
         if (rc == 0) rc = fsync(out);
         close(out);
     }
+    /* the copy's name must be durable before the caller cuts the chunk back */
+    if (rc == 0) rc = fsync_dir(b->backup_dir);
     *where = dst.data;
     return rc;
 }
@@ -1482,7 +1528,8 @@ static int recover_one(weir_buffer_t *b, const char *name, char state, const cha
             weir_warn("buffer %s: %s is empty (a crash right after it was created); removed",
                       b->plugin_id, path);
             unlink(path);
-        } else if (rename(path, dst.data) == 0) {
+        } else if (rename(path, dst.data) == 0 && fsync_dir(b->backup_dir) == 0 &&
+                   fsync_dir(b->path) == 0) { /* the moved file's new name made durable */
             weir_error("buffer %s: %s has no valid metadata (%lld bytes); moved to %s",
                        b->plugin_id, path, (long long)s.file_size, dst.data);
         } else {
