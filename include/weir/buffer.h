@@ -81,11 +81,28 @@ typedef struct weir_buffer_defaults {
     int64_t timekey;        /* default timekey when time is a key */
 } weir_buffer_defaults_t;
 
+/* What the buffer needs from its surroundings. weir_buffer_new takes it from the engine; a
+ * test passes its own (a loop it runs, no metrics, callbacks it counts). */
+typedef struct weir_buffer_env {
+    uv_loop_t *loop;           /* the loop thread's loop: timers and sync rounds run on it */
+    weir_plugin_metrics_t *pm; /* the output's metrics handle, or NULL for none */
+    /* Called when the buffer has room again after refusing appends (FULL): inputs may read. */
+    void (*space_available)(void *arg);
+    /* Whether the stop under way is a reload (a file buffer then hands its chunks over on
+     * disk instead of flushing). NULL: never. */
+    bool (*reloading)(void *arg);
+    void *arg;
+} weir_buffer_env_t;
+
 /* Reads the <buffer> section (NULL = none: all defaults, memory buffer) of an output whose
  * @id is `plugin_id`. Validates everything; opens nothing. */
 weir_buffer_t *weir_buffer_new(weir_engine_t *eng, weir_conf_section_t *sec,
                                const weir_buffer_defaults_t *defaults, const char *plugin_id,
                                const weir_buffer_sink_t *sink, weir_err_t *err);
+/* The same with an explicit environment (copied), for use without an engine. */
+weir_buffer_t *weir_buffer_new_env(const weir_buffer_env_t *env, weir_conf_section_t *sec,
+                                   const weir_buffer_defaults_t *defaults, const char *plugin_id,
+                                   const weir_buffer_sink_t *sink, weir_err_t *err);
 /* Takes the lock, recovers chunks left on disk, starts the flush timer. */
 int weir_buffer_start(weir_buffer_t *b, weir_err_t *err);
 /* Appends a batch. DONE (memory), PENDING (the callback fires after the covering fsync),
