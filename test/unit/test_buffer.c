@@ -940,6 +940,81 @@ static void test_unit_chunk_of_several_tags(void **state)
     free(dir);
 }
 
+/* ack_after write: an append is acknowledged at once (DONE, where fsync mode says PENDING),
+ * no chunk file is ever fdatasynced, and over 100 delivered chunks the process keeps no
+ * descriptor of a deleted chunk (before, each chunk's duplicate for a sync that never ran
+ * was kept: the chunk's disk space and one descriptor per chunk, for ever). */
+static void test_unit_ack_after_write_keeps_no_descriptor(void **state)
+{
+    char *dir = mkdtemp_dir();
+    harness_t h;
+    h_open(&h, dir, "time",
+           "ack_after write\nchunk_limit_records 1\nflush_mode interval\nflush_interval 3600");
+    for (int i = 0; i < 100; i++) {
+        weir_batch_t b;
+        make_batch(&b, "app", 1700000000, 1, i, 1);
+        assert_int_equal(weir_buffer_append(h.b, &b, ack_cb, NULL), WEIR_EMIT_DONE);
+        weir_batch_free(&b);
+        while (h.nhanded)
+            h_answer(&h, 0, WEIR_WRITE_OK);
+    }
+    weir_buffer_stats_t st;
+    weir_buffer_get_stats(h.b, &st);
+    assert_int_equal(st.events_written, 100);
+    assert_int_equal(st.syncs, 0);
+    int held = 0, deleted = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char link[300], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        if (strncmp(target, dir, strlen(dir)) != 0 || !strstr(target, ".chunk")) continue;
+        held++;
+        deleted += strstr(target, "(deleted)") != NULL;
+    }
+    closedir(d);
+    assert_int_equal(deleted, 0);
+    assert_true(held <= 1); /* at most the staged chunk */
+    h_close(&h);
+    rm_tree(dir);
+    free(dir);
+}
+
+/* WEIR_BUFFER_MAX_KEY_LEN: a record chunk key name of exactly that length is accepted, one
+ * byte more is refused with the reason (the metadata's size bound depends on it). */
+static void test_unit_record_key_name_limit(void **state)
+{
+    for (int len = WEIR_BUFFER_MAX_KEY_LEN; len <= WEIR_BUFFER_MAX_KEY_LEN + 1; len++) {
+        char key[WEIR_BUFFER_MAX_KEY_LEN + 2], text[512];
+        memset(key, 'k', (size_t)len);
+        key[len] = '\0';
+        snprintf(text, sizeof text, "<buffer %s>\n</buffer>\n", key);
+        weir_err_t err = {{0}};
+        weir_conf_section_t *root = weir_conf_parse_string(text, strlen(text), "unit.conf", &err);
+        assert_non_null(root);
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        weir_buffer_env_t env = {.loop = &loop};
+        weir_buffer_defaults_t defs = {.chunk_keys = "time", .timekey = 86400};
+        weir_buffer_sink_t sink = {0};
+        weir_buffer_t *b = weir_buffer_new_env(&env, weir_conf_child(root, "buffer", 0), &defs,
+                                               "unit", &sink, &err);
+        if (len == WEIR_BUFFER_MAX_KEY_LEN) {
+            assert_non_null(b);
+            assert_true(weir_buffer_has_key(b, key));
+        } else {
+            assert_null(b);
+            assert_non_null(strstr(err.msg, "is longer than 128 bytes"));
+        }
+        weir_buffer_free(b);
+        uv_loop_close(&loop);
+        weir_conf_free(root);
+    }
+}
+
 /* ---- recovery of every torn state ----------------------------------------------------- */
 
 #define R_EVENTS 64
@@ -1093,6 +1168,8 @@ int main(void)
         cmocka_unit_test(test_unit_enqueue_on_timekey),
         cmocka_unit_test(test_unit_retry_schedule_per_chunk),
         cmocka_unit_test(test_unit_chunk_of_several_tags),
+        cmocka_unit_test(test_unit_ack_after_write_keeps_no_descriptor),
+        cmocka_unit_test(test_unit_record_key_name_limit),
         cmocka_unit_test(test_unit_recovery_of_every_torn_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
