@@ -150,7 +150,7 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         /* the inputs refuse such tags; a filter that rewrote the tag may still make one, and a
          * chunk would keep it only until recovery refuses it */
         unsigned long skipped = 0;
-        if (weir_ratelimit_ok(&b->drop_rl, &skipped))
+        if (weir_ratelimit_ok(&b->warn_rl, &skipped))
             weir_error("buffer %s: a batch with a tag of %zu bytes (longer than %d bytes) is "
                        "refused (%lu more like it not logged)",
                        b->plugin_id, batch->tag_len, WEIR_TAG_MAX, skipped);
@@ -211,7 +211,7 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
                 /* Never acknowledged and dropped: it goes into a chunk of its own (an empty
                  * chunk always has room, see chunk_has_room), which is then full. */
                 unsigned long skipped = 0;
-                if (weir_ratelimit_ok(&b->drop_rl, &skipped))
+                if (weir_ratelimit_ok(&b->warn_rl, &skipped))
                     weir_warn("buffer %s: an event of %zu bytes is larger than chunk_limit_size "
                               "(%" PRIu64 "); stored in a chunk of its own (%lu more like it not "
                               "logged)",

@@ -45,7 +45,10 @@
  * record-key values, so without a bound they choose how many files weir holds open. Past it
  * the oldest staged chunk is enqueued early. A container's soft fd limit is often 1024. */
 #define BUF_STAGED_LIMIT_DEFAULT 512
-#define BUF_DROP_WARN_MS 5000 /* events dropped for their size: one warning per interval */
+/* Warnings a sender can cause (an event stored alone for its size, a tag refused): one per
+ * interval, with the count of those not logged. */
+#define BUF_WARN_MS 5000
+#define BUF_STAGED_WARN_MS 60000 /* "staged_chunks_limit reached": one warning per minute */
 
 typedef enum chunk_state { CH_STAGED, CH_QUEUED, CH_WRITING } chunk_state_t;
 typedef enum buf_type { BUF_MEMORY, BUF_FILE } buf_type_t;
@@ -176,7 +179,7 @@ struct weir_buffer {
     weir_plugin_metrics_t *pm;
     double failing_since; /* wall clock; 0 = the last write succeeded (or none failed) */
     char last_error[256];
-    weir_ratelimit_t drop_rl;
+    weir_ratelimit_t warn_rl;
 };
 
 /* chunk.c */

@@ -185,7 +185,7 @@ int buf_read_conf(weir_buffer_t *b, weir_conf_section_t *s, const weir_buffer_de
                          "staged_chunks_limit must be at least 1");
         return -1;
     }
-    b->staged_rl.interval_ms = 60000;
+    b->staged_rl.interval_ms = BUF_STAGED_WARN_MS;
 
     if (b->type == BUF_FILE) {
         if (!path) {
