@@ -105,8 +105,11 @@ weir_buffer_t *weir_buffer_new_env(const weir_buffer_env_t *env, weir_conf_secti
                                    const weir_buffer_sink_t *sink, weir_err_t *err);
 /* Takes the lock, recovers chunks left on disk, starts the flush timer. */
 int weir_buffer_start(weir_buffer_t *b, weir_err_t *err);
-/* Appends a batch. DONE (memory), PENDING (the callback fires after the covering fsync),
- * FULL (over total_limit_size, or the disk is full: backpressure) or ERROR. */
+/* Appends a batch, whole (it may touch any number of chunks; an event larger than
+ * chunk_limit_size gets a chunk of its own) or not at all. DONE (memory buffer, or ack_after
+ * write), PENDING (the callback fires after the covering fsync), FULL (over total_limit_size,
+ * or the disk is full: backpressure) or ERROR (refused for good, logged: entries that are not
+ * events, a tag longer than WEIR_TAG_MAX, a write error). */
 weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batch, weir_emit_cb cb,
                                       void *arg);
 /* SIGUSR1: enqueue every staged chunk and flush now, retry waits included. */
