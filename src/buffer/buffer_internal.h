@@ -41,6 +41,11 @@
  * sync runs wait for it and then for its own: up to two fsync latencies. Starting its round
  * at once halves that; each round still covers exactly what was written before it began. */
 #define BUF_SYNC_PARALLEL 3
+/* Descriptors duplicated for the next sync round, at most. A batch spanning thousands of time
+ * buckets would otherwise hold one per chunk until its round and run out of them (a
+ * container's soft limit is often 1024, and staged chunks hold up to staged_chunks_limit).
+ * Past it a chunk is synced at once, on the loop thread: slower, never wrong. */
+#define BUF_DIRTY_FDS_MAX 256
 /* Staged chunks open at once (each a file descriptor and a key): senders choose tags and
  * record-key values, so without a bound they choose how many files weir holds open. Past it
  * the oldest staged chunk is enqueued early. A container's soft fd limit is often 1024. */

@@ -25,10 +25,10 @@
 int buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
 {
     if (c->dirty || c->fd < 0 || b->ack_after_write) return 0;
-    int d = dup(c->fd);
+    int d = b->ndirty < BUF_DIRTY_FDS_MAX ? dup(c->fd) : -1;
     if (d < 0) {
-        /* out of descriptors (a batch touching very many chunks): sync this one now, on the
-         * loop thread, rather than acknowledge what no round would cover */
+        /* a batch touching very many chunks (BUF_DIRTY_FDS_MAX), or out of descriptors: sync
+         * this one now, on the loop thread, rather than acknowledge what no round covers */
         return fdatasync(c->fd);
     }
     if (b->ndirty == b->cap_dirty) {

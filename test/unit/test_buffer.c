@@ -367,6 +367,7 @@ typedef struct sync_rec {
     ino_t ino;
     off_t size; /* the file's size when the sync began: what it made durable, at least */
     bool dir;
+    bool on_loop; /* called on the loop (test) thread, not by a sync round */
     char path[256];
 } sync_rec_t;
 
@@ -377,6 +378,7 @@ static pthread_mutex_t sync_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
 /* hold_armed: the next fdatasync waits (on its worker thread) until hold_released */
 static bool hold_armed, hold_released;
+static pthread_t loop_thread; /* the thread the tests (and so the buffer's loop) run on */
 
 static void sync_record(int fd, const struct stat *st)
 {
@@ -387,6 +389,7 @@ static void sync_record(int fd, const struct stat *st)
         r->ino = st->st_ino;
         r->size = st->st_size;
         r->dir = S_ISDIR(st->st_mode);
+        r->on_loop = pthread_equal(pthread_self(), loop_thread);
         char link[64];
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, r->path, sizeof r->path - 1);
@@ -439,6 +442,17 @@ static size_t dir_syncs(const char *path)
     pthread_mutex_lock(&sync_mu);
     for (size_t i = 0; i < nsyncs; i++)
         n += syncs[i].dir && strcmp(syncs[i].path, path) == 0;
+    pthread_mutex_unlock(&sync_mu);
+    return n;
+}
+
+/* How many fdatasyncs of files ran on the loop thread. */
+static size_t loop_syncs(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&sync_mu);
+    for (size_t i = 0; i < nsyncs; i++)
+        n += !syncs[i].dir && syncs[i].on_loop;
     pthread_mutex_unlock(&sync_mu);
     return n;
 }
@@ -816,6 +830,31 @@ static void test_unit_batch_over_200_buckets(void **state)
     free(dir);
 }
 
+/* BUF_DIRTY_FDS_MAX: a batch spanning exactly that many chunks keeps a duplicate of each for
+ * its sync round (no sync on the loop thread); one chunk more is synced on the spot instead
+ * of holding one more descriptor. Both batches are acknowledged whole. */
+static void test_unit_dirty_descriptors_at_and_past_the_limit(void **state)
+{
+    for (int n = BUF_DIRTY_FDS_MAX; n <= BUF_DIRTY_FDS_MAX + 1; n++) {
+        char *dir = mkdtemp_dir();
+        harness_t h;
+        h_open(&h, dir, "time", "timekey 60\nflush_mode interval\nflush_interval 3600");
+        weir_batch_t b;
+        make_batch(&b, "app", 1700000000, 60, 0, n);
+        size_t before = loop_syncs();
+        ack_t a = {0};
+        assert_int_equal(weir_buffer_append(h.b, &b, ack_cb, &a), WEIR_EMIT_PENDING);
+        size_t inline_syncs = loop_syncs() - before;
+        h_acked(&h, &a);
+        assert_int_equal(inline_syncs, n == BUF_DIRTY_FDS_MAX ? 0 : 1);
+        assert_int_equal(chunk_files(dir, NULL, 0), n);
+        weir_batch_free(&b);
+        h_close(&h);
+        rm_tree(dir);
+        free(dir);
+    }
+}
+
 /* A chunk whose time bucket (plus timekey_wait) has closed is enqueued and handed to the
  * output; the chunk of the current bucket stays staged. */
 static void test_unit_enqueue_on_timekey(void **state)
@@ -1150,6 +1189,7 @@ static void test_unit_recovery_of_every_torn_state(void **state)
 
 int main(void)
 {
+    loop_thread = pthread_self();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_known_vector),
         cmocka_unit_test(test_crc32c_hw_equals_sw_and_is_incremental),
@@ -1165,6 +1205,7 @@ int main(void)
         cmocka_unit_test(test_unit_group_commit_covers_exactly_the_acked),
         cmocka_unit_test(test_unit_rollback_leaves_nothing),
         cmocka_unit_test(test_unit_batch_over_200_buckets),
+        cmocka_unit_test(test_unit_dirty_descriptors_at_and_past_the_limit),
         cmocka_unit_test(test_unit_enqueue_on_timekey),
         cmocka_unit_test(test_unit_retry_schedule_per_chunk),
         cmocka_unit_test(test_unit_chunk_of_several_tags),
