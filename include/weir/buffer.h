@@ -23,6 +23,7 @@
 
 #define WEIR_CHUNK_ID_LEN 16
 #define WEIR_BUFFER_MAX_KEYS 8       /* record keys in <buffer ...> */
+#define WEIR_BUFFER_MAX_KEY_LEN 128  /* the name of a record key in <buffer ...> */
 #define WEIR_BUFFER_MAX_VAR_LEN 1024 /* a record-key value longer than this is cut (logged) */
 
 typedef struct weir_buffer weir_buffer_t;
@@ -60,6 +61,10 @@ weir_chunk_reader_t *weir_chunk_reader_open(weir_chunk_t *c, weir_err_t *err);
  * read or checksum error (err set). */
 int weir_chunk_reader_next(weir_chunk_reader_t *r, const char **entries, size_t *len,
                            uint32_t *count, weir_err_t *err);
+/* The tag of the entries the last weir_chunk_reader_next returned (valid until the next call).
+ * A chunk holds several tags when tag is not a chunk key; each run carries its own. "" only for
+ * a chunk written before weir kept the tag per run, when tag is not a chunk key. */
+const char *weir_chunk_reader_tag(const weir_chunk_reader_t *r);
 void weir_chunk_reader_close(weir_chunk_reader_t *r);
 
 /* A chunk adopted from a Fluentd buffer directory (buffer.[bq]<id>.log + .meta): its bytes
@@ -76,15 +81,35 @@ typedef struct weir_buffer_defaults {
     int64_t timekey;        /* default timekey when time is a key */
 } weir_buffer_defaults_t;
 
+/* What the buffer needs from its surroundings. weir_buffer_new takes it from the engine; a
+ * test passes its own (a loop it runs, no metrics, callbacks it counts). */
+typedef struct weir_buffer_env {
+    uv_loop_t *loop;           /* the loop thread's loop: timers and sync rounds run on it */
+    weir_plugin_metrics_t *pm; /* the output's metrics handle, or NULL for none */
+    /* Called when the buffer has room again after refusing appends (FULL): inputs may read. */
+    void (*space_available)(void *arg);
+    /* Whether the stop under way is a reload (a file buffer then hands its chunks over on
+     * disk instead of flushing). NULL: never. */
+    bool (*reloading)(void *arg);
+    void *arg;
+} weir_buffer_env_t;
+
 /* Reads the <buffer> section (NULL = none: all defaults, memory buffer) of an output whose
  * @id is `plugin_id`. Validates everything; opens nothing. */
 weir_buffer_t *weir_buffer_new(weir_engine_t *eng, weir_conf_section_t *sec,
                                const weir_buffer_defaults_t *defaults, const char *plugin_id,
                                const weir_buffer_sink_t *sink, weir_err_t *err);
+/* The same with an explicit environment (copied), for use without an engine. */
+weir_buffer_t *weir_buffer_new_env(const weir_buffer_env_t *env, weir_conf_section_t *sec,
+                                   const weir_buffer_defaults_t *defaults, const char *plugin_id,
+                                   const weir_buffer_sink_t *sink, weir_err_t *err);
 /* Takes the lock, recovers chunks left on disk, starts the flush timer. */
 int weir_buffer_start(weir_buffer_t *b, weir_err_t *err);
-/* Appends a batch. DONE (memory), PENDING (the callback fires after the covering fsync),
- * FULL (over total_limit_size, or the disk is full: backpressure) or ERROR. */
+/* Appends a batch, whole (it may touch any number of chunks; an event larger than
+ * chunk_limit_size gets a chunk of its own) or not at all. DONE (memory buffer, or ack_after
+ * write), PENDING (the callback fires after the covering fsync), FULL (over total_limit_size,
+ * or the disk is full: backpressure) or ERROR (refused for good, logged: entries that are not
+ * events, a tag longer than WEIR_TAG_MAX, a write error). */
 weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batch, weir_emit_cb cb,
                                       void *arg);
 /* SIGUSR1: enqueue every staged chunk and flush now, retry waits included. */

@@ -25,6 +25,14 @@ weir_time_t weir_time_now(void);
 #define WEIR_EVENTTIME_LEN 10
 void weir_time_encode(weir_time_t t, char out[WEIR_EVENTTIME_LEN]);
 
+/* The longest tag weir accepts, in bytes. Checked where tags enter (forward: the connection
+ * is closed without an ack; HTTP: 400) and again by the buffer, which writes the tag into
+ * chunk files and refuses at recovery what is longer: one bound on write and read, so an
+ * acknowledged tag is never refused after a restart. 1024 because an S3 object key, where
+ * ${tag} often goes, holds at most 1024 bytes, and the longest tags seen in practice
+ * (Kubernetes container log paths) stay under 512. */
+#define WEIR_TAG_MAX 1024
+
 typedef struct weir_batch {
     char *tag; /* NUL-terminated, owned */
     size_t tag_len;

@@ -45,12 +45,60 @@ static uint32_t record_crc(const char *hdr, const char *payload, size_t len)
 void chunk_record_header(char hdr[CHUNK_HDR_LEN], int type, const char *payload, size_t len,
                          uint32_t count)
 {
+    struct iovec one = {(void *)payload, len};
+    chunk_record_header_v(hdr, type, &one, 1, count);
+}
+
+void chunk_record_header_v(char hdr[CHUNK_HDR_LEN], int type, const struct iovec *parts, int n,
+                           uint32_t count)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += parts[i].iov_len;
     put16(hdr, CHUNK_MAGIC);
     hdr[2] = (char)type;
     hdr[3] = CHUNK_VERSION;
     put32(hdr + 4, (uint32_t)len);
     put32(hdr + 8, count);
-    put32(hdr + 12, record_crc(hdr, payload, len));
+    uint32_t crc = weir_crc32c(0, hdr, 12);
+    for (int i = 0; i < n; i++)
+        crc = weir_crc32c(crc, parts[i].iov_base, parts[i].iov_len);
+    put32(hdr + 12, crc);
+}
+
+size_t chunk_tag_header(char out[CHUNK_TAG_HDR_MAX], size_t tag_len)
+{
+    _Static_assert(WEIR_TAG_MAX <= 0xffff, "a tag header is at most str 16");
+    if (tag_len < 32) {
+        out[0] = (char)(0xa0 | tag_len);
+        return 1;
+    }
+    if (tag_len < 256) {
+        out[0] = (char)0xd9;
+        out[1] = (char)tag_len;
+        return 2;
+    }
+    out[0] = (char)0xda;
+    put16(out + 1, (uint16_t)tag_len);
+    return 3;
+}
+
+int chunk_run_parse(int type, const char *payload, size_t len, uint32_t count, chunk_run_t *run)
+{
+    memset(run, 0, sizeof *run);
+    run->count = count;
+    run->entries = payload;
+    run->len = len;
+    if (type == CHUNK_REC_EVENTS) return 0;
+    weir_mp_obj_t o;
+    ssize_t h = weir_mp_read(payload, len, &o); /* the str's header and bytes */
+    if (type != CHUNK_REC_TAGGED || h <= 0 || o.type != WEIR_MP_STR || o.len > WEIR_TAG_MAX)
+        return -1;
+    run->tag = o.ptr;
+    run->tag_len = o.len;
+    run->entries = payload + h;
+    run->len = len - (size_t)h;
+    return 0;
 }
 
 void chunk_meta_free(chunk_meta_t *m)
@@ -134,6 +182,7 @@ int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *er
             m->has_timekey = true;
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
         } else if (key_is(&k, "tag") && v.type == WEIR_MP_STR) {
+            if (v.len > WEIR_TAG_MAX) goto bad; /* the same bound the inputs enforce */
             m->tag = obj_strdup(&v);
         } else if (key_is(&k, "created") && v.type == WEIR_MP_UINT) {
             m->created = (int64_t)v.v.u;
@@ -203,13 +252,16 @@ static void survey_bad_part(int fd, off_t off, chunk_scan_t *s, weir_buf_t *payl
         if (read_full(fd, hdr, CHUNK_HDR_LEN, off) != 1) return;
         uint32_t len = get32(hdr + 4);
         if ((uint8_t)hdr[0] != (CHUNK_MAGIC >> 8) || (uint8_t)hdr[1] != (CHUNK_MAGIC & 0xff) ||
-            hdr[2] != CHUNK_REC_EVENTS || off + CHUNK_HDR_LEN + (off_t)len > s->file_size)
+            (hdr[2] != CHUNK_REC_EVENTS && hdr[2] != CHUNK_REC_TAGGED) ||
+            off + CHUNK_HDR_LEN + (off_t)len > s->file_size)
             return;
         s->bad_events += get32(hdr + 8);
         payload->len = 0;
         weir_buf_reserve(payload, len);
         if (read_full(fd, payload->data, len, off + CHUNK_HDR_LEN) != 1) return;
-        note_times(payload->data, len, s);
+        chunk_run_t run;
+        if (chunk_run_parse(hdr[2], payload->data, len, 0, &run) == 0)
+            note_times(run.entries, run.len, s);
         off += CHUNK_HDR_LEN + (off_t)len;
     }
 }
@@ -237,6 +289,7 @@ int chunk_scan_fd(int fd, chunk_scan_t *s, weir_err_t *err)
         bool magic_ok = (uint8_t)hdr[0] == (CHUNK_MAGIC >> 8) &&
                         (uint8_t)hdr[1] == (CHUNK_MAGIC & 0xff) && hdr[3] == CHUNK_VERSION;
         int want = off == 0 ? CHUNK_REC_META : CHUNK_REC_EVENTS;
+        if (want == CHUNK_REC_EVENTS && hdr[2] == CHUNK_REC_TAGGED) want = CHUNK_REC_TAGGED;
         if (!magic_ok || hdr[2] != want || (want == CHUNK_REC_META && len > CHUNK_META_MAX)) {
             s->corrupt = true;
             break;
@@ -259,6 +312,11 @@ int chunk_scan_fd(int fd, chunk_scan_t *s, weir_err_t *err)
             }
             s->meta_ok = true;
         } else {
+            chunk_run_t run;
+            if (chunk_run_parse(want, payload.data, len, 0, &run) != 0) {
+                s->corrupt = true; /* checksummed, yet no valid tag: written by something else */
+                break;
+            }
             s->events += get32(hdr + 8);
         }
         s->records++;
@@ -294,32 +352,61 @@ int chunk_reader_open(chunk_reader_t *r, const char *path, off_t end, weir_err_t
     return 0;
 }
 
-int chunk_reader_next(chunk_reader_t *r, uint32_t *count, weir_err_t *err)
+void chunk_reader_open_mem(chunk_reader_t *r, const char *records, size_t len)
+{
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+    r->mem = records;
+    r->end = (off_t)len;
+    r->path = weir_strdup("(memory chunk)");
+}
+
+/* The header and payload of the record at r->off; a file's payload is read into r->payload,
+ * memory's is pointed at. 1, or 0 when no whole record is left, or -1 on a read error. */
+static int reader_record(chunk_reader_t *r, char hdr[CHUNK_HDR_LEN], const char **payload)
+{
+    if (r->off + CHUNK_HDR_LEN > r->end) return 0;
+    if (r->mem)
+        memcpy(hdr, r->mem + r->off, CHUNK_HDR_LEN);
+    else if (read_full(r->fd, hdr, CHUNK_HDR_LEN, r->off) != 1)
+        return -1;
+    uint32_t len = get32(hdr + 4);
+    if (r->off + CHUNK_HDR_LEN + (off_t)len > r->end) return 0;
+    if (r->mem) {
+        *payload = r->mem + r->off + CHUNK_HDR_LEN;
+        return 1;
+    }
+    r->payload.len = 0;
+    weir_buf_reserve(&r->payload, len);
+    if (len && read_full(r->fd, r->payload.data, len, r->off + CHUNK_HDR_LEN) != 1) return -1;
+    r->payload.len = len;
+    *payload = r->payload.data;
+    return 1;
+}
+
+int chunk_reader_next(chunk_reader_t *r, chunk_run_t *run, weir_err_t *err)
 {
     char hdr[CHUNK_HDR_LEN];
-    while (r->off + CHUNK_HDR_LEN <= r->end) {
-        if (read_full(r->fd, hdr, CHUNK_HDR_LEN, r->off) != 1) goto ioerr;
+    const char *payload = NULL;
+    int rc;
+    while ((rc = reader_record(r, hdr, &payload)) == 1) {
         uint32_t len = get32(hdr + 4);
-        if (r->off + CHUNK_HDR_LEN + (off_t)len > r->end) return 0;
         off_t at = r->off;
         r->off += CHUNK_HDR_LEN + (off_t)len;
-        if (hdr[2] != CHUNK_REC_EVENTS) continue;
-        r->payload.len = 0;
-        weir_buf_reserve(&r->payload, len);
-        if (len && read_full(r->fd, r->payload.data, len, at + CHUNK_HDR_LEN) != 1) goto ioerr;
-        if (record_crc(hdr, r->payload.data, len) != get32(hdr + 12)) {
+        if (hdr[2] != CHUNK_REC_EVENTS && hdr[2] != CHUNK_REC_TAGGED) continue;
+        if (record_crc(hdr, payload, len) != get32(hdr + 12)) {
             weir_err_set(err, "%s: checksum mismatch at byte %lld", r->path, (long long)at);
             return -1;
         }
-        r->payload.len = len;
-        *count = get32(hdr + 8);
-        r->events += *count;
+        if (chunk_run_parse(hdr[2], payload, len, get32(hdr + 8), run) != 0) {
+            weir_err_set(err, "%s: record at byte %lld has no valid tag", r->path, (long long)at);
+            return -1;
+        }
+        r->events += run->count;
         return 1;
     }
-    return 0;
-ioerr:
-    weir_err_set(err, "read %s: %s", r->path, strerror(errno));
-    return -1;
+    if (rc < 0) weir_err_set(err, "read %s: %s", r->path, strerror(errno));
+    return rc;
 }
 
 void chunk_reader_close(chunk_reader_t *r)

@@ -1,7 +1,8 @@
 /* The chunk file format (docs/buffer-format.md): a run of records, each a 16-byte header and a
- * payload, the first record the chunk's metadata, every later one a batch of events.
+ * payload, the first record the chunk's metadata, every later one a batch of events (type 2: of the
+ * chunk's tag; type 3: of the tag that opens its payload, for chunks that hold several tags).
  *
- *   0  u16 magic 0x5752 ("WR")   2  u8 type (1 meta, 2 events)   3  u8 version (1)
+ *   0  u16 magic 0x5752 ("WR")   2  u8 type (1 meta, 2, 3 events)   3  u8 version (1)
  *   4  u32 payload length        8  u32 event count              12 u32 CRC-32C of bytes 0..11
  *                                                                      and the payload
  * All integers big-endian. Invariant: a chunk file is always a run of whole, checksummed
@@ -12,15 +13,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
+#include "weir/buffer.h"
 #include "weir/common.h"
+#include "weir/event.h"
 
 #define CHUNK_MAGIC 0x5752
 #define CHUNK_VERSION 1
 #define CHUNK_HDR_LEN 16
 #define CHUNK_REC_META 1
-#define CHUNK_REC_EVENTS 2
-#define CHUNK_META_MAX (64 * 1024) /* a meta record larger than this is garbage */
+#define CHUNK_REC_EVENTS 2  /* payload: the entries; their tag is the chunk's (meta) */
+#define CHUNK_REC_TAGGED 3  /* payload: msgpack str (the tag, <= WEIR_TAG_MAX), then the entries */
+#define CHUNK_TAG_HDR_MAX 3 /* msgpack str header of a tag of at most WEIR_TAG_MAX bytes */
+/* A meta record larger than this is garbage. It is also checked on write: the largest meta
+ * the limits allow (a WEIR_TAG_MAX tag, WEIR_BUFFER_MAX_KEYS record keys of at most
+ * WEIR_BUFFER_MAX_KEY_LEN bytes with values of WEIR_BUFFER_MAX_VAR_LEN) fits well within it,
+ * so what was acknowledged is never refused at recovery. */
+#define CHUNK_META_MAX (64 * 1024)
+_Static_assert(WEIR_TAG_MAX +
+                       WEIR_BUFFER_MAX_KEYS *
+                           (WEIR_BUFFER_MAX_KEY_LEN + WEIR_BUFFER_MAX_VAR_LEN + 10) +
+                       256 <=
+                   CHUNK_META_MAX,
+               "the largest metadata the limits allow must fit CHUNK_META_MAX");
 
 typedef struct chunk_meta {
     uint8_t id[16];
@@ -41,6 +57,24 @@ int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *er
 /* Writes a record header for `payload` into hdr. */
 void chunk_record_header(char hdr[CHUNK_HDR_LEN], int type, const char *payload, size_t len,
                          uint32_t count);
+/* The same for a payload in `n` pieces (written with one writev after the header). */
+void chunk_record_header_v(char hdr[CHUNK_HDR_LEN], int type, const struct iovec *parts, int n,
+                           uint32_t count);
+/* The msgpack str header that opens a CHUNK_REC_TAGGED payload; returns its length. */
+size_t chunk_tag_header(char out[CHUNK_TAG_HDR_MAX], size_t tag_len);
+
+/* One events record, as read back. */
+typedef struct chunk_run {
+    const char *entries;
+    size_t len;
+    uint32_t count;
+    const char *tag; /* CHUNK_REC_TAGGED: the tag (not NUL-terminated); else NULL */
+    size_t tag_len;
+} chunk_run_t;
+
+/* Splits the payload of an events record of `type` into its tag and entries. Returns 0, or
+ * -1 when a tagged payload does not open with a tag of at most WEIR_TAG_MAX bytes. */
+int chunk_run_parse(int type, const char *payload, size_t len, uint32_t count, chunk_run_t *run);
 
 /* What recovery found in a chunk file. */
 typedef struct chunk_scan {
@@ -59,9 +93,11 @@ typedef struct chunk_scan {
 /* Reads the file at fd from the start and classifies it. Returns 0, or -1 on an I/O error. */
 int chunk_scan_fd(int fd, chunk_scan_t *s, weir_err_t *err);
 
-/* Sequential reading of a chunk file's events records. */
+/* Sequential reading of the events records of a chunk file, or of records held in memory (a
+ * memory chunk keeps the same records, without the metadata). */
 typedef struct chunk_reader {
-    int fd;
+    int fd;          /* -1 when reading memory */
+    const char *mem; /* records in memory */
     off_t off, end;
     char *path;
     weir_buf_t payload;
@@ -69,8 +105,9 @@ typedef struct chunk_reader {
 } chunk_reader_t;
 
 int chunk_reader_open(chunk_reader_t *r, const char *path, off_t end, weir_err_t *err);
-/* 1 = a record (r->payload holds it), 0 = end, -1 = error. */
-int chunk_reader_next(chunk_reader_t *r, uint32_t *count, weir_err_t *err);
+void chunk_reader_open_mem(chunk_reader_t *r, const char *records, size_t len);
+/* 1 = a run of entries (valid until the next call), 0 = end, -1 = error. */
+int chunk_reader_next(chunk_reader_t *r, chunk_run_t *run, weir_err_t *err);
 void chunk_reader_close(chunk_reader_t *r);
 
 #endif

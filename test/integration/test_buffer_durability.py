@@ -270,9 +270,11 @@ def read_chunk_events(path):
         assert data[off:off + 2] == b"WR", data[off:off + 2]
         typ, n = data[off + 2], int.from_bytes(data[off + 4:off + 8], "big")
         payload = data[off + 16:off + 16 + n]
-        if typ == 2:
+        if typ in (2, 3):
             u = msgpack.Unpacker(raw=False, ext_hook=lambda code, b: b)
             u.feed(payload)
+            if typ == 3:
+                next(u)  # the tag of the batch
             events += [rec for _, rec in u]
         off += 16 + n
     return events
@@ -517,6 +519,202 @@ def test_staged_chunks_are_bounded_whatever_tags_senders_choose():
     assert sorted(json_field(os.path.join(d, "out", "*", "events*.log"))) == list(range(8))
 
 
+def packed_forward(tag, entries, chunk):
+    """A PackedForward frame (entries as one msgpack bin) asking for an ack."""
+    import msgpack
+    blob = b"".join(msgpack.packb([t, r], use_bin_type=True) for t, r in entries)
+    return msgpack.packb([tag, blob, {"chunk": chunk}], use_bin_type=True)
+
+
+def send_and_ack(port, data, chunk, timeout=20):
+    """Sends one frame; returns True when its ack arrives, False when the connection closes
+    or stays silent for `timeout` seconds."""
+    import msgpack
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(data)
+        u = msgpack.Unpacker(raw=False)
+        while True:
+            buf = sock.recv(256)
+            if not buf:
+                return False
+            u.feed(buf)
+            for got in u:
+                return got == {"ack": chunk}
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def test_frame_spanning_200_time_buckets_is_stored_and_acked():
+    """A forwarder replaying an outage backlog: one PackedForward frame whose events span 200
+    minutes, into <buffer time> with timekey 60 (one chunk per minute, 200 chunks touched by
+    one append). It is acknowledged, and every event reaches the output; nothing is left in
+    the buffer afterwards."""
+    import msgpack
+    d = tempfile.mkdtemp(prefix="weir-span-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, "%s/buf" % d, "time",
+                             ["timekey 60", "timekey_wait 0", "timekey_use_utc true",
+                              "flush_at_shutdown true"]),
+             workdir=d).start([port])
+    t0 = 1700000000
+    entries = [[msgpack.ExtType(0, (t0 + 30 * i).to_bytes(4, "big") + bytes(4)),
+                {"seq": i}] for i in range(400)]  # 400 events, 30 s apart: 200 minutes
+    assert send_and_ack(port, packed_forward("backlog", entries, "span1"), "span1"), w.log()
+    flush_and_stop(w)
+    assert sorted(output_seqs(d)) == list(range(400)), w.log()
+    assert not glob.glob(os.path.join(d, "buf", "buffer.*.chunk"))
+
+
+def test_event_larger_than_chunk_limit_size_is_stored_in_its_own_chunk():
+    """chunk_limit_size 1k and one event of 4 KiB between small ones: the frame is
+    acknowledged, the big event is stored in a chunk of its own (with a warning) and
+    delivered with the others: never acknowledged and dropped."""
+    import msgpack
+    d = tempfile.mkdtemp(prefix="weir-big-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
+                             buffer_params=["chunk_limit_size 1k", "flush_at_shutdown true"]),
+             workdir=d).start([port])
+    t = msgpack.ExtType(0, (1700000000).to_bytes(4, "big") + bytes(4))
+    # the big event opens the frame: it starts a run of its own
+    entries = [[t, {"seq": 1, "big": "x" * 4096}], [t, {"seq": 0}], [t, {"seq": 2}]]
+    assert send_and_ack(port, packed_forward("big", entries, "big1"), "big1"), w.log()
+    flush_and_stop(w)
+    assert sorted(output_seqs(d)) == [0, 1, 2], w.log()
+    assert "larger than chunk_limit_size" in w.log() and "a chunk of its own" in w.log(), w.log()
+
+
+def chunk_fds(pid):
+    """What the process holds open under a buffer: the targets of its fds that are chunk
+    files (a deleted one reads "... (deleted)")."""
+    out = []
+    for f in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, f))
+        except OSError:
+            continue
+        if ".chunk" in target:
+            out.append(target)
+    return out
+
+
+def test_ack_after_write_holds_no_descriptor_of_delivered_chunks():
+    """ack_after write over 150 chunks (chunk_limit_records 2, each delivered at once): every
+    event arrives, and weir holds no descriptor of a chunk it deleted (which would keep its
+    disk space and, after hours, run out of descriptors): at most the one staged chunk."""
+    d = tempfile.mkdtemp(prefix="weir-ackwrite-")
+    port = free_port()
+    w = Weir(forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
+                             buffer_params=["ack_after write", "chunk_limit_records 2",
+                                            "flush_mode interval", "flush_interval 3600",
+                                            "flush_at_shutdown true"]),
+             workdir=d).start([port])
+    s = AckSender(port)
+    for b in range(150):
+        assert s.send([2 * b, 2 * b + 1], time.time() + 10)
+    s.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and len(output_seqs(d)) < 300:
+        time.sleep(0.1)
+    assert sorted(output_seqs(d)) == list(range(300)), w.log()
+    held = chunk_fds(w.proc.pid)
+    deleted = [f for f in held if f.endswith("(deleted)")]
+    assert not deleted, "%d descriptors of deleted chunks, e.g. %s" % (len(deleted), deleted[0])
+    assert len(held) <= 1, held
+    flush_and_stop(w)
+
+
+TAG_MAX = 1024  # WEIR_TAG_MAX in include/weir/event.h
+
+
+def test_tag_limit_forward_and_restart():
+    """A tag of exactly WEIR_TAG_MAX bytes is acknowledged, kept in the chunk's metadata and
+    delivered after a kill -9 and a restart; one byte more is refused where it enters: the
+    connection is closed with no ack and a log line saying why (before, a 70,000-byte tag was
+    acknowledged and its chunk refused at recovery as too large: lost)."""
+    import msgpack
+    d = tempfile.mkdtemp(prefix="weir-tagmax-")
+    port = free_port()
+    text = conf(port, d)
+    w = Weir(text, workdir=d).start([port])
+    t = msgpack.ExtType(0, (1700000000).to_bytes(4, "big") + bytes(4))
+    at, past = "a" * TAG_MAX, "b" * (TAG_MAX + 1)
+    assert send_and_ack(port, packed_forward(at, [[t, {"seq": 1}]], "at"), "at"), w.log()
+    assert not send_and_ack(port, packed_forward(past, [[t, {"seq": 2}]], "past"), "past", 5)
+    assert not send_and_ack(port, packed_forward("c" * 70000, [[t, {"seq": 3}]], "huge"), "huge",
+                            5)
+    assert "longer than %d bytes" % TAG_MAX in w.log(), w.log()
+    w.proc.send_signal(signal.SIGKILL)
+    w.proc.wait()
+    log = restart_and_flush(d, port)
+    assert output_seqs(d) == [1], log
+    assert not glob.glob(os.path.join(d, "buf", "backup", "*")), log
+
+
+def test_tag_limit_http():
+    """The HTTP input takes the tag from the path (with add_tag_prefix): a tag of exactly
+    WEIR_TAG_MAX bytes is stored (200), one byte more is answered 400 with the reason, and
+    nothing of it is stored."""
+    import http.client
+    d = tempfile.mkdtemp(prefix="weir-httptag-")
+    port, fport = free_port(), free_port()
+    text = forward_to_file(fport, "%s/out/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_at_shutdown true"],
+                           sources="<source>\n  @type http\n  port %d\n  bind 127.0.0.1\n"
+                                   "  add_tag_prefix p\n</source>" % port)
+    w = Weir(text, workdir=d).start([port, fport])
+
+    def post(tag, seq):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("POST", "/" + tag, body=json.dumps({"seq": seq}),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        body = r.read().decode()
+        c.close()
+        return r.status, body
+
+    assert post("a" * (TAG_MAX - 2), 1)[0] == 200  # "p." + 1022 bytes: exactly the limit
+    status, body = post("a" * (TAG_MAX - 1), 2)
+    assert status == 400 and "longer than %d bytes" % TAG_MAX in body, (status, body)
+    flush_and_stop(w)
+    assert output_seqs(d) == [1], w.log()
+
+
+def test_tag_of_each_event_survives_a_chunk_of_several_tags():
+    """<buffer time> (the fluent-plugin-s3 documentation's setup): a chunk holds the batches
+    of several tags. With <inject> tag_key, every output line carries the tag its own event
+    was sent with, for a file buffer (also across a kill -9 and a restart) and for a memory
+    buffer."""
+    for buf in ("file", "memory"):
+        d = tempfile.mkdtemp(prefix="weir-tagkey-")
+        port = free_port()
+        text = forward_to_file(port, "%s/out/events" % d,
+                               "%s/buf" % d if buf == "file" else None, "time",
+                               ["timekey 3600", "flush_at_shutdown true"],
+                               file_params=["<inject>\n    tag_key tag\n  </inject>"])
+        w = Weir(text, workdir=d).start([port])
+        a, b = AckSender(port, tag="app.a"), AckSender(port, tag="app.b")
+        for i in range(3):
+            assert a.send([10 * i, 10 * i + 1], time.time() + 10)
+            assert b.send([10 * i + 5], time.time() + 10)
+        a.close()
+        b.close()
+        if buf == "file":
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait()
+            w = Weir(text, workdir=d).start([port])
+        flush_and_stop(w)
+        tags = dict(zip(output_seqs(d), json_field(os.path.join(d, "out", "events*.log"),
+                                                   "tag")))
+        want = {s: "app.b" if s % 10 == 5 else "app.a" for s in (0, 1, 5, 10, 11, 15, 20, 21, 25)}
+        assert tags == want, (buf, tags)
+
+
 if __name__ == "__main__":
     run_tests([
         test_kill9_loses_no_acknowledged_event,
@@ -534,4 +732,10 @@ if __name__ == "__main__":
         test_chunk_limit_records_cuts_chunks,
         test_overflow_drop_oldest_chunk_keeps_accepting,
         test_staged_chunks_are_bounded_whatever_tags_senders_choose,
+        test_frame_spanning_200_time_buckets_is_stored_and_acked,
+        test_event_larger_than_chunk_limit_size_is_stored_in_its_own_chunk,
+        test_ack_after_write_holds_no_descriptor_of_delivered_chunks,
+        test_tag_limit_forward_and_restart,
+        test_tag_limit_http,
+        test_tag_of_each_event_survives_a_chunk_of_several_tags,
     ])

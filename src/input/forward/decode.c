@@ -520,6 +520,11 @@ static int decode_request(fwd_dec_t *d, const char *p, size_t len)
         weir_err_set(d->err, "tag is %s, expected a string", type_name(o.type));
         return -1;
     }
+    if (o.len > WEIR_TAG_MAX) {
+        weir_err_set(d->err, "tag of %zu bytes is longer than %d bytes (WEIR_TAG_MAX)",
+                     (size_t)o.len, WEIR_TAG_MAX);
+        return -1;
+    }
     d->tag = o.ptr;
     d->tag_len = o.len;
     set_tag(d->out, o.ptr, o.len);

@@ -698,7 +698,12 @@ static bool build_batch(http_conn_t *hc)
     weir_batch_reset(&hc->batch);
     weir_batch_set_tag(&hc->batch, tag.data ? tag.data : "", tag.len);
     weir_err_t err;
-    int rc = weir_http_body_decode(&in->bopts, &bin, &hc->batch, &err);
+    int rc = -1;
+    if (tag.len > WEIR_TAG_MAX)
+        weir_err_set(&err, "tag of %zu bytes is longer than %d bytes (WEIR_TAG_MAX)", tag.len,
+                     WEIR_TAG_MAX);
+    else
+        rc = weir_http_body_decode(&in->bopts, &bin, &hc->batch, &err);
     weir_buf_free(&tag);
     free(ex);
     free(x.spans);

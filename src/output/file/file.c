@@ -176,8 +176,7 @@ static void file_work(uv_work_t *req)
             goto out;
         have_z = true;
     }
-    const char *tag = weir_chunk_tag(j->chunk);
-    weir_batch_t view = {.tag = (char *)(tag ? tag : ""), .tag_len = tag ? strlen(tag) : 0};
+    weir_batch_t view = {0}; /* each run of the chunk, with its own tag */
     size_t skipped = 0;
     weir_err_t ferr = {{0}};
     const char *entries;
@@ -196,6 +195,8 @@ static void file_work(uv_work_t *req)
         view.data.data = (char *)entries;
         view.data.len = len;
         view.count = count;
+        view.tag = (char *)weir_chunk_reader_tag(rd);
+        view.tag_len = strlen(view.tag);
         if (weir_format_batch(&f, &inj, &view, &text, &scratch, &skipped, &ferr) < 0) {
             weir_err_set(&err, "chunk %s holds invalid entries", weir_chunk_id_hex(j->chunk));
             j->status = WEIR_WRITE_UNRECOVERABLE;

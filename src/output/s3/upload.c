@@ -246,8 +246,7 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
     have_f = true;
     if (weir_inject_init(&inj, &o->iopts, err) != 0) goto out;
     have_inj = true;
-    const char *tag = weir_chunk_tag(j->chunk);
-    weir_batch_t view = {.tag = (char *)(tag ? tag : ""), .tag_len = tag ? strlen(tag) : 0};
+    weir_batch_t view = {0}; /* each run of the chunk, with its own tag */
     const char *entries;
     size_t len;
     uint32_t count;
@@ -266,6 +265,8 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
     while ((r = weir_chunk_reader_next(rd, &entries, &len, &count, err)) == 1) {
         view.data = (weir_buf_t){.data = (char *)entries, .len = len};
         view.count = count;
+        view.tag = (char *)weir_chunk_reader_tag(rd);
+        view.tag_len = strlen(view.tag);
         size_t bad = 0;
         text.len = 0;
         if (weir_format_batch(&f, &inj, &view, &text, &scratch, &bad, &first) < 0) {
