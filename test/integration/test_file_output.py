@@ -1,0 +1,129 @@
+"""@type file end to end: what reaches the files, and what happens when a file cannot be
+written. Real binary, real senders (forward with acks, HTTP), and the checks a user would make
+on the output: every line loads in a JSON parser as strict as Snowflake's (valid UTF-8, no
+repeated key, no NaN), and jq reads every file."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import msgpack
+
+from weirtest import Weir, forward_to_file, free_port, run_tests
+
+T0 = 1700000000
+
+
+def strict_json(line):
+    """The record of one output line, or an AssertionError saying why a strict loader would
+    refuse it (and with it, under Snowpipe's default ON_ERROR, the whole file)."""
+    text = line.decode("utf-8")  # strict: raises on invalid UTF-8
+
+    def no_repeats(pairs):
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), "repeated key in %r" % text
+        return dict(pairs)
+
+    def no_constant(name):
+        raise AssertionError("%s is not JSON: %r" % (name, text))
+
+    return json.loads(text, object_pairs_hook=no_repeats, parse_constant=no_constant)
+
+
+def out_lines(pattern):
+    lines = []
+    for f in sorted(glob.glob(pattern)):
+        subprocess.run(["jq", "-e", "-c", ".", f], check=True, stdout=subprocess.DEVNULL)
+        with open(f, "rb") as fh:
+            lines += fh.read().splitlines()
+    return lines
+
+
+def raw_map(pairs):
+    """A msgpack map from (key bytes, value bytes) pairs, each already msgpack: Python dicts
+    cannot hold the repeated keys this test is about."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+
+
+def p(v):
+    return msgpack.packb(v, use_bin_type=True)
+
+
+def forward_raw(port, tag, records, chunk="c1"):
+    """Sends raw msgpack records in one forward frame and waits for its ack."""
+    entries = b"".join(b"\x92" + p(msgpack.ExtType(0, (T0 + i).to_bytes(4, "big") + bytes(4))) + r
+                       for i, r in enumerate(records))
+    frame = (b"\x93" + p(tag) + b"\xdc" + len(records).to_bytes(2, "big") + entries +
+             p({"chunk": chunk}))
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(frame)
+    assert msgpack.unpackb(s.recv(100)) == {"ack": chunk}
+    s.close()
+
+
+def http_post(port, tag, body, ctype):
+    req = urllib.request.Request("http://127.0.0.1:%d/%s" % (port, tag), data=body,
+                                 headers={"Content-Type": ctype}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200, r.status
+
+
+def test_odd_records_load_strictly():
+    """Records a sender may legally send, through forward and HTTP (JSON and msgpack bodies),
+    each stored as a line a strict JSON loader accepts, with its value under the rule
+    docs/formats.md gives, so no record can make the file around it fail to load."""
+    d = tempfile.mkdtemp(prefix="weir-odd-")
+    port, hport = free_port(), free_port()
+    http = "<source>\n  @type http\n  port %d\n  bind 127.0.0.1\n</source>" % hport
+    text = forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_at_shutdown true"], sources=http)
+    w = Weir(text, workdir=d).start([port, hport])
+    nan = b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"
+    inf = b"\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"
+    records = [
+        raw_map([(p("n"), p(0)), (p("a"), p(1)), (p("a"), p(2))]),
+        raw_map([(p("n"), p(1)), (p(1), p("int")), (p("1"), p("str"))]),
+        raw_map([(p("n"), p(2)), (b"\xc0", p("nil")), (p(""), p("empty"))]),
+        raw_map([(p("n"), p(3)), (b"\xa1\xff", p("x")), (b"\xa1\xfe", p("y")),
+                 (p("v"), b"\xa3a\xc3z")]),
+        raw_map([(p("n"), p(4)), (p("nan"), nan), (p("inf"), inf), (nan, p(1))]),
+        raw_map([(p("n"), p(5)), (p("bin"), p(b"\x00\xff")), (p("ext"), b"\xd4\x07\x01"),
+                 (p("big"), b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff")]),
+        raw_map([(p("n"), p(6)), (p([1, "q"]), p("array key")), (p({"k": 1}), p("map key"))]),
+        raw_map([(p("n"), p(7)), (p("ctl"), p("\x00\x1f\n\t\"\\")),
+                 (p("m"), raw_map([(p("k"), p(1)), (p("k"), p(2))]))]),
+    ]
+    forward_raw(port, "odd.forward", records)
+    http_post(hport, "odd.json", b'{"n":8,"a":1,"b":{"c":1,"c":2},"a":3}', "application/json")
+    http_post(hport, "odd.msgpack", raw_map([(p("n"), p(9)), (p("a"), p(1)), (p("a"), p(2))]),
+              "application/msgpack")
+    assert w.stop() == 0, w.log()
+    got = {}
+    for line in out_lines(os.path.join(d, "out", "events*.log")):
+        rec = strict_json(line)
+        got[rec.pop("n")] = rec
+    fffd = "\ufffd"
+    want = {
+        0: {"a": 2},
+        1: {"1": "str"},
+        2: {"": "empty"},
+        3: {fffd: "y", "v": "a" + fffd + "z"},
+        4: {"nan": None, "inf": None, "NaN": 1},
+        5: {"bin": "\x00" + fffd, "ext": "AQ==", "big": 18446744073709551615},
+        6: {'[1,"q"]': "array key", '{"k":1}': "map key"},
+        7: {"ctl": "\x00\x1f\n\t\"\\", "m": {"k": 2}},
+        8: {"a": 3, "b": {"c": 2}},
+        9: {"a": 2},
+    }
+    assert got == want, got
+
+
+if __name__ == "__main__":
+    run_tests([test_odd_records_load_strictly])
