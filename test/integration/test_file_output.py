@@ -125,5 +125,52 @@ def test_odd_records_load_strictly():
     assert got == want, got
 
 
+def metric_value(port, name, plugin_id):
+    body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and 'plugin_id="%s"' % plugin_id in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_until(fn, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    return fn()
+
+
+def test_name_too_long_goes_to_backup_at_once():
+    """A chunk whose file name the file system cannot hold (a 300-byte tag as a path
+    component: ENAMETOOLONG) can never be written: it goes to backup/ at the first failure,
+    not after the retries (an hour of them here), with the reason in the log and in
+    weir_output_unrecoverable_chunks_total. The other tag's chunk is written as usual."""
+    d = tempfile.mkdtemp(prefix="weir-long-")
+    port, prom = free_port(), free_port()
+    metrics = "<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>" % prom
+    text = forward_to_file(port, "%s/out/${tag}/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_mode interval", "flush_interval 0.2",
+                                          "retry_wait 3600", "retry_timeout 72h"],
+                           file_params=["@id long"], sources=metrics)
+    w = Weir(text, workdir=d).start([port, prom])
+    long_tag = "t" * 300
+    forward_raw(port, long_tag, [raw_map([(p("n"), p(1))])], chunk="c1")
+    forward_raw(port, "short", [raw_map([(p("n"), p(2))])], chunk="c2")
+    backups = lambda: glob.glob(os.path.join(d, "buf", "backup", "*.chunk"))
+    assert wait_until(lambda: len(backups()) == 1), w.log()
+    assert wait_until(lambda: glob.glob(os.path.join(d, "out", "short", "events*.log")))
+    log = w.log()
+    assert "File name too long" in log and "given up" in log, log
+    assert metric_value(prom, "weir_output_unrecoverable_chunks_total", "long") == 1
+    assert metric_value(prom, "weir_output_backup_chunks_total", "long") == 1
+    assert metric_value(prom, "fluentd_output_status_retry_count", "long") == 0
+    assert w.stop() == 0, w.log()
+    assert [strict_json(l) for l in out_lines(os.path.join(d, "out", "short", "*"))] == [{"n": 2}]
+    assert not os.path.exists(os.path.join(d, "out", long_tag))
+
+
 if __name__ == "__main__":
-    run_tests([test_odd_records_load_strictly])
+    run_tests([test_odd_records_load_strictly, test_name_too_long_goes_to_backup_at_once])

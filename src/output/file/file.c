@@ -13,6 +13,7 @@
  * chunk right after. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -112,6 +113,19 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* True when a failure to create the file (or one of its directories) comes from the name
+ * itself, so every retry of the same chunk would fail the same way: the path or a component
+ * is longer than the file system allows, or the file system refuses the name's bytes (an
+ * encoding it does not take, characters it forbids). Such a chunk goes to backup at once.
+ * Errors from the state of the disk or the tree are retried, because an operator can clear
+ * them: ENOSPC, EDQUOT, EROFS (a remount), EACCES and EPERM (permissions), ENOTDIR and EISDIR
+ * (a file or directory in the way, which can be moved), ELOOP (a symlink that can be fixed),
+ * EIO, EMFILE. */
+static bool file_name_error(int e)
+{
+    return e == ENAMETOOLONG || e == EILSEQ || e == EINVAL;
+}
+
 /* Opens the destination: the expanded path with "_**" replaced by the first free index. */
 static int open_dest(out_file_t *o, const char *expanded, weir_buf_t *path)
 {
@@ -165,8 +179,16 @@ static void file_work(uv_work_t *req)
     if (!rd) goto out;
     sink.fd = open_dest(o, expanded.data, &path);
     if (sink.fd < 0) {
-        weir_err_set(&err, "cannot open %s: %s", path.data ? path.data : expanded.data,
-                     strerror(errno));
+        int e = errno;
+        const char *name = path.data ? path.data : expanded.data;
+        if (file_name_error(e)) {
+            /* the reason first: a name this long would push it past the message's end */
+            weir_err_set(&err, "%s, a name that cannot exist, so no retry: cannot open %s",
+                         strerror(e), name);
+            j->status = WEIR_WRITE_UNRECOVERABLE;
+        } else {
+            weir_err_set(&err, "cannot open %s: %s", name, strerror(e));
+        }
         goto out;
     }
     start = lseek(sink.fd, 0, SEEK_END);
