@@ -172,5 +172,83 @@ def test_name_too_long_goes_to_backup_at_once():
     assert not os.path.exists(os.path.join(d, "out", long_tag))
 
 
+def trace_order(trace):
+    """From `strace -f -y -o` text: [(index, pid, call, paths, result)] in the order the calls
+    completed (an interrupted call counts where it resumed), with the paths strace -y shows for
+    fds and the string arguments."""
+    import re
+    pending, calls = {}, []
+    for line in trace.splitlines():
+        m = re.match(r"(\d+) +(.*)$", line)
+        if not m:
+            continue
+        pid, rest = m.group(1), m.group(2)
+        if rest.endswith("<unfinished ...>"):
+            pending[pid] = rest
+            continue
+        r = re.match(r"<\.\.\. (\w+) resumed>(.*)$", rest)
+        if r:
+            rest = pending.pop(pid, "") + r.group(2)
+        c = re.match(r"(\w+)\((.*)\) += (-?\d+)", rest.replace(" <unfinished ...>", ""))
+        if c:
+            paths = re.findall(r'<([^<>]*)>|"([^"]*)"', c.group(2))
+            calls.append((len(calls), pid, c.group(1), [a or b for a, b in paths],
+                          int(c.group(3))))
+    return calls
+
+
+def test_file_and_its_directories_are_durable_before_the_chunk_is_deleted():
+    """Under strace: before the buffer unlinks a delivered chunk, the output file has been
+    fsynced, then the directory that names it, and the parent of every directory weir made
+    for it (out/, out/a/, out/a/b/), so a power loss cannot take the file while the chunk is
+    already gone. The power-loss harness tests the same end to end; this checks the order."""
+    d = tempfile.mkdtemp(prefix="weir-fsync-")
+    port = free_port()
+    text = forward_to_file(port, "%s/out/a/b/events" % d, "%s/buf" % d,
+                           buffer_params=["flush_mode interval", "flush_interval 0.2"])
+    trace = os.path.join(d, "trace.txt")
+    w = Weir(text, workdir=d)
+    import signal
+    import weirtest
+    strace = ["strace", "-f", "-y", "-o", trace, "-e",
+              "trace=fsync,fdatasync,openat,mkdir,mkdirat,rename,renameat,unlink,unlinkat",
+              weirtest.WEIR_BIN]
+    w.out = open(w.out_path, "ab")
+    w.err = open(w.err_path, "ab")
+    # LeakSanitizer cannot run under ptrace: a sanitizer build must not look for leaks here
+    w.env["ASAN_OPTIONS"] = ":".join(filter(None, [w.env.get("ASAN_OPTIONS"), "detect_leaks=0"]))
+    w.proc = subprocess.Popen(strace + ["-c", w.conf], stdout=w.out, stderr=w.err, cwd=d,
+                              env=w.env)
+    weirtest.wait_port(port, timeout=30)
+    forward_raw(port, "t", [raw_map([(p("n"), p(1))])])
+    out = os.path.join(d, "out", "a", "b")
+    assert wait_until(lambda: glob.glob(os.path.join(out, "events*.log")), timeout=30), w.log()
+    files = glob.glob(os.path.join(out, "events*.log"))
+    chunks = lambda: glob.glob(os.path.join(d, "buf", "*.chunk"))
+    assert wait_until(lambda: not chunks(), timeout=30)
+    # SIGTERM to weir itself (strace would only detach): strace ends when weir does
+    with open("/proc/%d/task/%d/children" % (w.proc.pid, w.proc.pid)) as fh:
+        (weir_pid,) = [int(x) for x in fh.read().split()]
+    os.kill(weir_pid, signal.SIGTERM)
+    assert w.proc.wait(30) == 0, w.log()
+    calls = trace_order(open(trace).read())
+    (f,) = files
+
+    def first(call, path):
+        hits = [c[0] for c in calls if c[2] == call and path in c[3] and c[4] == 0]
+        assert hits, "no %s of %s in the trace" % (call, path)
+        return hits[0]
+
+    deleted = [c[0] for c in calls if c[2] in ("unlink", "unlinkat") and c[4] == 0 and
+               any(a.startswith(os.path.join(d, "buf")) or a.endswith(".chunk") for a in c[3])]
+    assert deleted, "the chunk's deletion is not in the trace"
+    file_synced = first("fsync", f)
+    for directory in (out, os.path.join(d, "out", "a"), os.path.join(d, "out"), d):
+        synced = first("fsync", directory)
+        assert synced < deleted[0], "%s synced after the chunk was deleted" % directory
+    assert file_synced < first("fsync", out) < deleted[0]
+
+
 if __name__ == "__main__":
-    run_tests([test_odd_records_load_strictly, test_name_too_long_goes_to_backup_at_once])
+    run_tests([test_odd_records_load_strictly, test_name_too_long_goes_to_backup_at_once,
+               test_file_and_its_directories_are_durable_before_the_chunk_is_deleted])
