@@ -32,7 +32,9 @@
  * marked (weir):
  *   - maps keep their key order; keys that are not str/bin become strings of their text: 1 -> "1",
  *     nil -> "", true -> "true", 1.5 -> "1.5"; a container used as a key becomes the string of
- *     its JSON text (Ruby would print its inspect form: weir).
+ *     its JSON text, cut at WEIR_JSON_KEY_TEXT_MAX bytes (Ruby would print its inspect form:
+ *     weir). The cut keeps containers nested as keys of keys linear: each level escapes the
+ *     level below, so the text would double with each level.
  *   - each key once, in every map at any depth: keys are compared as written, after the
  *     conversions here (so 1 and "1", nil and "", two invalid UTF-8 strings that both print
  *     U+FFFD are the same key), and a repeated key keeps its first place and takes its last
@@ -54,6 +56,9 @@
  *     else d.ddde+XX with at least two exponent digits (1.0e+16, 1.0e-05); -0.0 stays -0.0.
  *     A float32 prints the shortest digits of the float32 itself (0.1, not Ruby's
  *     0.10000000149011612: weir). NaN and +-Infinity become null (Ruby raises: weir). */
+
+/* Longest JSON text of a container used as a map key; the rest is cut (before escaping). */
+#define WEIR_JSON_KEY_TEXT_MAX 4096
 
 /* Deepest container nesting the JSON writer follows; deeper input is rejected. */
 #define WEIR_JSON_MAX_DEPTH WEIR_MP_MAX_DEPTH

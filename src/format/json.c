@@ -472,8 +472,9 @@ static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_d
                           weir_fmt_keys_t *keys);
 
 /* A map key that is not a string prints as a string of its Ruby to_s: nil is "", a float is
- * Float#to_s (NaN included), a container is the string of its JSON text. Returns the key's
- * msgpack length, or -1. */
+ * Float#to_s (NaN included), a container is the string of its JSON text, cut at
+ * WEIR_JSON_KEY_TEXT_MAX (a cut UTF-8 sequence becomes U+FFFD like any other bad byte).
+ * Returns the key's msgpack length, or -1. */
 static ssize_t put_key(weir_buf_t *out, const weir_mp_obj_t *o, const char *at, size_t avail,
                        ssize_t hdr, int max_depth, weir_fmt_keys_t *keys)
 {
@@ -501,7 +502,10 @@ static ssize_t put_key(weir_buf_t *out, const weir_mp_obj_t *o, const char *at, 
         weir_buf_t tmp;
         weir_buf_init(&tmp);
         ssize_t n = json_value(&tmp, at, avail, max_depth, keys);
-        if (n >= 0) weir_json_append_string(out, tmp.data, tmp.len);
+        /* cut: a key inside this one was escaped once already, and would be again here */
+        if (n >= 0)
+            weir_json_append_string(
+                out, tmp.data, tmp.len < WEIR_JSON_KEY_TEXT_MAX ? tmp.len : WEIR_JSON_KEY_TEXT_MAX);
         weir_buf_free(&tmp);
         return n;
     }

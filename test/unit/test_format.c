@@ -411,6 +411,44 @@ static void test_json_duplicate_keys(void **state)
                         "{\"a\":1,\"aa\":2,\"A\":3}");
 }
 
+/* Maps used as keys of maps used as keys, `depth` deep: each level's key text is the escaped
+ * JSON of the level below, so without a bound the backslashes double at every level. */
+static void test_json_container_keys_stay_linear(void **state)
+{
+    weir_buf_t in, out;
+    weir_buf_init(&in);
+    weir_buf_init(&out);
+    for (int d = 0; d < 24; d++)
+        weir_buf_append(&in, "\x81", 1);
+    weir_buf_append(&in, "\xa1\"", 2); /* the innermost key: a quote, escaped at each level */
+    for (int d = 0; d < 24; d++)
+        weir_buf_putc(&in, 0);
+    assert_int_equal(weir_json_append(&out, in.data, in.len), (ssize_t)in.len);
+    assert_true(loads_strictly(out.data, out.len));
+    /* one key's text is cut at the limit, plus its escapes and the closing braces */
+    assert_true(out.len <= 2 * WEIR_JSON_KEY_TEXT_MAX + 100);
+    /* a key text exactly at the limit is whole; one byte past it is cut. The key is
+     * ["xx..x"], whose text is the string plus 4 bytes. */
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t m = WEIR_JSON_KEY_TEXT_MAX - 4 + extra;
+        in.len = 0;
+        weir_buf_append(&in, "\x81\x91\xda", 3);
+        weir_buf_putc(&in, (char)(m >> 8));
+        weir_buf_putc(&in, (char)m);
+        for (size_t i = 0; i < m; i++)
+            weir_buf_putc(&in, 'x');
+        weir_buf_putc(&in, 0);
+        out.len = 0;
+        assert_int_equal(weir_json_append(&out, in.data, in.len), (ssize_t)in.len);
+        /* {"[\"xx..x\"]":0}: the text's two quotes escaped */
+        assert_int_equal(out.len, WEIR_JSON_KEY_TEXT_MAX + 8);
+        const char *tail = extra ? "x\\\"\":0}" : "x\\\"]\":0}";
+        assert_memory_equal(out.data + out.len - strlen(tail), tail, strlen(tail));
+    }
+    weir_buf_free(&in);
+    weir_buf_free(&out);
+}
+
 /* A map of `n` keys k0..k{n-1} (values their index), then "k0" again, value -1 (a map32
  * header, so any n fits). Returns the JSON. */
 static const char *json_of_keys(weir_buf_t *out, uint32_t n, bool repeat)
@@ -1472,6 +1510,7 @@ int main(void)
         cmocka_unit_test(test_json_depth_limit),
         cmocka_unit_test(test_json_duplicate_keys),
         cmocka_unit_test(test_json_duplicate_keys_sizes),
+        cmocka_unit_test(test_json_container_keys_stay_linear),
         cmocka_unit_test(test_formatters_duplicate_keys),
         cmocka_unit_test(test_json_every_shape_loads),
         cmocka_unit_test(test_time_iso8601_default),
