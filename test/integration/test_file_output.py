@@ -6,6 +6,8 @@ repeated key, no NaN), and jq reads every file."""
 import glob
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +16,7 @@ import urllib.request
 
 import msgpack
 
+import weirtest
 from weirtest import Weir, forward_to_file, free_port, run_tests
 
 T0 = 1700000000
@@ -84,7 +87,6 @@ def test_odd_records_load_strictly():
     http = "<source>\n  @type http\n  port %d\n  bind 127.0.0.1\n</source>" % hport
     text = forward_to_file(port, "%s/out/events" % d, "%s/buf" % d,
                            buffer_params=["flush_at_shutdown true"], sources=http)
-    w = Weir(text, workdir=d).start([port, hport])
     nan = b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00"
     inf = b"\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00"
     records = [
@@ -100,11 +102,15 @@ def test_odd_records_load_strictly():
         raw_map([(p("n"), p(7)), (p("ctl"), p("\x00\x1f\n\t\"\\")),
                  (p("m"), raw_map([(p("k"), p(1)), (p("k"), p(2))]))]),
     ]
-    forward_raw(port, "odd.forward", records)
-    http_post(hport, "odd.json", b'{"n":8,"a":1,"b":{"c":1,"c":2},"a":3}', "application/json")
-    http_post(hport, "odd.msgpack", raw_map([(p("n"), p(9)), (p("a"), p(1)), (p("a"), p(2))]),
-              "application/msgpack")
-    assert w.stop() == 0, w.log()
+    with Weir(text, workdir=d) as w:
+        w.start([port, hport])
+        forward_raw(port, "odd.forward", records)
+        http_post(hport, "odd.json", b'{"n":8,"a":1,"b":{"c":1,"c":2},"a":3}',
+                  "application/json")
+        http_post(hport, "odd.msgpack",
+                  raw_map([(p("n"), p(9)), (p("a"), p(1)), (p("a"), p(2))]),
+                  "application/msgpack")
+        assert w.stop() == 0, w.log()
     got = {}
     for line in out_lines(os.path.join(d, "out", "events*.log")):
         rec = strict_json(line)
@@ -155,19 +161,20 @@ def test_name_too_long_goes_to_backup_at_once():
                            buffer_params=["flush_mode interval", "flush_interval 0.2",
                                           "retry_wait 3600", "retry_timeout 72h"],
                            file_params=["@id long"], sources=metrics)
-    w = Weir(text, workdir=d).start([port, prom])
     long_tag = "t" * 300
-    forward_raw(port, long_tag, [raw_map([(p("n"), p(1))])], chunk="c1")
-    forward_raw(port, "short", [raw_map([(p("n"), p(2))])], chunk="c2")
     backups = lambda: glob.glob(os.path.join(d, "buf", "backup", "*.chunk"))
-    assert wait_until(lambda: len(backups()) == 1), w.log()
-    assert wait_until(lambda: glob.glob(os.path.join(d, "out", "short", "events*.log")))
-    log = w.log()
-    assert "File name too long" in log and "given up" in log, log
-    assert metric_value(prom, "weir_output_unrecoverable_chunks_total", "long") == 1
-    assert metric_value(prom, "weir_output_backup_chunks_total", "long") == 1
-    assert metric_value(prom, "fluentd_output_status_retry_count", "long") == 0
-    assert w.stop() == 0, w.log()
+    with Weir(text, workdir=d) as w:
+        w.start([port, prom])
+        forward_raw(port, long_tag, [raw_map([(p("n"), p(1))])], chunk="c1")
+        forward_raw(port, "short", [raw_map([(p("n"), p(2))])], chunk="c2")
+        assert wait_until(lambda: len(backups()) == 1), w.log()
+        assert wait_until(lambda: glob.glob(os.path.join(d, "out", "short", "events*.log")))
+        log = w.log()
+        assert "File name too long" in log and "given up" in log, log
+        assert metric_value(prom, "weir_output_unrecoverable_chunks_total", "long") == 1
+        assert metric_value(prom, "weir_output_backup_chunks_total", "long") == 1
+        assert metric_value(prom, "fluentd_output_status_retry_count", "long") == 0
+        assert w.stop() == 0, w.log()
     assert [strict_json(l) for l in out_lines(os.path.join(d, "out", "short", "*"))] == [{"n": 2}]
     assert not os.path.exists(os.path.join(d, "out", long_tag))
 
@@ -176,7 +183,6 @@ def trace_order(trace):
     """From `strace -f -y -o` text: [(index, pid, call, paths, result)] in the order the calls
     completed (an interrupted call counts where it resumed), with the paths strace -y shows for
     fds and the string arguments."""
-    import re
     pending, calls = {}, []
     for line in trace.splitlines():
         m = re.match(r"(\d+) +(.*)$", line)
@@ -208,8 +214,6 @@ def test_file_and_its_directories_are_durable_before_the_chunk_is_deleted():
                            buffer_params=["flush_mode interval", "flush_interval 0.2"])
     trace = os.path.join(d, "trace.txt")
     w = Weir(text, workdir=d)
-    import signal
-    import weirtest
     strace = ["strace", "-f", "-y", "-o", trace, "-e",
               "trace=fsync,fdatasync,openat,mkdir,mkdirat,rename,renameat,unlink,unlinkat",
               weirtest.WEIR_BIN]
@@ -219,18 +223,27 @@ def test_file_and_its_directories_are_durable_before_the_chunk_is_deleted():
     w.env["ASAN_OPTIONS"] = ":".join(filter(None, [w.env.get("ASAN_OPTIONS"), "detect_leaks=0"]))
     w.proc = subprocess.Popen(strace + ["-c", w.conf], stdout=w.out, stderr=w.err, cwd=d,
                               env=w.env)
-    weirtest.wait_port(port, timeout=30)
-    forward_raw(port, "t", [raw_map([(p("n"), p(1))])])
-    out = os.path.join(d, "out", "a", "b")
-    assert wait_until(lambda: glob.glob(os.path.join(out, "events*.log")), timeout=30), w.log()
-    files = glob.glob(os.path.join(out, "events*.log"))
-    chunks = lambda: glob.glob(os.path.join(d, "buf", "*.chunk"))
-    assert wait_until(lambda: not chunks(), timeout=30)
-    # SIGTERM to weir itself (strace would only detach): strace ends when weir does
-    with open("/proc/%d/task/%d/children" % (w.proc.pid, w.proc.pid)) as fh:
-        (weir_pid,) = [int(x) for x in fh.read().split()]
-    os.kill(weir_pid, signal.SIGTERM)
-    assert w.proc.wait(30) == 0, w.log()
+    weir_pid = None
+    try:
+        weirtest.wait_port(port, timeout=30)
+        # signals go to weir itself: strace would only detach, and ends when weir does
+        with open("/proc/%d/task/%d/children" % (w.proc.pid, w.proc.pid)) as fh:
+            (weir_pid,) = [int(x) for x in fh.read().split()]
+        forward_raw(port, "t", [raw_map([(p("n"), p(1))])])
+        out = os.path.join(d, "out", "a", "b")
+        assert wait_until(lambda: glob.glob(os.path.join(out, "events*.log")), timeout=30), \
+            w.log()
+        files = glob.glob(os.path.join(out, "events*.log"))
+        chunks = lambda: glob.glob(os.path.join(d, "buf", "*.chunk"))
+        assert wait_until(lambda: not chunks(), timeout=30)
+        os.kill(weir_pid, signal.SIGTERM)
+        assert w.proc.wait(30) == 0, w.log()
+    finally:
+        if w.proc.poll() is None:
+            if weir_pid:
+                os.kill(weir_pid, signal.SIGKILL)
+            w.proc.kill()
+            w.proc.wait()
     calls = trace_order(open(trace).read())
     (f,) = files
 
