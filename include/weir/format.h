@@ -8,11 +8,13 @@
  *   - Formatters: out_file, json, ltsv, single_value, msgpack and the stdout line.
  *   - <inject>: hostname, worker id, tag and time keys written into the record.
  *
- * Everything appends to a weir_buf_t and allocates nothing per record once the buffers have
- * grown. Threads: a weir_timefmt_t, weir_formatter_t or weir_inject_t caches the last second it
- * formatted, so one object must not be used by two threads at once; give each worker thread its
- * own, built from the same options (building one is cheap). The JSON functions keep no state and
- * a weir_tz_t is read-only after init, so those may be shared. */
+ * Everything appends to a weir_buf_t, and a formatter allocates nothing per record once its
+ * buffers have grown (weir_json_append alone allocates the stack of map keys it checks for
+ * repeats, once per call, when the value holds a map). Threads: a weir_timefmt_t, weir_formatter_t
+ * or weir_inject_t caches the last second it formatted, so one object must not be used by two
+ * threads at once; give each worker thread its own, built from the same options (building one is
+ * cheap). The JSON functions keep no state and a weir_tz_t is read-only after init, so those may be
+ * shared. */
 #ifndef WEIR_FORMAT_H
 #define WEIR_FORMAT_H
 
