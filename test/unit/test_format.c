@@ -561,13 +561,6 @@ static void test_formatters_duplicate_keys(void **state)
 
     /* <inject> then json: the injected tag replaces the record's own "tag" keys, and a
      * non-string key that prints as the tag key loses to the injected value */
-    weir_batch_t b;
-    weir_batch_init(&b, "web", 3);
-    weir_batch_append(&b, t, LIT("\x83\xa3tag\xa1x\xa1\x61\x01\xa3tag\xa1y"));
-    weir_batch_append(&b, t, LIT("\x82\xc0\x01\xa1\x61\x02")); /* nil key, then "a" */
-    weir_format_opts_init(&o, WEIR_FORMAT_JSON);
-    weir_formatter_t f;
-    assert_int_equal(weir_formatter_init(&f, &o, NULL), 0);
     weir_inject_opts_t io;
     weir_inject_opts_init(&io);
     io.tag_key = "tag";
@@ -575,20 +568,20 @@ static void test_formatters_duplicate_keys(void **state)
     io.hostname = "h";
     weir_inject_t inj;
     assert_int_equal(weir_inject_init(&inj, &io, NULL), 0);
-    weir_buf_t out, scratch;
-    weir_buf_init(&out);
-    weir_buf_init(&scratch);
-    size_t skipped = 0;
-    assert_int_equal(weir_format_batch(&f, &inj, &b, &out, &scratch, &skipped, NULL), 2);
-    const char want[] = "{\"tag\":\"web\",\"a\":1,\"\":\"h\"}\n"
-                        "{\"\":\"h\",\"a\":2,\"tag\":\"web\"}\n";
-    assert_int_equal(out.len, sizeof want - 1);
-    assert_memory_equal(out.data, want, out.len);
-    weir_buf_free(&out);
-    weir_buf_free(&scratch);
+    weir_buf_t injected;
+    weir_buf_init(&injected);
+    weir_format_opts_init(&o, WEIR_FORMAT_JSON);
+    static const char tags[] = "\x83\xa3tag\xa1x\xa1\x61\x01\xa3tag\xa1y";
+    assert_int_equal(weir_inject_record(&inj, "web", 3, t, LIT(tags), &injected), 0);
+    assert_string_equal(format_line(&o, "web", t, injected.data, injected.len),
+                        "{\"tag\":\"web\",\"a\":1,\"\":\"h\"}\n");
+    injected.len = 0;
+    static const char nil_key[] = "\x82\xc0\x01\xa1\x61\x02"; /* nil key, then "a" */
+    assert_int_equal(weir_inject_record(&inj, "web", 3, t, LIT(nil_key), &injected), 0);
+    assert_string_equal(format_line(&o, "web", t, injected.data, injected.len),
+                        "{\"\":\"h\",\"a\":2,\"tag\":\"web\"}\n");
+    weir_buf_free(&injected);
     weir_inject_free(&inj);
-    weir_formatter_free(&f);
-    weir_batch_free(&b);
 }
 
 /* Every record shape a sender can produce gives a line a strict JSON loader accepts, so no
