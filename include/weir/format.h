@@ -8,11 +8,13 @@
  *   - Formatters: out_file, json, ltsv, single_value, msgpack and the stdout line.
  *   - <inject>: hostname, worker id, tag and time keys written into the record.
  *
- * Everything appends to a weir_buf_t and allocates nothing per record once the buffers have
- * grown. Threads: a weir_timefmt_t, weir_formatter_t or weir_inject_t caches the last second it
- * formatted, so one object must not be used by two threads at once; give each worker thread its
- * own, built from the same options (building one is cheap). The JSON functions keep no state and
- * a weir_tz_t is read-only after init, so those may be shared. */
+ * Everything appends to a weir_buf_t, and a formatter allocates nothing per record once its
+ * buffers have grown (weir_json_append alone allocates the stack of map keys it checks for
+ * repeats, once per call, when the value holds a map). Threads: a weir_timefmt_t, weir_formatter_t
+ * or weir_inject_t caches the last second it formatted, so one object must not be used by two
+ * threads at once; give each worker thread its own, built from the same options (building one is
+ * cheap). The JSON functions keep no state and a weir_tz_t is read-only after init, so those may be
+ * shared. */
 #ifndef WEIR_FORMAT_H
 #define WEIR_FORMAT_H
 
@@ -32,7 +34,15 @@
  * marked (weir):
  *   - maps keep their key order; keys that are not str/bin become strings of their text: 1 -> "1",
  *     nil -> "", true -> "true", 1.5 -> "1.5"; a container used as a key becomes the string of
- *     its JSON text (Ruby would print its inspect form: weir).
+ *     its JSON text, cut at WEIR_JSON_KEY_TEXT_MAX bytes (Ruby would print its inspect form:
+ *     weir). The cut keeps containers nested as keys of keys linear: each level escapes the
+ *     level below, so the text would double with each level.
+ *   - each key once, in every map at any depth: keys are compared as written, after the
+ *     conversions here (so 1 and "1", nil and "", two invalid UTF-8 strings that both print
+ *     U+FFFD are the same key), and a repeated key keeps its first place and takes its last
+ *     value. Ruby's Hash does that for keys equal in Ruby; for keys that only print the same
+ *     it would write the key twice, which strict JSON loaders reject (weir). Linear in the
+ *     number of keys whatever they are (large maps go through a keyed hash set).
  *   - strings: UTF-8 is written raw; '"' and '\\' are escaped, control characters below 0x20 are
  *     written \b \f \n \r \t or \u00xx (lowercase hex); '/' and DEL are not escaped.
  *   - invalid UTF-8 (weir): every byte that does not begin a well-formed UTF-8 sequence
@@ -48,6 +58,9 @@
  *     else d.ddde+XX with at least two exponent digits (1.0e+16, 1.0e-05); -0.0 stays -0.0.
  *     A float32 prints the shortest digits of the float32 itself (0.1, not Ruby's
  *     0.10000000149011612: weir). NaN and +-Infinity become null (Ruby raises: weir). */
+
+/* Longest JSON text of a container used as a map key; the rest is cut (before escaping). */
+#define WEIR_JSON_KEY_TEXT_MAX 4096
 
 /* Deepest container nesting the JSON writer follows; deeper input is rejected. */
 #define WEIR_JSON_MAX_DEPTH WEIR_MP_MAX_DEPTH
@@ -158,7 +171,8 @@ typedef enum weir_format_type {
     /* label<label_delimiter>value joined by <delimiter>, then the newline if add_newline. A
      * value is written as Ruby's to_s: str/bin raw, nil as nothing, other values as their JSON
      * text (Ruby would print a nested map in inspect form: weir). Every occurrence of the
-     * delimiter inside a value is replaced by `replacement` (default " "). */
+     * delimiter inside a value is replaced by `replacement` (default " "). Each label once, as
+     * in JSON: compared as written, the first place, the last value. */
     WEIR_FORMAT_LTSV,
     /* The value of `message_key` as to_s (as ltsv; a missing key prints nothing), then the
      * newline if add_newline. */
@@ -228,8 +242,9 @@ typedef struct weir_formatter {
     char *delimiter, *label_delimiter, *replacement, *message_key, *newline;
     size_t delimiter_len, label_delimiter_len, replacement_len, message_key_len, newline_len;
     bool has_time;
-    weir_timefmt_t time; /* out_file time, or the stdout header time */
-    weir_buf_t scratch;  /* ltsv/single_value value text, stdout sub-line */
+    weir_timefmt_t time;        /* out_file time, or the stdout header time */
+    weir_buf_t scratch;         /* ltsv/single_value value text, stdout sub-line */
+    struct weir_fmt_keys *keys; /* the pairs of the maps being written (private, owned) */
 } weir_formatter_t;
 
 int weir_formatter_init(weir_formatter_t *f, const weir_format_opts_t *o, weir_err_t *err);

@@ -165,7 +165,7 @@ typedef void (*weir_output_status_fn)(void *arg, weir_output_status_t *st);
  *   inputs:  fluentd_input_status_num_records_total{tag}, weir_input_bytes_total{tag}
  *   outputs: fluentd_output_status_emit_records, _emit_count, _write_count, _num_errors,
  *            _retry_count, weir_output_delivered_records_total, _delivered_chunks_total,
- *            _backup_chunks_total. */
+ *            _backup_chunks_total, _unrecoverable_chunks_total. */
 weir_plugin_metrics_t *weir_plugin_metrics_new(weir_metrics_t *m, const char *category,
                                                const char *plugin_id, const char *type);
 /* Unregisters everything registered under the handle, then frees it. */
@@ -201,6 +201,8 @@ void weir_metrics_output_emit(weir_plugin_metrics_t *pm, uint64_t records);
 void weir_metrics_output_write(weir_plugin_metrics_t *pm);
 void weir_metrics_output_written(weir_plugin_metrics_t *pm, uint64_t records);
 void weir_metrics_output_failed(weir_plugin_metrics_t *pm, bool retry, bool backup);
+/* A chunk was given up at once on WEIR_WRITE_UNRECOVERABLE (besides output_failed's backup). */
+void weir_metrics_output_unrecoverable(weir_plugin_metrics_t *pm);
 /* The buffer sets its status callback (NULL to remove it). Loop thread. */
 void weir_plugin_metrics_set_status(weir_plugin_metrics_t *pm, weir_output_status_fn fn, void *arg);
 /* Fills `st` (zeroed first): the counters, then the status callback if there is one. */

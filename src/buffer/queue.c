@@ -183,6 +183,7 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
                     ((b->retry_max_times > 0 && c->steps >= (unsigned)b->retry_max_times) ||
                      now - c->first_failure >= b->retry_timeout));
     weir_metrics_output_failed(b->pm, !give_up, give_up);
+    if (status == WEIR_WRITE_UNRECOVERABLE) weir_metrics_output_unrecoverable(b->pm);
     if (give_up) {
         b->stats.queued_chunks--;
         buf_backup_chunk(b, c, msg ? msg : "write failed");

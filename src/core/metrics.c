@@ -598,7 +598,7 @@ struct weir_plugin_metrics {
     weir_histogram_t *in_ack_latency;
     /* outputs */
     weir_counter_t *emit_records, *emit_count, *write_count, *num_errors, *retry_count;
-    weir_counter_t *delivered_records, *delivered_chunks, *backup_chunks;
+    weir_counter_t *delivered_records, *delivered_chunks, *backup_chunks, *unrecoverable_chunks;
     weir_output_status_fn status_fn;
     void *status_arg;
 };
@@ -625,8 +625,13 @@ static void register_output(weir_plugin_metrics_t *pm)
     pm->delivered_chunks = pm_counter(pm, "weir_output_delivered_chunks_total",
                                       "Chunks stored by the output and removed from the buffer.");
     pm->backup_chunks = pm_counter(pm, "weir_output_backup_chunks_total",
-                                   "Chunks given up after their retries (moved to the backup "
-                                   "directory unless disable_chunk_backup is set).");
+                                   "Chunks given up after their retries or at once on an "
+                                   "unrecoverable error (moved to the backup directory unless "
+                                   "disable_chunk_backup is set).");
+    pm->unrecoverable_chunks =
+        pm_counter(pm, "weir_output_unrecoverable_chunks_total",
+                   "Chunks given up at once because the output reported an error that no retry "
+                   "can clear (also counted in weir_output_backup_chunks_total).");
 }
 
 weir_plugin_metrics_t *weir_plugin_metrics_new(weir_metrics_t *m, const char *category,
@@ -774,6 +779,11 @@ void weir_metrics_output_failed(weir_plugin_metrics_t *pm, bool retry, bool back
     weir_counter_add(pm->num_errors, 1);
     if (retry) weir_counter_add(pm->retry_count, 1);
     if (backup) weir_counter_add(pm->backup_chunks, 1);
+}
+
+void weir_metrics_output_unrecoverable(weir_plugin_metrics_t *pm)
+{
+    if (pm) weir_counter_add(pm->unrecoverable_chunks, 1);
 }
 
 void weir_plugin_metrics_set_status(weir_plugin_metrics_t *pm, weir_output_status_fn fn, void *arg)

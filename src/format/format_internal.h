@@ -6,7 +6,52 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "weir/common.h"
 #include "weir/mp.h"
+
+/* ---- each key once (keys.c) ---- */
+
+/* One key/value pair as written into an output buffer, by offsets: the key's text at
+ * [key, val), then the value part (the ':' or label delimiter, then the value) at [val, end).
+ * first/last are keys.c's working fields. */
+typedef struct weir_fmt_pair {
+    size_t key, val, end;
+    uint32_t first, last;
+} weir_fmt_pair_t;
+
+/* The pairs of every map being written, innermost last, and the hash set keys.c keeps for
+ * large maps; both grow to the largest record seen and are reused. */
+typedef struct weir_fmt_keys {
+    weir_fmt_pair_t *pairs;
+    size_t n, cap;
+    uint32_t *slots;
+    size_t nslots;
+} weir_fmt_keys_t;
+
+/* Maps with at most this many pairs are checked by a filtered scan; larger ones through a set
+ * hashed with the process's SipHash key. */
+#define WEIR_FMT_KEYS_SCAN_MAX 32
+
+void weir_fmt_keys_init(weir_fmt_keys_t *k);
+void weir_fmt_keys_free(weir_fmt_keys_t *k);
+weir_fmt_pair_t *weir_fmt_keys_grow(weir_fmt_keys_t *k);
+
+/* A new pair on the stack, its offsets for the caller to fill. */
+static inline weir_fmt_pair_t *weir_fmt_keys_push(weir_fmt_keys_t *k)
+{
+    if (k->n < k->cap) return &k->pairs[k->n++];
+    return weir_fmt_keys_grow(k);
+}
+
+/* Closes the map whose pairs are those from index `base` on, the last of which ends at
+ * out->len: pops them and, when two keys have the same text, rewrites the pairs so that each
+ * key appears once, at its first place, with its last value, `sep` between pairs. */
+void weir_fmt_keys_close(weir_fmt_keys_t *k, size_t base, weir_buf_t *out, const char *sep,
+                         size_t sep_len);
+
+/* weir_json_append with the caller's key stack (reused across records, so formatting
+ * allocates nothing once it has grown). On return the stack is as it was. */
+ssize_t weir_json_walk(weir_buf_t *out, const char *mp, size_t len, weir_fmt_keys_t *keys);
 
 static inline int64_t weir_days_from_civil(int64_t y, unsigned m, unsigned d)
 {

@@ -61,6 +61,8 @@ int weir_formatter_init(weir_formatter_t *f, const weir_format_opts_t *o, weir_e
 {
     memset(f, 0, sizeof *f);
     weir_buf_init(&f->scratch);
+    f->keys = weir_malloc(sizeof *f->keys);
+    weir_fmt_keys_init(f->keys);
     f->type = o->type;
     f->output_time = o->output_time;
     f->output_tag = o->output_tag;
@@ -115,6 +117,9 @@ void weir_formatter_free(weir_formatter_t *f)
     free(f->newline);
     f->delimiter = f->label_delimiter = f->replacement = f->message_key = f->newline = NULL;
     weir_buf_free(&f->scratch);
+    if (f->keys) weir_fmt_keys_free(f->keys);
+    free(f->keys);
+    f->keys = NULL;
 }
 
 /* ---- helpers ---- */
@@ -128,18 +133,18 @@ static bool is_map(const char *rec, size_t len, weir_mp_obj_t *hdr, ssize_t *hle
 /* The JSON of one record, which must be a map. Every fmt_* function below reads a record from
  * `avail` bytes that may hold more after it, and returns the record's length or -1, so a batch
  * walk learns where the next entry starts without a separate pass over the bytes. */
-static ssize_t put_record_json(weir_buf_t *out, const char *rec, size_t avail)
+static ssize_t put_record_json(weir_formatter_t *f, weir_buf_t *out, const char *rec, size_t avail)
 {
     weir_mp_obj_t hdr;
     ssize_t h;
     if (!is_map(rec, avail, &hdr, &h)) return -1;
-    return weir_json_append(out, rec, avail);
+    return weir_json_walk(out, rec, avail, f->keys);
 }
 
 /* Ruby's to_s of one value, as ltsv and single_value print it: str/bin raw, nil empty, floats as
  * Float#to_s, an EventTime as its seconds, anything else as its JSON text. Returns the value's
  * msgpack length or -1. */
-static ssize_t put_to_s(weir_buf_t *out, const char *mp, size_t len)
+static ssize_t put_to_s(weir_formatter_t *f, weir_buf_t *out, const char *mp, size_t len)
 {
     weir_mp_obj_t o;
     ssize_t n = weir_mp_read(mp, len, &o);
@@ -157,7 +162,7 @@ static ssize_t put_to_s(weir_buf_t *out, const char *mp, size_t len)
         return n;
     }
     default:
-        return weir_json_append(out, mp, len);
+        return weir_json_walk(out, mp, len, f->keys);
     }
 }
 
@@ -215,7 +220,7 @@ static ssize_t fmt_out_file(weir_formatter_t *f, const char *tag, size_t tag_len
         weir_buf_append(out, tag, tag_len);
         weir_buf_append(out, f->delimiter, f->delimiter_len);
     }
-    ssize_t n = put_record_json(out, rec, avail);
+    ssize_t n = put_record_json(f, out, rec, avail);
     if (n < 0) return -1;
     weir_buf_append(out, f->newline, f->newline_len);
     return n;
@@ -223,33 +228,43 @@ static ssize_t fmt_out_file(weir_formatter_t *f, const char *tag, size_t tag_len
 
 static ssize_t fmt_json(weir_formatter_t *f, const char *rec, size_t avail, weir_buf_t *out)
 {
-    ssize_t n = put_record_json(out, rec, avail);
+    ssize_t n = put_record_json(f, out, rec, avail);
     if (n < 0) return -1;
     if (f->add_newline) weir_buf_append(out, f->newline, f->newline_len);
     return n;
 }
 
+/* Each label once, as in the JSON formatters: the pairs are recorded as written and
+ * weir_fmt_keys_close keeps the last value of a repeated label at its first place. */
 static ssize_t fmt_ltsv(weir_formatter_t *f, const char *rec, size_t avail, weir_buf_t *out)
 {
     weir_mp_obj_t hdr;
     ssize_t h;
     if (!is_map(rec, avail, &hdr, &h)) return -1;
-    size_t off = (size_t)h;
+    size_t off = (size_t)h, base = f->keys->n;
     for (uint32_t i = 0; i < hdr.v.n; i++) {
         if (i > 0) weir_buf_append(out, f->delimiter, f->delimiter_len);
-        ssize_t k = put_to_s(out, rec + off, avail - off);
-        if (k < 0) return -1;
+        size_t key_at = out->len;
+        ssize_t k = put_to_s(f, out, rec + off, avail - off);
+        if (k < 0) goto bad;
         off += (size_t)k;
+        size_t val_at = out->len;
         weir_buf_append(out, f->label_delimiter, f->label_delimiter_len);
         f->scratch.len = 0;
-        ssize_t v = put_to_s(&f->scratch, rec + off, avail - off);
-        if (v < 0) return -1;
+        ssize_t v = put_to_s(f, &f->scratch, rec + off, avail - off);
+        if (v < 0) goto bad;
         off += (size_t)v;
         put_replaced(out, f->scratch.data, f->scratch.len, f->delimiter, f->delimiter_len,
                      f->replacement, f->replacement_len);
+        weir_fmt_pair_t *pair = weir_fmt_keys_push(f->keys);
+        *pair = (weir_fmt_pair_t){.key = key_at, .val = val_at, .end = out->len};
     }
+    weir_fmt_keys_close(f->keys, base, out, f->delimiter, f->delimiter_len);
     if (f->add_newline) weir_buf_append(out, f->newline, f->newline_len);
     return (ssize_t)off;
+bad:
+    f->keys->n = base;
+    return -1;
 }
 
 static ssize_t fmt_single_value(weir_formatter_t *f, const char *rec, size_t avail, weir_buf_t *out)
@@ -270,7 +285,7 @@ static ssize_t fmt_single_value(weir_formatter_t *f, const char *rec, size_t ava
         if (vl <= 0) return -1;
         off += (size_t)vl;
     }
-    if (found >= 0 && put_to_s(out, rec + found, avail - (size_t)found) < 0) return -1;
+    if (found >= 0 && put_to_s(f, out, rec + found, avail - (size_t)found) < 0) return -1;
     if (f->add_newline) weir_buf_append(out, f->newline, f->newline_len);
     return (ssize_t)off;
 }

@@ -468,13 +468,15 @@ static void put_scalar(weir_buf_t *out, const weir_mp_obj_t *o, const char *end)
     }
 }
 
-static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_depth);
+static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_depth,
+                          weir_fmt_keys_t *keys);
 
 /* A map key that is not a string prints as a string of its Ruby to_s: nil is "", a float is
- * Float#to_s (NaN included), a container is the string of its JSON text. Returns the key's
- * msgpack length, or -1. */
+ * Float#to_s (NaN included), a container is the string of its JSON text, cut at
+ * WEIR_JSON_KEY_TEXT_MAX (a cut UTF-8 sequence becomes U+FFFD like any other bad byte).
+ * Returns the key's msgpack length, or -1. */
 static ssize_t put_key(weir_buf_t *out, const weir_mp_obj_t *o, const char *at, size_t avail,
-                       ssize_t hdr, int max_depth)
+                       ssize_t hdr, int max_depth, weir_fmt_keys_t *keys)
 {
     switch (o->type) {
     case WEIR_MP_STR:
@@ -499,8 +501,11 @@ static ssize_t put_key(weir_buf_t *out, const weir_mp_obj_t *o, const char *at, 
     case WEIR_MP_MAP: {
         weir_buf_t tmp;
         weir_buf_init(&tmp);
-        ssize_t n = json_value(&tmp, at, avail, max_depth);
-        if (n >= 0) weir_json_append_string(out, tmp.data, tmp.len);
+        ssize_t n = json_value(&tmp, at, avail, max_depth, keys);
+        /* cut: a key inside this one was escaped once already, and would be again here */
+        if (n >= 0)
+            weir_json_append_string(
+                out, tmp.data, tmp.len < WEIR_JSON_KEY_TEXT_MAX ? tmp.len : WEIR_JSON_KEY_TEXT_MAX);
         weir_buf_free(&tmp);
         return n;
     }
@@ -516,9 +521,15 @@ typedef struct json_frame {
     uint32_t left; /* elements (or pairs) not yet completed */
     bool is_map;
     bool want_key;
+    size_t base; /* maps: where this map's pairs start on the key stack */
 } json_frame_t;
 
-static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_depth)
+/* The walk. Every map's pairs are recorded on `keys` as they are written, and the map is
+ * handed to weir_fmt_keys_close before its '}' so that each key is written once. A container
+ * key is written through a nested walk into a scratch buffer, which shares the key stack: it
+ * pushes and pops above the pairs of the maps open here. */
+static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_depth,
+                          weir_fmt_keys_t *keys)
 {
     json_frame_t stack[WEIR_JSON_MAX_DEPTH];
     if (max_depth > WEIR_JSON_MAX_DEPTH) max_depth = WEIR_JSON_MAX_DEPTH;
@@ -530,9 +541,13 @@ static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_d
         if (n <= 0) return -1;
         json_frame_t *top = depth ? &stack[depth - 1] : NULL;
         if (top && top->want_key) {
-            ssize_t k = put_key(out, &o, mp + off, len - off, n, max_depth - depth);
+            size_t key_at = out->len;
+            ssize_t k = put_key(out, &o, mp + off, len - off, n, max_depth - depth, keys);
             if (k < 0) return -1;
             off += (size_t)k;
+            weir_fmt_pair_t *pair = weir_fmt_keys_push(keys);
+            pair->key = key_at;
+            pair->val = out->len;
             put1(out, ':');
             top->want_key = false;
             continue;
@@ -543,7 +558,7 @@ static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_d
             if (o.v.n > 0) {
                 if (depth >= max_depth) return -1;
                 put1(out, is_map ? '{' : '[');
-                stack[depth++] = (json_frame_t){o.v.n, is_map, is_map};
+                stack[depth++] = (json_frame_t){o.v.n, is_map, is_map, keys->n};
                 continue;
             }
             putn(out, is_map ? "{}" : "[]", 2);
@@ -553,11 +568,13 @@ static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_d
         /* a value is complete: close every container it completes */
         while (depth > 0) {
             json_frame_t *f = &stack[depth - 1];
+            if (f->is_map) keys->pairs[keys->n - 1].end = out->len;
             if (--f->left > 0) {
                 put1(out, ',');
                 f->want_key = f->is_map;
                 break;
             }
+            if (f->is_map) weir_fmt_keys_close(keys, f->base, out, ",", 1);
             put1(out, f->is_map ? '}' : ']');
             depth--;
         }
@@ -565,10 +582,20 @@ static ssize_t json_value(weir_buf_t *out, const char *mp, size_t len, int max_d
     }
 }
 
+ssize_t weir_json_walk(weir_buf_t *out, const char *mp, size_t len, weir_fmt_keys_t *keys)
+{
+    size_t start = out->len, base = keys->n;
+    ssize_t n = json_value(out, mp, len, WEIR_JSON_MAX_DEPTH, keys);
+    keys->n = base; /* a failed walk leaves its maps open */
+    if (n < 0) out->len = start;
+    return n;
+}
+
 ssize_t weir_json_append(weir_buf_t *out, const char *mp, size_t len)
 {
-    size_t start = out->len;
-    ssize_t n = json_value(out, mp, len, WEIR_JSON_MAX_DEPTH);
-    if (n < 0) out->len = start;
+    weir_fmt_keys_t keys;
+    weir_fmt_keys_init(&keys);
+    ssize_t n = weir_json_walk(out, mp, len, &keys);
+    weir_fmt_keys_free(&keys);
     return n;
 }

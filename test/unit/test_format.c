@@ -13,11 +13,13 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <math.h>
 #include <msgpack.h>
 
 #include "weir/config.h"
 #include "weir/format.h"
+#include "../../src/format/format_internal.h"
 
 /* 2011-01-02T13:14:15Z, the S3 plugin's test time */
 #define T_S3 1293974055u
@@ -352,6 +354,289 @@ static void test_json_depth_limit(void **state)
     weir_buf_free(&in);
     weir_buf_free(&out);
 }
+
+/* ---- each key once ---- */
+
+/* True when a strict JSON parser accepts `text`: valid UTF-8, no repeated key in any object
+ * (Snowflake's loader rejects both). Integers beyond int64 are read as reals, as jansson cannot
+ * hold them; they are still JSON. */
+static bool loads_strictly(const char *text, size_t len)
+{
+    json_error_t e;
+    json_t *v = json_loadb(text, len,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &e);
+    if (!v) {
+        print_message("rejected: %s in %.*s\n", e.text, (int)(len > 200 ? 200 : len), text);
+        return false;
+    }
+    json_decref(v);
+    return true;
+}
+
+#define FFFD "\xef\xbf\xbd"
+
+static void test_json_duplicate_keys(void **state)
+{
+    /* the same key: the first place, the last value */
+    assert_string_equal(JSON_LIT("\x83\xa1\x61\x01\xa1\x62\x02\xa1\x61\x03"), "{\"a\":3,\"b\":2}");
+    /* three times, and two keys repeated */
+    assert_string_equal(JSON_LIT("\x86\xa1\x61\x01\xa1\x62\x02\xa1\x61\x03\xa1\x63\x04\xa1\x62\x05"
+                                 "\xa1\x61\x06"),
+                        "{\"a\":6,\"b\":5,\"c\":4}");
+    /* keys that differ in msgpack and print the same: 1 and "1", nil and "", true and "true",
+     * an int and a str of its digits, two invalid UTF-8 strings, str and bin */
+    assert_string_equal(JSON_LIT("\x82\x01\xa1x\xa1\x31\xa1y"), "{\"1\":\"y\"}");
+    assert_string_equal(JSON_LIT("\x82\xa1\x31\xa1y\x01\xa1x"), "{\"1\":\"x\"}");
+    assert_string_equal(JSON_LIT("\x82\xc0\x01\xa0\x02"), "{\"\":2}");
+    assert_string_equal(JSON_LIT("\x82\xc3\x01\xa4true\x02"), "{\"true\":2}");
+    assert_string_equal(JSON_LIT("\x82\xd1\x01\x00\x01\xa3\x32\x35\x36\x02"), "{\"256\":2}");
+    assert_string_equal(JSON_LIT("\x83\xa1\xff\x01\xa1\xfe\x02\xa1z\x03"),
+                        "{\"" FFFD "\":2,\"z\":3}");
+    assert_string_equal(JSON_LIT("\x82\xa1k\x01\xc4\x01k\x02"), "{\"k\":2}");
+    /* escaped text compares as written: "a\n" twice, but "a\\n" is another key */
+    assert_string_equal(JSON_LIT("\x83\xa2\x61\n\x01\xa3\x61\\n\x02\xa2\x61\n\x03"),
+                        "{\"a\\n\":3,\"a\\\\n\":2}");
+    /* a container key equal to a string key */
+    assert_string_equal(JSON_LIT("\x82\x91\x01\x01\xa3[1]\x02"), "{\"[1]\":2}");
+    /* nested maps, maps in arrays, the key's own map */
+    assert_string_equal(JSON_LIT("\x82\xa1m\x82\xa1k\x01\xa1k\x02\xa1l\x92\x82\xa1q\x01\xa1q\x02"
+                                 "\x80"),
+                        "{\"m\":{\"k\":2},\"l\":[{\"q\":2},{}]}");
+    assert_string_equal(JSON_LIT("\x81\x82\xa1k\x01\xa1k\x02\x00"), "{\"{\\\"k\\\":2}\":0}");
+    /* a repeated key whose values are containers: the inner maps were deduplicated already */
+    assert_string_equal(JSON_LIT("\x83\xa1m\x82\xa1x\x01\xa1x\x02\xa1n\x00\xa1m\x81\xa1y\x90"),
+                        "{\"m\":{\"y\":[]},\"n\":0}");
+    /* distinct keys keep every pair in order */
+    assert_string_equal(JSON_LIT("\x83\xa1\x61\x01\xa2\x61\x61\x02\xa1\x41\x03"),
+                        "{\"a\":1,\"aa\":2,\"A\":3}");
+}
+
+/* Maps used as keys of maps used as keys, `depth` deep: each level's key text is the escaped
+ * JSON of the level below, so without a bound the backslashes double at every level. */
+static void test_json_container_keys_stay_linear(void **state)
+{
+    weir_buf_t in, out;
+    weir_buf_init(&in);
+    weir_buf_init(&out);
+    for (int d = 0; d < 24; d++)
+        weir_buf_append(&in, "\x81", 1);
+    weir_buf_append(&in, "\xa1\"", 2); /* the innermost key: a quote, escaped at each level */
+    for (int d = 0; d < 24; d++)
+        weir_buf_putc(&in, 0);
+    assert_int_equal(weir_json_append(&out, in.data, in.len), (ssize_t)in.len);
+    assert_true(loads_strictly(out.data, out.len));
+    /* one key's text is cut at the limit, plus its escapes and the closing braces */
+    assert_true(out.len <= 2 * WEIR_JSON_KEY_TEXT_MAX + 100);
+    /* a key text exactly at the limit is whole; one byte past it is cut. The key is
+     * ["xx..x"], whose text is the string plus 4 bytes. */
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t m = WEIR_JSON_KEY_TEXT_MAX - 4 + extra;
+        in.len = 0;
+        weir_buf_append(&in, "\x81\x91\xda", 3);
+        weir_buf_putc(&in, (char)(m >> 8));
+        weir_buf_putc(&in, (char)m);
+        for (size_t i = 0; i < m; i++)
+            weir_buf_putc(&in, 'x');
+        weir_buf_putc(&in, 0);
+        out.len = 0;
+        assert_int_equal(weir_json_append(&out, in.data, in.len), (ssize_t)in.len);
+        /* {"[\"xx..x\"]":0}: the text's two quotes escaped */
+        assert_int_equal(out.len, WEIR_JSON_KEY_TEXT_MAX + 8);
+        const char *tail = extra ? "x\\\"\":0}" : "x\\\"]\":0}";
+        assert_memory_equal(out.data + out.len - strlen(tail), tail, strlen(tail));
+    }
+    weir_buf_free(&in);
+    weir_buf_free(&out);
+}
+
+/* A map of `n` keys k0..k{n-1} (values their index), then "k0" again, value -1 (a map32
+ * header, so any n fits). Returns the JSON. */
+static const char *json_of_keys(weir_buf_t *out, uint32_t n, bool repeat)
+{
+    mp_t m;
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, n + (repeat ? 1 : 0));
+    char key[16];
+    for (uint32_t i = 0; i < n; i++) {
+        mp_str(&m, (snprintf(key, sizeof key, "k%u", i), key));
+        msgpack_pack_uint32(&m.pk, i);
+    }
+    if (repeat) {
+        mp_str(&m, "k0");
+        msgpack_pack_int(&m.pk, -1);
+    }
+    out->len = 0;
+    assert_int_equal(weir_json_append(out, m.buf.data, m.buf.len), (ssize_t)m.buf.len);
+    weir_buf_putc(out, '\0');
+    out->len--;
+    weir_buf_free(&m.buf);
+    return out->data;
+}
+
+/* Checks a json_of_keys result: every key once, k0 with the repeat's value. */
+static void check_keys(const char *text, size_t len, uint32_t n, bool repeat)
+{
+    assert_true(loads_strictly(text, len));
+    json_t *v = json_loadb(text, len, 0, NULL);
+    assert_int_equal(json_object_size(v), n);
+    assert_int_equal(json_integer_value(json_object_get(v, "k0")), repeat ? -1 : 0);
+    char key[16];
+    snprintf(key, sizeof key, "k%u", n - 1);
+    if (n > 1) assert_int_equal(json_integer_value(json_object_get(v, key)), n - 1);
+    json_decref(v);
+    /* the first place: k0 still leads */
+    assert_memory_equal(text, "{\"k0\":", 6);
+}
+
+static void test_json_duplicate_keys_sizes(void **state)
+{
+    weir_buf_t out;
+    weir_buf_init(&out);
+    /* both sides of the scan/hash threshold (the repeat makes the map one pair larger) */
+    uint32_t sizes[] = {
+        1,    2,    WEIR_FMT_KEYS_SCAN_MAX - 1, WEIR_FMT_KEYS_SCAN_MAX, WEIR_FMT_KEYS_SCAN_MAX + 1,
+        1000, 40000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (int r = 0; r < 2; r++) {
+            const char *j = json_of_keys(&out, sizes[i], r);
+            check_keys(j, out.len, sizes[i], r);
+        }
+    }
+    /* 40,000 copies of one key, and 40,000 keys that all repeat */
+    mp_t m;
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 80000);
+    char key[16];
+    for (uint32_t i = 0; i < 80000; i++) {
+        mp_str(&m, (snprintf(key, sizeof key, "k%u", i % 40000), key));
+        msgpack_pack_uint32(&m.pk, i);
+    }
+    out.len = 0;
+    assert_int_equal(weir_json_append(&out, m.buf.data, m.buf.len), (ssize_t)m.buf.len);
+    assert_true(loads_strictly(out.data, out.len));
+    json_t *v = json_loadb(out.data, out.len, 0, NULL);
+    assert_int_equal(json_object_size(v), 40000);
+    assert_int_equal(json_integer_value(json_object_get(v, "k7")), 40007);
+    json_decref(v);
+    m.buf.len = 0;
+    msgpack_pack_map(&m.pk, 40000);
+    for (uint32_t i = 0; i < 40000; i++) {
+        mp_str(&m, "same");
+        msgpack_pack_uint32(&m.pk, i);
+    }
+    out.len = 0;
+    assert_int_equal(weir_json_append(&out, m.buf.data, m.buf.len), (ssize_t)m.buf.len);
+    assert_int_equal(out.len, strlen("{\"same\":39999}"));
+    assert_memory_equal(out.data, "{\"same\":39999}", out.len);
+    weir_buf_free(&m.buf);
+    weir_buf_free(&out);
+}
+
+/* Every formatter that writes keys writes each once; single_value reads the last. */
+static void test_formatters_duplicate_keys(void **state)
+{
+    use_tz("UTC");
+    weir_time_t t = {T_S3, 0};
+    /* {"a":1, 1:"x", "a":2, "1":"y", nil:3, "":4} */
+    static const char rec[] = "\x86\xa1\x61\x01\x01\xa1x\xa1\x61\x02\xa1\x31\xa1y\xc0\x03\xa0\x04";
+    weir_format_opts_t o;
+    weir_format_opts_init(&o, WEIR_FORMAT_JSON);
+    assert_string_equal(format_line(&o, "t", t, LIT(rec)), "{\"a\":2,\"1\":\"y\",\"\":4}\n");
+    weir_format_opts_init(&o, WEIR_FORMAT_OUT_FILE);
+    o.localtime = false;
+    assert_string_equal(format_line(&o, "t", t, LIT(rec)),
+                        "2011-01-02T13:14:15Z\tt\t{\"a\":2,\"1\":\"y\",\"\":4}\n");
+    weir_format_opts_init(&o, WEIR_FORMAT_LTSV);
+    assert_string_equal(format_line(&o, "t", t, LIT(rec)), "a:2\t1:y\t:4\n");
+    o.delimiter = "::";
+    o.label_delimiter = "=";
+    assert_string_equal(format_line(&o, "t", t, LIT(rec)), "a=2::1=y::=4\n");
+    /* a nested map in an ltsv value */
+    weir_format_opts_init(&o, WEIR_FORMAT_LTSV);
+    assert_string_equal(format_line(&o, "t", t, LIT("\x81\xa1m\x82\xa1k\x01\xa1k\x02")),
+                        "m:{\"k\":2}\n");
+    weir_format_opts_init(&o, WEIR_FORMAT_STDOUT);
+    o.output_type = WEIR_FORMAT_JSON;
+    assert_non_null(strstr(format_line(&o, "t", t, LIT(rec)), ": {\"a\":2,\"1\":\"y\",\"\":4}\n"));
+
+    /* <inject> then json: the injected tag replaces the record's own "tag" keys, and a
+     * non-string key that prints as the tag key loses to the injected value */
+    weir_inject_opts_t io;
+    weir_inject_opts_init(&io);
+    io.tag_key = "tag";
+    io.hostname_key = "";
+    io.hostname = "h";
+    weir_inject_t inj;
+    assert_int_equal(weir_inject_init(&inj, &io, NULL), 0);
+    weir_buf_t injected;
+    weir_buf_init(&injected);
+    weir_format_opts_init(&o, WEIR_FORMAT_JSON);
+    static const char tags[] = "\x83\xa3tag\xa1x\xa1\x61\x01\xa3tag\xa1y";
+    assert_int_equal(weir_inject_record(&inj, "web", 3, t, LIT(tags), &injected), 0);
+    assert_string_equal(format_line(&o, "web", t, injected.data, injected.len),
+                        "{\"tag\":\"web\",\"a\":1,\"\":\"h\"}\n");
+    injected.len = 0;
+    static const char nil_key[] = "\x82\xc0\x01\xa1\x61\x02"; /* nil key, then "a" */
+    assert_int_equal(weir_inject_record(&inj, "web", 3, t, LIT(nil_key), &injected), 0);
+    assert_string_equal(format_line(&o, "web", t, injected.data, injected.len),
+                        "{\"\":\"h\",\"a\":2,\"tag\":\"web\"}\n");
+    weir_buf_free(&injected);
+    weir_inject_free(&inj);
+}
+
+/* Every record shape a sender can produce gives a line a strict JSON loader accepts, so no
+ * record can make the object around it fail to load. */
+static void test_json_every_shape_loads(void **state)
+{
+    static const struct {
+        const char *what, *mp;
+        size_t len;
+        const char *want;
+    } shapes[] = {
+#define SHAPE(what, bytes, want) {what, bytes, sizeof(bytes) - 1, want}
+        SHAPE("repeated key", "\x82\xa1k\x01\xa1k\x02", "{\"k\":2}"),
+        SHAPE("1 and \"1\"", "\x82\x01\x01\xa1\x31\x02", "{\"1\":2}"),
+        SHAPE("nil and \"\"", "\x82\xc0\x01\xa0\x02", "{\"\":2}"),
+        SHAPE("invalid UTF-8 value", "\x81\xa1k\xa2\xff\xc3", "{\"k\":\"" FFFD FFFD "\"}"),
+        SHAPE("invalid UTF-8 keys", "\x82\xa1\x80\x01\xa1\xbf\x02", "{\"" FFFD "\":2}"),
+        SHAPE("surrogate", "\x81\xa1k\xa3\xed\xa0\x80", "{\"k\":\"" FFFD FFFD FFFD "\"}"),
+        SHAPE("NaN", "\x81\xa1k\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", "{\"k\":null}"),
+        SHAPE("Infinity", "\x81\xa1k\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", "{\"k\":null}"),
+        SHAPE("-Infinity float32", "\x81\xa1k\xca\xff\x80\x00\x00", "{\"k\":null}"),
+        SHAPE("NaN key", "\x81\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01", "{\"NaN\":1}"),
+        SHAPE("binary", "\x81\xa1k\xc4\x03\x00\xff\x22", "{\"k\":\"\\u0000" FFFD "\\\"\"}"),
+        SHAPE("ext", "\x81\xa1k\xd5\x07\x00\xff", "{\"k\":\"AP8=\"}"),
+        SHAPE("ext key", "\x81\xd4\x07\x01\x02", "{\"AQ==\":2}"),
+        SHAPE("uint64 max", "\x81\xa1k\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+              "{\"k\":18446744073709551615}"),
+        SHAPE("int64 min", "\x81\xa1k\xd3\x80\x00\x00\x00\x00\x00\x00\x00",
+              "{\"k\":-9223372036854775808}"),
+        SHAPE("control characters", "\x81\xa1k\xa4\x00\x1f\x7f\n",
+              "{\"k\":\"\\u0000\\u001f\x7f\\n\"}"),
+        SHAPE("map key", "\x81\x81\xa1\x61\xc0\x01", "{\"{\\\"a\\\":null}\":1}"),
+        SHAPE("array key", "\x81\x92\xc0\xc2\x01", "{\"[null,false]\":1}"),
+        SHAPE("U+2028", "\x81\xa1k\xa3\xe2\x80\xa8", "{\"k\":\"\xe2\x80\xa8\"}"),
+#undef SHAPE
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const char *j = json_of(shapes[i].mp, shapes[i].len);
+        if (strcmp(j, shapes[i].want) != 0)
+            fail_msg("%s: got %s, want %s", shapes[i].what, j, shapes[i].want);
+        if (!loads_strictly(j, strlen(j))) fail_msg("%s: not strict JSON", shapes[i].what);
+    }
+    /* nesting: as deep as the writer goes, maps this time, and the line still loads */
+    weir_buf_t in, out;
+    weir_buf_init(&in);
+    weir_buf_init(&out);
+    for (int d = 0; d < WEIR_JSON_MAX_DEPTH - 1; d++)
+        weir_buf_append(&in, "\x81\xa1k", 3);
+    weir_buf_append(&in, "\x81\xa1k\x00", 4);
+    assert_int_equal(weir_json_append(&out, in.data, in.len), (ssize_t)in.len);
+    assert_true(loads_strictly(out.data, out.len));
+    weir_buf_free(&in);
+    weir_buf_free(&out);
+}
+#undef FFFD
 
 /* ---- time ---- */
 
@@ -1216,6 +1501,11 @@ int main(void)
         cmocka_unit_test(test_json_non_string_keys),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_json_depth_limit),
+        cmocka_unit_test(test_json_duplicate_keys),
+        cmocka_unit_test(test_json_duplicate_keys_sizes),
+        cmocka_unit_test(test_json_container_keys_stay_linear),
+        cmocka_unit_test(test_formatters_duplicate_keys),
+        cmocka_unit_test(test_json_every_shape_loads),
         cmocka_unit_test(test_time_iso8601_default),
         cmocka_unit_test(test_time_fixed_offsets),
         cmocka_unit_test(test_time_bad_zones),

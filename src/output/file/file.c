@@ -8,18 +8,27 @@
  * where the index is the first free one (0, 1, ...) unless `append` is set, and placeholders
  * (strftime of the time bucket, ${tag}, ${chunk_id}, record keys) are expanded per chunk.
  *
- * Formatting, compression and the write happen on a libuv worker thread, one job per chunk;
- * the file is fsynced before the chunk is reported delivered, because the buffer deletes the
- * chunk right after. */
+ * Formatting, compression and the write happen on a libuv worker thread, one job per chunk.
+ * The buffer deletes the chunk as soon as it is reported delivered, so before that the file
+ * must survive a power loss, which takes three kinds of fsync:
+ *   - fsync(file): its bytes and its inode;
+ *   - fsync(the file's directory): the entry that names the file (without it the file can be
+ *     gone after a power loss while the chunk is deleted too);
+ *   - fsync(the parent of each directory weir creates for the path): the entry naming that
+ *     directory, done as each is made (weir_dir_make), under a lock that also makes a second
+ *     flush thread finding the directory existing wait until its entry is durable.
+ * A name the file system can never hold (too long, refused bytes) is an unrecoverable error:
+ * the chunk goes to backup at once instead of being retried. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "weir/buffer.h"
+#include "weir/dirsync.h"
 #include "weir/format.h"
 #include "weir/log.h"
 #include "weir/placeholder.h"
@@ -57,16 +66,18 @@ static const char *timekey_format(double timekey)
 
 /* ---- the write, on a worker thread -------------------------------------------------- */
 
-static int mkdir_parents(char *path)
+/* Makes every missing directory on the way to the file `path` names, each followed by an fsync
+ * of its parent (weir_dir_make; see the top of the file). */
+static int mkdir_parents(const char *path)
 {
-    for (char *s = path + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        int rc = mkdir(path, 0755);
-        *s = '/';
-        if (rc != 0 && errno != EEXIST) return -1;
-    }
-    return 0;
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return 0;
+    char *dir = weir_strndup(path, (size_t)(slash - path));
+    int rc = weir_dir_make(dir, 0755);
+    int e = errno;
+    free(dir);
+    errno = e;
+    return rc;
 }
 
 /* Streams formatted text to the file, through gzip when asked, in pieces of at most
@@ -110,6 +121,19 @@ static int write_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+/* True when a failure to create the file (or one of its directories) comes from the name
+ * itself, so every retry of the same chunk would fail the same way: the path or a component
+ * is longer than the file system allows, or the file system refuses the name's bytes (an
+ * encoding it does not take, characters it forbids). Such a chunk goes to backup at once.
+ * Errors from the state of the disk or the tree are retried, because an operator can clear
+ * them: ENOSPC, EDQUOT, EROFS (a remount), EACCES and EPERM (permissions), ENOTDIR and EISDIR
+ * (a file or directory in the way, which can be moved), ELOOP (a symlink that can be fixed),
+ * EIO, EMFILE. */
+static bool file_name_error(int e)
+{
+    return e == ENAMETOOLONG || e == EILSEQ || e == EINVAL;
 }
 
 /* Opens the destination: the expanded path with "_**" replaced by the first free index. */
@@ -165,8 +189,16 @@ static void file_work(uv_work_t *req)
     if (!rd) goto out;
     sink.fd = open_dest(o, expanded.data, &path);
     if (sink.fd < 0) {
-        weir_err_set(&err, "cannot open %s: %s", path.data ? path.data : expanded.data,
-                     strerror(errno));
+        int e = errno;
+        const char *name = path.data ? path.data : expanded.data;
+        if (file_name_error(e)) {
+            /* the reason first: a name this long would push it past the message's end */
+            weir_err_set(&err, "%s, a name that cannot exist, so no retry: cannot open %s",
+                         strerror(e), name);
+            j->status = WEIR_WRITE_UNRECOVERABLE;
+        } else {
+            weir_err_set(&err, "cannot open %s: %s", name, strerror(e));
+        }
         goto out;
     }
     start = lseek(sink.fd, 0, SEEK_END);
@@ -208,7 +240,10 @@ static void file_work(uv_work_t *req)
         }
     }
     if (rc < 0) goto fail;
-    if (sink_put(&sink, text.data, text.len, true) != 0 || fsync(sink.fd) != 0) goto ioerr;
+    if (sink_put(&sink, text.data, text.len, true) != 0) goto ioerr;
+    /* the file's bytes, then the entry naming it (appending to an old file needs no entry,
+     * but which case this is cannot be told from here at no cost, and one fsync is cheap) */
+    if (fsync(sink.fd) != 0 || weir_dir_sync_parent(path.data) != 0) goto ioerr;
     if (skipped)
         weir_warn("file %s: %zu records of chunk %s cannot be formatted: %s", o->id, skipped,
                   weir_chunk_id_hex(j->chunk), ferr.msg);

@@ -1,0 +1,23 @@
+/* Making directory entries durable.
+ *
+ * fsync(file) makes a file's bytes and inode durable, not the entry that names it: that entry
+ * is part of the directory, and after a power loss a file created, renamed or unlinked since its
+ * directory's last fsync can be back in its old state. So whoever reports something stored
+ * (and lets its source be deleted) after creating a file or directory must also fsync the
+ * directory holding the new entry. */
+#ifndef WEIR_DIRSYNC_H
+#define WEIR_DIRSYNC_H
+
+#include <sys/types.h>
+
+/* fsync of the directory that holds `path` (the part before its last '/', "/" for "/x", "."
+ * when there is no '/'). 0, or -1 with errno. */
+int weir_dir_sync_parent(const char *path);
+
+/* Creates `dir` (with `mode`) and any missing parent (0755), fsyncing the parent of each
+ * directory it creates. Directories that exist are left alone. Calls hold one process-wide lock,
+ * so a caller that finds a directory existing knows that its entry is durable (no other thread
+ * is between its mkdir and the fsync). 0, or -1 with errno (e.g. ENAMETOOLONG, ENOTDIR). */
+int weir_dir_make(const char *dir, mode_t mode);
+
+#endif

@@ -1,0 +1,58 @@
+/* Durable directory entries (see dirsync.h): one fsync of the parent after each mkdir, and the
+ * parent of a path found by string, without touching the file system more than once.
+ * Invariant: under dir_lock, every directory weir_dir_make has created has a durable entry
+ * once the call returns, and no other weir_dir_make call sees it before then. */
+#include "weir/dirsync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "weir/common.h"
+
+static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int weir_dir_sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir =
+        slash ? weir_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : weir_strdup(".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* mkdir, then fsync of the parent when the directory is new. */
+static int make_one(const char *dir, mode_t mode)
+{
+    if (mkdir(dir, mode) == 0) return weir_dir_sync_parent(dir);
+    return errno == EEXIST ? 0 : -1;
+}
+
+int weir_dir_make(const char *dir, mode_t mode)
+{
+    char *p = weir_strdup(dir);
+    int rc = 0;
+    pthread_mutex_lock(&dir_lock);
+    for (char *s = p + 1; *s && rc == 0; s++) {
+        if (*s != '/' || s[1] == '\0') continue;
+        *s = '\0';
+        rc = make_one(p, 0755);
+        *s = '/';
+    }
+    if (rc == 0 && *p) rc = make_one(p, mode);
+    int e = errno;
+    pthread_mutex_unlock(&dir_lock);
+    free(p);
+    errno = e;
+    return rc;
+}
