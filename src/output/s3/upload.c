@@ -11,8 +11,18 @@
  *   then           weir_chunk_write_done, exactly once.
  *
  * Every request is retried in place on transport errors, 5xx and throttling, after 0.3, 0.6
- * and 1.2 s as the AWS SDK does; what still fails is a RETRY for the buffer's backoff. A key
- * that cannot be built is UNRECOVERABLE: retrying would build it the same way.
+ * and 1.2 s as the AWS SDK does; what still fails is a RETRY for the buffer's backoff. When S3
+ * refuses the credentials (ExpiredToken: they can expire between two parts of an upload), the
+ * job fetches new ones on a worker thread, once, and sends the same request again, so an
+ * upload under way is neither aborted nor started over.
+ *
+ * Some failures can never pass, and are UNRECOVERABLE, for the buffer to move the chunk to
+ * backup at once: a key that cannot be built or is longer than S3_KEY_MAX (retrying would
+ * build it the same way), and S3's answers that say this object can never be stored
+ * (unstorable_codes). Answers that an operator can fix (AccessDenied, NoSuchBucket, ...) are
+ * retried, with an error in the log that says what to fix. Every failed request is counted
+ * by reason in weir_s3_request_errors_total, every request sent again in
+ * weir_s3_request_retries_total.
  *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
@@ -30,6 +40,7 @@
 #define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
 #define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
 #define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
+#define S3_DESCRIBE_KEY_MAX 80      /* bytes of a key that failure messages quote */
 
 typedef enum phase { PH_HEAD, PH_PUT, PH_MP_INIT, PH_MP_PART, PH_MP_COMPLETE, PH_MP_ABORT } phase_t;
 
@@ -70,6 +81,9 @@ typedef struct s3_job {
     weir_buf_t xml;
     weir_write_status_t abort_status;
     char abort_msg[WEIR_ERR_MAX];
+    bool creds_renewed; /* new credentials were fetched once already */
+    bool renew_failed;
+    char renew_msg[WEIR_ERR_MAX];
 } s3_job_t;
 
 long s3_request_timeout_ms(size_t len)
@@ -92,23 +106,44 @@ static bool code_is(const s3_http_req_t *r, const char *const *codes)
     return hit;
 }
 
+static const char *const throttling_codes[] = {
+    "RequestTimeout",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "PriorRequestNotComplete",
+    NULL,
+};
+
+/* S3's answers that this object, as weir makes it, can never be stored: the key or the
+ * metadata is too long (both come from the chunk: its tag, its time), or the body is larger
+ * than S3 takes. Sending it again cannot help. */
+static const char *const unstorable_codes[] = {
+    "KeyTooLongError",
+    "MetadataTooLarge",
+    "EntityTooLarge",
+    NULL,
+};
+
+/* Answers that stay until an operator changes the configuration, the bucket or its policy:
+ * the chunk is kept and retried (the fix may come at any moment), and the log says so. */
+static const char *const operator_codes[] = {
+    "AccessDenied",          "AllAccessDisabled",
+    "InvalidBucketName",     "NoSuchBucket",
+    "AccountProblem",        "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidRequest",
+    "PermanentRedirect",     NULL,
+};
+
 bool s3_response_transient(const s3_http_req_t *r)
 {
-    static const char *const throttling[] = {
-        "RequestTimeout",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "PriorRequestNotComplete",
-        NULL,
-    };
     if (r->curl_code != CURLE_OK) return true;
     if (r->status >= 500 || r->status == 429) return true;
-    return r->status == 400 && code_is(r, throttling);
+    return r->status == 400 && code_is(r, throttling_codes);
 }
 
 /* Did S3 refuse the credentials themselves? A HEAD answer has no body to say why, so a 400
@@ -121,6 +156,43 @@ static bool credentials_rejected(const s3_http_req_t *r, phase_t phase)
                                         "ExpiredTokenException", NULL};
     if (r->curl_code != CURLE_OK || (r->status != 400 && r->status != 403)) return false;
     return phase == PH_HEAD || code_is(r, codes);
+}
+
+static s3_err_reason_t error_reason(const s3_http_req_t *r, phase_t phase)
+{
+    if (r->curl_code == CURLE_OPERATION_TIMEDOUT) return S3_ERR_TIMEOUT;
+    if (r->curl_code != CURLE_OK) return S3_ERR_CONNECTION;
+    if (r->status == 429 || r->status == 503 || code_is(r, throttling_codes))
+        return S3_ERR_THROTTLED;
+    if (r->status >= 500 || r->status < 300) return S3_ERR_SERVER; /* < 300: Complete's <Error> */
+    if (credentials_rejected(r, phase)) return S3_ERR_CREDENTIALS;
+    if (code_is(r, unstorable_codes)) return S3_ERR_UNSTORABLE;
+    return S3_ERR_REFUSED;
+}
+
+void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm)
+{
+    static const char *const names[S3_ERR_NREASONS] = {
+        [S3_ERR_THROTTLED] = "throttled",     [S3_ERR_SERVER] = "server_error",
+        [S3_ERR_TIMEOUT] = "timeout",         [S3_ERR_CONNECTION] = "connection",
+        [S3_ERR_CREDENTIALS] = "credentials", [S3_ERR_UNSTORABLE] = "unstorable",
+        [S3_ERR_REFUSED] = "refused",
+    };
+    if (!pm) return;
+    weir_metrics_t *m = weir_plugin_metrics_registry(pm);
+    const char *const *base = weir_plugin_metrics_labels(pm);
+    const char *labels[7] = {base[0], base[1], base[2], base[3], "reason", NULL, NULL};
+    for (int i = 0; i < S3_ERR_NREASONS; i++) {
+        labels[5] = names[i];
+        o->req_errors[i] =
+            weir_metrics_counter(m, o, "weir_s3_request_errors_total",
+                                 "S3 requests that failed (each attempt), by reason.", labels);
+    }
+    o->req_retries = weir_metrics_counter(
+        m, o, "weir_s3_request_retries_total",
+        "S3 requests sent again within one upload: after a transient failure (0.3, 0.6, 1.2 s) "
+        "or with new credentials.",
+        base);
 }
 
 /* ---- the worker thread -------------------------------------------------------------------- */
@@ -407,7 +479,12 @@ static void describe(s3_job_t *j, const char *what, weir_buf_t *out)
 {
     const s3_http_req_t *r = &j->req;
     weir_buf_printf(out, "%s ", what ? what : phase_method[j->phase]);
-    s3_object_url(j->o, j->key.data, out);
+    if (j->key.len > S3_DESCRIBE_KEY_MAX)
+        /* the answer must fit in the buffer's message (WEIR_ERR_MAX), after the key */
+        weir_buf_printf(out, "s3://%s/%.*s... (a key of %zu bytes)", j->o->bucket,
+                        S3_DESCRIBE_KEY_MAX, j->key.data, j->key.len);
+    else
+        s3_object_url(j->o, j->key.data, out);
     if (r->curl_code != CURLE_OK) {
         weir_buf_printf(out, ": %s", s3_http_error(r));
     } else {
@@ -430,8 +507,19 @@ static void fail_request(s3_job_t *j, const char *what)
     weir_buf_t m;
     weir_buf_init(&m);
     describe(j, what, &m);
+    weir_write_status_t st = WEIR_WRITE_RETRY;
     if (credentials_rejected(&j->req, j->phase)) s3_provider_invalidate(j->o->creds);
-    fail(j, WEIR_WRITE_RETRY, m.data);
+    if (j->req.curl_code == CURLE_OK && code_is(&j->req, unstorable_codes)) {
+        m.len--; /* describe() ended it with a '\0' */
+        weir_buf_printf(&m, "; S3 can never store this object");
+        weir_buf_putc(&m, '\0');
+        st = WEIR_WRITE_UNRECOVERABLE;
+    } else if (j->req.curl_code == CURLE_OK && code_is(&j->req, operator_codes)) {
+        weir_error("s3 %s: %s; this will fail until the configuration, the bucket or its "
+                   "policy is fixed; the chunk is kept and retried",
+                   j->o->id, m.data);
+    }
+    fail(j, st, m.data);
     weir_buf_free(&m);
 }
 
@@ -683,6 +771,46 @@ static void on_mp_part(s3_job_t *j)
     send_request(j);
 }
 
+/* New credentials, on a worker: the provider may fetch them over HTTP. */
+static void renew_work(uv_work_t *req)
+{
+    s3_job_t *j = req->data;
+    s3_creds_t fresh = {0};
+    weir_err_t err = {{0}};
+    j->renew_failed = s3_provider_get(j->o->creds, &fresh, &err) != 0;
+    if (j->renew_failed) {
+        snprintf(j->renew_msg, sizeof j->renew_msg, "%s", err.msg);
+        return;
+    }
+    /* no request of this job is in flight: the loop does not read j->creds now */
+    s3_creds_free(&j->creds);
+    j->creds = fresh;
+}
+
+static void renew_after(uv_work_t *req, int status)
+{
+    s3_job_t *j = req->data;
+    if (status != 0 || j->renew_failed) {
+        fail(j, WEIR_WRITE_RETRY, status != 0 ? "the upload job was cancelled" : j->renew_msg);
+        return;
+    }
+    weir_counter_add(j->o->req_retries, 1);
+    send_request(j); /* the same step, same part, same upload */
+}
+
+/* S3 refused the credentials of this job (they expired since the job fetched them): fetch new
+ * ones and send the same request again, once per job. */
+static bool renew_credentials(s3_job_t *j)
+{
+    if (j->creds_renewed || !credentials_rejected(&j->req, j->phase)) return false;
+    j->creds_renewed = true;
+    weir_info("s3 %s: S3 refused the credentials (HTTP %ld); fetching new ones", j->o->id,
+              j->req.status);
+    s3_provider_invalidate(j->o->creds);
+    uv_queue_work(weir_engine_loop(j->o->eng), &j->work, renew_work, renew_after);
+    return true;
+}
+
 static void on_done(s3_http_req_t *r)
 {
     s3_job_t *j = r->arg;
@@ -691,8 +819,13 @@ static void on_done(s3_http_req_t *r)
     bool complete_error = j->phase == PH_MP_COMPLETE && ok2xx && r->resp.len &&
                           memmem(r->resp.data, r->resp.len, "<Error>", 7) != NULL;
     bool head_answer = j->phase == PH_HEAD && (r->status == 200 || r->status == 404);
+    if (!head_answer && (!ok2xx || complete_error)) {
+        weir_counter_add(j->o->req_errors[error_reason(r, j->phase)], 1);
+        if (renew_credentials(j)) return;
+    }
     if (!head_answer && (!ok2xx || complete_error) && j->phase != PH_MP_ABORT &&
         (s3_response_transient(r) || complete_error) && j->attempt < S3_INNER_RETRIES) {
+        weir_counter_add(j->o->req_retries, 1);
         if (!j->timer) {
             j->timer = weir_calloc(1, sizeof *j->timer);
             uv_timer_init(weir_engine_loop(j->o->eng), j->timer);
