@@ -173,8 +173,9 @@ S3_MAX_KEY_LEN = 1024  # bytes of UTF-8; S3 answers KeyTooLongError beyond
 #   error200  answer 200 with an <Error> body, as CompleteMultipartUpload may; nothing stored
 #   reset     read half the body, then reset the connection (SO_LINGER 0 + close)
 #   hang      store the request in s3rver, then never answer (until the client gives up)
+#   lost      store the request in s3rver, then reset the connection instead of answering
 #   expire    S3 declares the request's session token expired from now on (400 ExpiredToken)
-FAULT_KINDS = ("error", "error200", "reset", "hang", "expire")
+FAULT_KINDS = ("error", "error200", "reset", "hang", "lost", "expire")
 
 
 class Fault:
@@ -294,7 +295,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if not bad and key and len(key[0].encode()) > S3_MAX_KEY_LEN:
             bad = (400, "KeyTooLongError", "Your key is too long")
         fault = None if bad else st.take_fault(self.command, path, query,
-                                               ("error", "error200", "expire", "hang"))
+                                               ("error", "error200", "expire", "hang", "lost"))
         if fault and fault.kind == "expire":
             with st.lock:
                 st.revoked.add(headers.get("x-amz-security-token"))
@@ -331,6 +332,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             st.log.append((self.command, path, query, headers, len(body), resp.status))
         if fault and fault.kind == "hang":
             return self.hold_until_client_leaves()
+        if fault and fault.kind == "lost":
+            return self.reset_mid_body(0)
         hdrs = [(k, v) for k, v in resp.getheaders()
                 if k.lower() not in ("content-length", "transfer-encoding", "connection")]
         self.send_response(resp.status)
@@ -942,6 +945,9 @@ FAULT_SCENARIOS = {
     # stored, but the answer never comes: weir gives up after its 60 s request timeout and
     # sends the same PUT to the same key again
     "hang": ([(PUT % "hang", 1, "hang", 0, "")], {"timeout": 1}),
+    # stored, but every answer is lost: after the in-place retries the buffer's retry must
+    # send the same key again, not find it taken and write the events to a second object
+    "lost": ([(PUT % "lost", 4, "lost", 0, "")], {"connection": 4}),
     # every step of a multipart upload fails once, and is retried in place: one upload
     "mp": ([(r"^POST /faults/mp/.*\?uploads=$", 1, "error", 503, "SlowDown"),
             (r"^PUT /faults/mp/.*partNumber=1&", 1, "reset", 0, ""),
@@ -1025,9 +1031,9 @@ def test_s3_faults_every_acked_event_arrives_once():
                 (name, reason)
         retried = m[("weir_s3_request_retries_total", frozenset(lab.items()))]
         chunk_retries = m[("fluentd_output_status_retry_count", frozenset(lab.items()))]
-        # each failed request was sent again at once, but the fourth failure of "put",
-        # which ended that attempt: the buffer retried the chunk
-        assert chunk_retries == (1 if name == "put" else 0), (name, chunk_retries)
+        # each failed request was sent again at once, but the fourth failure of "put" and
+        # "lost", which ended that attempt: the buffer retried the chunk
+        assert chunk_retries == (1 if name in ("put", "lost") else 0), (name, chunk_retries)
         assert retried == sum(errors.values()) - chunk_retries, (name, retried)
     # the multipart uploads: one each, every part stored once more after its failure, no abort
     for name in MULTIPART:
@@ -1039,7 +1045,9 @@ def test_s3_faults_every_acked_event_arrives_once():
     tokens = [r[3].get("x-amz-security-token") for r in srv.state.requests(path="/faults/expire/")
               if r[0] != "HEAD"]
     assert tokens[0] != tokens[-1] and tokens[-1] not in srv.state.revoked, tokens
-    assert "failed to flush" in log and log.count("failed to flush") == 1, log  # "put" only
+    assert log.count("failed to flush") == 2, log  # "put" and "lost"
+    assert "goes to s3://faults/lost/20231114221320_0.gz again: its last attempt may have " \
+           "stored it" in log, log
 
 
 def test_unstorable_objects_go_to_backup_at_once():

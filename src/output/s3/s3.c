@@ -762,6 +762,7 @@ static void s3_destroy(void *state)
     s3_out_t *o = state;
     if (!o) return;
     if (o->pm) weir_metrics_unregister(weir_plugin_metrics_registry(o->pm), o);
+    s3_upload_memo_free(o);
     weir_buffer_free(o->buffer);
     if (o->opts_owned) {
         weir_format_opts_release(&o->fopts);

@@ -127,6 +127,7 @@ const char *s3_cred_kind_name(s3_cred_kind_t k);
 /* ---- request.c ---------------------------------------------------------------------------- */
 
 typedef struct s3_out s3_out_t;
+typedef struct s3_key_memo s3_key_memo_t;
 
 /* An S3 request before signing. */
 typedef struct s3_reqspec {
@@ -206,6 +207,8 @@ struct s3_out {
     weir_plugin_metrics_t *pm;                   /* NULL without an engine */
     weir_counter_t *req_errors[S3_ERR_NREASONS]; /* by reason; NULL without an engine */
     weir_counter_t *req_retries;                 /* requests sent again within one upload */
+    s3_key_memo_t *memo; /* upload.c: keys of chunks whose last attempt may have stored them */
+    size_t nmemo;
     void (*stop_done)(void *arg);
     void *stop_arg;
 };
@@ -218,6 +221,8 @@ void s3_upload_chunk(void *out, weir_chunk_t *chunk);
 long s3_request_timeout_ms(size_t len);
 /* Should this response be retried right away (5xx, 429, throttling, transport errors)? */
 bool s3_response_transient(const s3_http_req_t *r);
+/* Frees the keys remembered for chunks to retry (destroy: no upload runs any more). */
+void s3_upload_memo_free(s3_out_t *o);
 /* Registers weir_s3_request_errors_total and weir_s3_request_retries_total (s3.c calls it
  * from create, when the engine's plugin metrics handle is there). */
 void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm);

@@ -24,6 +24,12 @@
  * by reason in weir_s3_request_errors_total, every request sent again in
  * weir_s3_request_retries_total.
  *
+ * A request that may have stored the object (a PUT or a CompleteMultipartUpload whose answer
+ * was lost or failed) leaves its key in the output's memo, by chunk id: the chunk's next
+ * attempt sends the same key again instead of looking for a free one, so a response that
+ * never came does not become a second object with the same events. The memo lives in memory
+ * (after a restart the HEAD loop runs again) and holds at most S3_KEY_MEMO_MAX keys.
+ *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
 #include <stdlib.h>
@@ -41,6 +47,14 @@
 #define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
 #define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
 #define S3_DESCRIBE_KEY_MAX 80      /* bytes of a key that failure messages quote */
+#define S3_KEY_MEMO_MAX 4096        /* keys remembered for chunks whose upload may have landed */
+
+struct s3_key_memo {
+    char id[33]; /* the chunk's id */
+    char *key;
+    long index;
+    struct s3_key_memo *next;
+};
 
 typedef enum phase { PH_HEAD, PH_PUT, PH_MP_INIT, PH_MP_PART, PH_MP_COMPLETE, PH_MP_ABORT } phase_t;
 
@@ -81,6 +95,7 @@ typedef struct s3_job {
     weir_buf_t xml;
     weir_write_status_t abort_status;
     char abort_msg[WEIR_ERR_MAX];
+    bool maybe_stored;  /* a PUT or Complete was sent: the object may exist under j->key */
     bool creds_renewed; /* new credentials were fetched once already */
     bool renew_failed;
     char renew_msg[WEIR_ERR_MAX];
@@ -449,11 +464,75 @@ static void job_free(s3_job_t *j)
     free(j);
 }
 
+/* Takes the memo entry of a chunk out of the list; NULL if there is none. */
+static s3_key_memo_t *memo_take(s3_out_t *o, const char *id)
+{
+    for (s3_key_memo_t **p = &o->memo; *p; p = &(*p)->next) {
+        if (strcmp((*p)->id, id) != 0) continue;
+        s3_key_memo_t *m = *p;
+        *p = m->next;
+        o->nmemo--;
+        return m;
+    }
+    return NULL;
+}
+
+static void memo_free(s3_key_memo_t *m)
+{
+    if (!m) return;
+    free(m->key);
+    free(m);
+}
+
+void s3_upload_memo_free(s3_out_t *o)
+{
+    while (o->memo)
+        memo_free(memo_take(o, o->memo->id));
+}
+
+/* Remembers (or forgets) the key a chunk's next attempt must use. New entries go to the
+ * front; when the memo is full the oldest goes (its chunk would run the HEAD loop again). */
+static void memo_update(s3_job_t *j, weir_write_status_t status)
+{
+    s3_out_t *o = j->o;
+    const char *id = weir_chunk_id_hex(j->chunk);
+    s3_key_memo_t *m = memo_take(o, id);
+    if (status != WEIR_WRITE_RETRY || !j->maybe_stored) {
+        /* delivered or given up: forget it; failed before any PUT: keep what it had */
+        if (status == WEIR_WRITE_RETRY && m) {
+            m->next = o->memo;
+            o->memo = m;
+            o->nmemo++;
+        } else {
+            memo_free(m);
+        }
+        return;
+    }
+    if (!m) {
+        m = weir_calloc(1, sizeof *m);
+        snprintf(m->id, sizeof m->id, "%s", id);
+    }
+    free(m->key);
+    m->key = weir_strndup(j->key.data, j->key.len);
+    m->index = j->used_index;
+    m->next = o->memo;
+    o->memo = m;
+    if (++o->nmemo > S3_KEY_MEMO_MAX) {
+        s3_key_memo_t **p = &o->memo;
+        while ((*p)->next)
+            p = &(*p)->next;
+        memo_free(*p);
+        *p = NULL;
+        o->nmemo--;
+    }
+}
+
 static void finish(s3_job_t *j, weir_write_status_t status, const char *msg)
 {
     weir_chunk_t *c = j->chunk;
     char m[WEIR_ERR_MAX];
     snprintf(m, sizeof m, "%s", msg ? msg : "");
+    memo_update(j, status);
     job_free(j);
     weir_chunk_write_done(c, status, m);
 }
@@ -613,6 +692,7 @@ static void send_request(s3_job_t *j)
         spec.nquery = 1;
         break;
     }
+    if (j->phase == PH_PUT || j->phase == PH_MP_COMPLETE) j->maybe_stored = true;
     s3_http_req_reset(&j->req);
     j->req.done = on_done;
     j->req.arg = j;
@@ -899,6 +979,21 @@ static void prep_after(uv_work_t *req, int status)
         return;
     }
     j->index = 0;
+    s3_key_memo_t *m = memo_take(j->o, weir_chunk_id_hex(j->chunk));
+    if (m) {
+        /* the last attempt may have stored the object: the same key again, no HEAD loop */
+        weir_buf_append(&j->key, m->key, strlen(m->key));
+        weir_buf_putc(&j->key, '\0');
+        j->key.len--;
+        j->used_index = m->index;
+        j->maybe_stored = true; /* still, until this attempt says otherwise */
+        memo_free(m);
+        weir_debug("s3 %s: chunk %s goes to s3://%s/%s again: its last attempt may have "
+                   "stored it",
+                   j->o->id, weir_chunk_id_hex(j->chunk), j->o->bucket, j->key.data);
+        start_upload(j);
+        return;
+    }
     if (j->o->check_object) {
         head_next(j);
         return;
