@@ -221,8 +221,20 @@ void s3_upload_chunk(void *out, weir_chunk_t *chunk);
 long s3_request_timeout_ms(size_t len);
 /* Should this response be retried right away (5xx, 429, throttling, transport errors)? */
 bool s3_response_transient(const s3_http_req_t *r);
-/* Frees the keys remembered for chunks to retry (destroy: no upload runs any more). */
+/* Keys remembered by chunk id for a chunk whose last attempt may have stored its object, so
+ * that the next attempt writes the same key (upload.c's head comment). At most
+ * S3_KEY_MEMO_MAX; a new one beyond pushes out the oldest. Loop thread. */
+#define S3_KEY_MEMO_MAX 4096
+void s3_memo_remember(s3_out_t *o, const char *id, const char *key, long index);
+/* The key remembered for `id` (the caller frees it) and its index, forgotten now; or NULL. */
+char *s3_memo_take(s3_out_t *o, const char *id, long *index);
+/* Frees every key remembered (destroy: no upload runs any more). */
 void s3_upload_memo_free(s3_out_t *o);
+/* "s3://bucket/key" for failure messages (key: NUL-terminated, len bytes), cut at
+ * S3_DESCRIBE_KEY_MAX bytes (with its length) so that S3's answer after it fits in the
+ * buffer's message (WEIR_ERR_MAX). */
+#define S3_DESCRIBE_KEY_MAX 80
+void s3_describe_object(const s3_out_t *o, const char *key, size_t len, weir_buf_t *out);
 /* Registers weir_s3_request_errors_total and weir_s3_request_retries_total (s3.c calls it
  * from create, when the engine's plugin metrics handle is there). */
 void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm);

@@ -46,8 +46,6 @@
 #define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
 #define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
 #define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
-#define S3_DESCRIBE_KEY_MAX 80      /* bytes of a key that failure messages quote */
-#define S3_KEY_MEMO_MAX 4096        /* keys remembered for chunks whose upload may have landed */
 
 struct s3_key_memo {
     char id[33]; /* the chunk's id */
@@ -465,7 +463,7 @@ static void job_free(s3_job_t *j)
 }
 
 /* Takes the memo entry of a chunk out of the list; NULL if there is none. */
-static s3_key_memo_t *memo_take(s3_out_t *o, const char *id)
+static s3_key_memo_t *memo_unlink(s3_out_t *o, const char *id)
 {
     for (s3_key_memo_t **p = &o->memo; *p; p = &(*p)->next) {
         if (strcmp((*p)->id, id) != 0) continue;
@@ -477,54 +475,59 @@ static s3_key_memo_t *memo_take(s3_out_t *o, const char *id)
     return NULL;
 }
 
-static void memo_free(s3_key_memo_t *m)
+char *s3_memo_take(s3_out_t *o, const char *id, long *index)
 {
-    if (!m) return;
-    free(m->key);
+    s3_key_memo_t *m = memo_unlink(o, id);
+    if (!m) return NULL;
+    char *key = m->key;
+    *index = m->index;
     free(m);
+    return key;
 }
 
-void s3_upload_memo_free(s3_out_t *o)
+/* New entries go to the front; when the memo is full the oldest goes (its chunk would run
+ * the HEAD loop again). */
+void s3_memo_remember(s3_out_t *o, const char *id, const char *key, long index)
 {
-    while (o->memo)
-        memo_free(memo_take(o, o->memo->id));
-}
-
-/* Remembers (or forgets) the key a chunk's next attempt must use. New entries go to the
- * front; when the memo is full the oldest goes (its chunk would run the HEAD loop again). */
-static void memo_update(s3_job_t *j, weir_write_status_t status)
-{
-    s3_out_t *o = j->o;
-    const char *id = weir_chunk_id_hex(j->chunk);
-    s3_key_memo_t *m = memo_take(o, id);
-    if (status != WEIR_WRITE_RETRY || !j->maybe_stored) {
-        /* delivered or given up: forget it; failed before any PUT: keep what it had */
-        if (status == WEIR_WRITE_RETRY && m) {
-            m->next = o->memo;
-            o->memo = m;
-            o->nmemo++;
-        } else {
-            memo_free(m);
-        }
-        return;
-    }
+    s3_key_memo_t *m = memo_unlink(o, id);
     if (!m) {
         m = weir_calloc(1, sizeof *m);
         snprintf(m->id, sizeof m->id, "%s", id);
     }
     free(m->key);
-    m->key = weir_strndup(j->key.data, j->key.len);
-    m->index = j->used_index;
+    m->key = weir_strdup(key);
+    m->index = index;
     m->next = o->memo;
     o->memo = m;
     if (++o->nmemo > S3_KEY_MEMO_MAX) {
         s3_key_memo_t **p = &o->memo;
         while ((*p)->next)
             p = &(*p)->next;
-        memo_free(*p);
+        free((*p)->key);
+        free(*p);
         *p = NULL;
         o->nmemo--;
     }
+}
+
+void s3_upload_memo_free(s3_out_t *o)
+{
+    long index;
+    while (o->memo)
+        free(s3_memo_take(o, o->memo->id, &index));
+}
+
+/* After an attempt: delivered or given up, the chunk's key is forgotten; failed after a
+ * request that may have stored the object, it is remembered for the next attempt; failed
+ * before one, what was remembered stays. */
+static void memo_update(s3_job_t *j, weir_write_status_t status)
+{
+    const char *id = weir_chunk_id_hex(j->chunk);
+    long index;
+    if (status == WEIR_WRITE_RETRY && j->maybe_stored)
+        s3_memo_remember(j->o, id, j->key.data, j->used_index);
+    else if (status != WEIR_WRITE_RETRY)
+        free(s3_memo_take(j->o, id, &index));
 }
 
 static void finish(s3_job_t *j, weir_write_status_t status, const char *msg)
@@ -553,17 +556,21 @@ static void fail(s3_job_t *j, weir_write_status_t status, const char *msg)
     finish(j, status, msg);
 }
 
+void s3_describe_object(const s3_out_t *o, const char *key, size_t len, weir_buf_t *out)
+{
+    if (len > S3_DESCRIBE_KEY_MAX)
+        weir_buf_printf(out, "s3://%s/%.*s... (a key of %zu bytes)", o->bucket, S3_DESCRIBE_KEY_MAX,
+                        key, len);
+    else
+        s3_object_url(o, key, out);
+}
+
 /* "PUT s3://bucket/key: HTTP 403 AccessDenied: Access Denied" */
 static void describe(s3_job_t *j, const char *what, weir_buf_t *out)
 {
     const s3_http_req_t *r = &j->req;
     weir_buf_printf(out, "%s ", what ? what : phase_method[j->phase]);
-    if (j->key.len > S3_DESCRIBE_KEY_MAX)
-        /* the answer must fit in the buffer's message (WEIR_ERR_MAX), after the key */
-        weir_buf_printf(out, "s3://%s/%.*s... (a key of %zu bytes)", j->o->bucket,
-                        S3_DESCRIBE_KEY_MAX, j->key.data, j->key.len);
-    else
-        s3_object_url(j->o, j->key.data, out);
+    s3_describe_object(j->o, j->key.data, j->key.len, out);
     if (r->curl_code != CURLE_OK) {
         weir_buf_printf(out, ": %s", s3_http_error(r));
     } else {
@@ -979,15 +986,16 @@ static void prep_after(uv_work_t *req, int status)
         return;
     }
     j->index = 0;
-    s3_key_memo_t *m = memo_take(j->o, weir_chunk_id_hex(j->chunk));
-    if (m) {
+    long index;
+    char *key = s3_memo_take(j->o, weir_chunk_id_hex(j->chunk), &index);
+    if (key) {
         /* the last attempt may have stored the object: the same key again, no HEAD loop */
-        weir_buf_append(&j->key, m->key, strlen(m->key));
+        weir_buf_append(&j->key, key, strlen(key));
         weir_buf_putc(&j->key, '\0');
         j->key.len--;
-        j->used_index = m->index;
+        j->used_index = index;
         j->maybe_stored = true; /* still, until this attempt says otherwise */
-        memo_free(m);
+        free(key);
         weir_debug("s3 %s: chunk %s goes to s3://%s/%s again: its last attempt may have "
                    "stored it",
                    j->o->id, weir_chunk_id_hex(j->chunk), j->o->bucket, j->key.data);
