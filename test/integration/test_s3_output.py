@@ -941,20 +941,28 @@ FAULT_SCENARIOS = {
     "put": ([(PUT % "put", 2, "error", 503, "SlowDown"),
              (PUT % "put", 2, "error", 500, "InternalError")],
             {"throttled": 2, "server_error": 2}),
-    "reset": ([(PUT % "reset", 1, "reset", 0, "")], {"connection": 1}),
+    # a HEAD of the index loop throttled, then the PUT's connection reset in the body
+    "reset": ([(r"^HEAD /faults/reset/", 1, "error", 503, "SlowDown"),
+               (PUT % "reset", 1, "reset", 0, "")], {"throttled": 1, "connection": 1}),
     # stored, but the answer never comes: weir gives up after its 60 s request timeout and
     # sends the same PUT to the same key again
     "hang": ([(PUT % "hang", 1, "hang", 0, "")], {"timeout": 1}),
     # stored, but every answer is lost: after the in-place retries the buffer's retry must
     # send the same key again, not find it taken and write the events to a second object
     "lost": ([(PUT % "lost", 4, "lost", 0, "")], {"connection": 4}),
-    # every step of a multipart upload fails once, and is retried in place: one upload
+    # every step of a multipart upload fails with 503 SlowDown and 500 InternalError (and the
+    # parts with a reset, Complete with a 200 carrying an <Error>), each retried in place:
+    # one upload, no abort
     "mp": ([(r"^POST /faults/mp/.*\?uploads=$", 1, "error", 503, "SlowDown"),
+            (r"^POST /faults/mp/.*\?uploads=$", 1, "error", 500, "InternalError"),
             (r"^PUT /faults/mp/.*partNumber=1&", 1, "reset", 0, ""),
+            (r"^PUT /faults/mp/.*partNumber=1&", 1, "error", 503, "SlowDown"),
             (r"^PUT /faults/mp/.*partNumber=2&", 1, "error", 500, "InternalError"),
+            (r"^PUT /faults/mp/.*partNumber=2&", 1, "error", 503, "SlowDown"),
             (r"^POST /faults/mp/.*\?uploadId=", 1, "error", 503, "SlowDown"),
+            (r"^POST /faults/mp/.*\?uploadId=", 1, "error", 500, "InternalError"),
             (r"^POST /faults/mp/.*\?uploadId=", 1, "error200", 200, "InternalError")],
-           {"throttled": 2, "connection": 1, "server_error": 2}),
+           {"throttled": 4, "connection": 1, "server_error": 4}),
     # the credentials expire between two parts: new ones, and the same upload goes on
     "expire": ([(r"^PUT /faults/expire/.*partNumber=2&", 1, "expire", 400, "ExpiredToken")],
                {"credentials": 1}),
