@@ -177,6 +177,8 @@ def test_counts_match_what_was_sent_and_delivered():
         sent_bytes = {"app.a": 0, "app.b": 0}
         seq = 0
         frames = 0
+        # the oldest chunk is made by the first frame: after before_first, before first_acked
+        before_first, first_acked = time.time(), None
         for tag, nframes, per in (("app.a", 3, 10), ("app.b", 2, 5)):
             s = AckSender(fwd, tag=tag)
             for _ in range(nframes):
@@ -184,6 +186,7 @@ def test_counts_match_what_was_sent_and_delivered():
                 seq += per
                 sent_bytes[tag] += len(frame(tag, seqs, "c%d" % seqs[0]))
                 assert s.send(seqs, time.time() + 10), w.log()
+                first_acked = first_acked or time.time()
                 frames += 1
             s.close()
         # an unmatched tag is counted and dropped
@@ -193,6 +196,8 @@ def test_counts_match_what_was_sent_and_delivered():
         frames += 1
         # two idle connections show in the gauge, and leave it when closed
         idle = [socket.create_connection(("127.0.0.1", fwd)) for _ in range(2)]
+        time.sleep(1.0)  # so the oldest chunk's age has a lower bound well above 0
+        before_scrape = time.time()
         m = wait_for(lambda: (lambda m: m if metric(m, "weir_input_connections", plugin_id="in_fwd",
                                                           type="forward") == 2 else None)(scrape(prom)),
                      what="2 open connections")
@@ -214,7 +219,11 @@ def test_counts_match_what_was_sent_and_delivered():
         assert metric(m, "fluentd_output_status_buffer_stage_length", **out) == 2  # one per tag
         assert metric(m, "fluentd_output_status_buffer_total_bytes", **out) > 40 * 100
         assert metric(m, "weir_output_delivered_records_total", **out) == 0
-        assert metric(m, "weir_output_buffer_oldest_chunk_age_seconds", **out) >= 0
+        # the age of the chunk the first frame made: at least the time since its ack, at most
+        # the time since that frame was sent (the chunk's creation is kept in whole seconds)
+        age = metric(m, "weir_output_buffer_oldest_chunk_age_seconds", **out)
+        assert before_scrape - first_acked <= age <= time.time() - int(before_first), \
+            (age, before_scrape - first_acked)
         assert metric(m, "fluentd_status_buffer_total_bytes", plugin_category="output", **out) == \
             metric(m, "fluentd_output_status_buffer_total_bytes", **out)
         for c in idle:

@@ -5,8 +5,12 @@ s3rver 3.7.1 checks that the access key exists but does not verify SigV4 signatu
 request goes through a verifying proxy written here: it recomputes the SigV4 signature from
 the request as received (its own implementation, from the AWS documentation), checks
 x-amz-content-sha256 and Content-MD5 against the body and the session token against the
-credentials it knows, and only then forwards to s3rver. It can also fail requests on purpose
-(503 SlowDown) and records every request for the assertions.
+credentials it knows, refuses keys longer than S3's 1024 bytes as S3 does, and only then
+forwards to s3rver. It records every request for the assertions, and fails requests on
+purpose as S3 does, scripted per test (ProxyState.inject): error answers with S3's XML
+bodies (503 SlowDown, 500 InternalError, a 200 CompleteMultipartUpload carrying an <Error>),
+a connection reset in the middle of the request body, a response that never comes, and a
+session token that S3 declares expired.
 
 Fake credential endpoints (IMDSv2/v1, ECS, STS AssumeRole and AssumeRoleWithWebIdentity) run
 here too, on 127.0.0.1; they hand out temporary keys that the proxy then accepts.
@@ -162,12 +166,32 @@ def serve(handler_cls, port, state, tls=None):
 
 # ---- the verifying proxy in front of s3rver ------------------------------------------------
 
+S3_MAX_KEY_LEN = 1024  # bytes of UTF-8; S3 answers KeyTooLongError beyond
+
+# What an injected fault does to a request that it matches:
+#   error     answer `status` with S3's XML error `code` (after the signature is checked)
+#   error200  answer 200 with an <Error> body, as CompleteMultipartUpload may; nothing stored
+#   reset     read half the body, then reset the connection (SO_LINGER 0 + close)
+#   hang      store the request in s3rver, then never answer (until the client gives up)
+#   lost      store the request in s3rver, then reset the connection instead of answering
+#   expire    S3 declares the request's session token expired from now on (400 ExpiredToken)
+FAULT_KINDS = ("error", "error200", "reset", "hang", "lost", "expire")
+
+
+class Fault:
+    def __init__(self, pattern, count, kind, status, code):
+        assert kind in FAULT_KINDS, kind
+        self.re = re.compile(pattern)
+        self.count, self.kind, self.status, self.code = count, kind, status, code
+
+
 class ProxyState:
     def __init__(self, backend_port):
         self.backend_port = backend_port
         self.keys = {}  # access key -> (secret, set of accepted tokens or None)
         self.log = []  # (method, path, query, headers, body length, status)
-        self.faults = []  # [method, "path?query" substring, count, status, code]
+        self.faults = []  # Fault, in the order they were injected
+        self.injected = []  # (kind, code, method, path, query) of every fault that fired
         self.conns = set()  # open client connections, closed when S3 "goes down"
         self.revoked = set()  # session tokens S3 now calls expired
         self.bodies = {}  # (method, path, query) -> body, for small bodies
@@ -180,6 +204,25 @@ class ProxyState:
             if token:
                 tokens.add(token)
             self.keys[key] = (secret, tokens or None)
+
+    def inject(self, pattern, count=1, kind="error", status=503, code="SlowDown"):
+        """The next `count` requests whose "METHOD /path?query" matches the regular expression
+        `pattern` get the fault `kind` (see FAULT_KINDS). PutObject is r"^PUT /b/p/[^?]*\\?$",
+        UploadPart "partNumber=", CreateMultipartUpload "^POST .*\\?uploads=$",
+        CompleteMultipartUpload "^POST .*\\?uploadId="."""
+        with self.lock:
+            self.faults.append(Fault(pattern, count, kind, status, code))
+
+    def take_fault(self, method, path, query, kinds):
+        """The first live fault of one of `kinds` that matches the request, used up once."""
+        line = "%s %s?%s" % (method, path, query)
+        with self.lock:
+            for f in self.faults:
+                if f.count > 0 and f.kind in kinds and f.re.search(line):
+                    f.count -= 1
+                    self.injected.append((f.kind, f.code, method, path, query))
+                    return f
+        return None
 
     def requests(self, method=None, path=None):
         with self.lock:
@@ -212,30 +255,61 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def reset_mid_body(self, n):
+        """Reads half the body, then resets the connection: an RST, not a FIN."""
+        self.rfile.read(n // 2)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def hold_until_client_leaves(self):
+        """A response that never comes: wait until the client gives up and hangs up."""
+        self.connection.settimeout(600)
+        try:
+            while self.connection.recv(65536):
+                pass
+        except OSError:
+            pass
+        self.close_connection = True
+
     def handle_any(self):
         st = self.server.state
         n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
         path, _, query = self.path.partition("?")
         headers = {k.lower(): v for k, v in self.headers.items()}
+
+        def log(status, length):
+            st.log.append((self.command, path, query, headers, length, status))
+        if st.take_fault(self.command, path, query, ("reset",)):
+            with st.lock:
+                log(0, n)
+            return self.reset_mid_body(n)
+        body = self.rfile.read(n) if n else b""
         with st.lock:
             keys = dict(st.keys)
             keys["__revoked__"] = (None, set(st.revoked))
             if len(body) < 4096:
                 st.bodies[(self.command, path, query)] = body
         bad = verify_request(keys, self.command, path, query, headers, body)
-        status = bad[0] if bad else 0
-        if not bad:
+        key = urllib.parse.unquote(path).split("/", 2)[2:]
+        if not bad and key and len(key[0].encode()) > S3_MAX_KEY_LEN:
+            bad = (400, "KeyTooLongError", "Your key is too long")
+        fault = None if bad else st.take_fault(self.command, path, query,
+                                               ("error", "error200", "expire", "hang", "lost"))
+        if fault and fault.kind == "expire":
             with st.lock:
-                for f in st.faults:
-                    if f[2] > 0 and f[0] == self.command and f[1] in path + "?" + query:
-                        f[2] -= 1
-                        bad = (f[3], f[4], "injected by the test")
-                        status = f[3]
-                        break
+                st.revoked.add(headers.get("x-amz-security-token"))
+            bad = (400, "ExpiredToken", "The provided token has expired.")
+        elif fault and fault.kind == "error":
+            bad = (fault.status, fault.code, "injected by the test")
+        elif fault and fault.kind == "error200":
+            with st.lock:
+                log(200, len(body))
+            return self.reply(200, error_xml(fault.code, "injected by the test"),
+                              [("Content-Type", "application/xml")])
         if bad:
             with st.lock:
-                st.log.append((self.command, path, query, headers, len(body), status))
+                log(bad[0], len(body))
             return self.reply(bad[0], error_xml(bad[1], bad[2]),
                               [("Content-Type", "application/xml")])
         # s3rver knows only S3RVER (and does not check signatures): forward as that key
@@ -256,6 +330,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             conn.close()
         with st.lock:
             st.log.append((self.command, path, query, headers, len(body), resp.status))
+        if fault and fault.kind == "hang":
+            return self.hold_until_client_leaves()
+        if fault and fault.kind == "lost":
+            return self.reset_mid_body(0)
         hdrs = [(k, v) for k, v in resp.getheaders()
                 if k.lower() not in ("content-length", "transfer-encoding", "connection")]
         self.send_response(resp.status)
@@ -721,8 +799,7 @@ def test_multipart_upload_above_threshold():
     srv = s3()
     # the second part of the first attempt is refused for good: the upload must be aborted,
     # and the chunk retried as a whole
-    with srv.state.lock:
-        srv.state.faults.append(["PUT", "partNumber=2&", 1, 400, "InvalidArgument"])
+    srv.state.inject("partNumber=2&", 1, "error", 400, "InvalidArgument")
     w = start_weir([lambda d: match_conf(
         d, "mp", "multipart", STATIC, path="big/",
         extra="  store_as text\n  multipart_threshold 1m\n  multipart_chunk_size 5m\n"
@@ -817,8 +894,7 @@ def test_s3_down_then_back_every_acked_event_arrives():
 
 def test_in_request_retry_on_slowdown():
     srv = s3()
-    with srv.state.lock:
-        srv.state.faults.append(["PUT", "/slow/s/", 2, 503, "SlowDown"])
+    srv.state.inject("^PUT /slow/s/", 2, "error", 503, "SlowDown")
     w = start_weir([lambda d: match_conf(d, "slow", "slow", STATIC, path="s/",
                                           extra="  s3_region eu-west-1\n"
                                                 "  compute_checksums false\n")])
@@ -835,6 +911,201 @@ def test_in_request_retry_on_slowdown():
     assert create[1] == "/slow" and "/eu-west-1/s3/aws4_request" in create[3]["authorization"]
     assert b"<LocationConstraint>eu-west-1</LocationConstraint>" in \
         srv.state.bodies[("PUT", "/slow", "")]
+
+
+def prometheus_source(port):
+    return "<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>\n" % port
+
+
+def scrape_metrics(port):
+    from test_metrics import scrape
+    return scrape(port)
+
+
+def seqs_in(objs, prefix):
+    """Every record's seq, line by line, from the objects under `prefix` (gzip'd or text)."""
+    seqs = []
+    for key, (data, _) in sorted(objs.items()):
+        if key.startswith(prefix):
+            text = ungzip(data) if key.endswith(".gz") else data
+            seqs += [json.loads(line)["seq"] for line in text.decode().splitlines()]
+    return seqs
+
+
+# Each fault scenario: its own output (@id = tag = key prefix), the faults S3 hands it, and
+# the failed requests weir_s3_request_errors_total must count for it, by reason.
+PUT = r"^PUT /faults/%s/[^?]*\?$"
+FAULT_SCENARIOS = {
+    # PutObject throttled twice then failing twice: the in-place retries (3) run out, the
+    # buffer's retry stores the chunk at the next attempt
+    "put": ([(PUT % "put", 2, "error", 503, "SlowDown"),
+             (PUT % "put", 2, "error", 500, "InternalError")],
+            {"throttled": 2, "server_error": 2}),
+    # a HEAD of the index loop throttled, then the PUT's connection reset in the body
+    "reset": ([(r"^HEAD /faults/reset/", 1, "error", 503, "SlowDown"),
+               (PUT % "reset", 1, "reset", 0, "")], {"throttled": 1, "connection": 1}),
+    # stored, but the answer never comes: weir gives up after its 60 s request timeout and
+    # sends the same PUT to the same key again
+    "hang": ([(PUT % "hang", 1, "hang", 0, "")], {"timeout": 1}),
+    # stored, but every answer is lost: after the in-place retries the buffer's retry must
+    # send the same key again, not find it taken and write the events to a second object
+    "lost": ([(PUT % "lost", 4, "lost", 0, "")], {"connection": 4}),
+    # every step of a multipart upload fails with 503 SlowDown and 500 InternalError (and the
+    # parts with a reset, Complete with a 200 carrying an <Error>), each retried in place:
+    # one upload, no abort
+    "mp": ([(r"^POST /faults/mp/.*\?uploads=$", 1, "error", 503, "SlowDown"),
+            (r"^POST /faults/mp/.*\?uploads=$", 1, "error", 500, "InternalError"),
+            (r"^PUT /faults/mp/.*partNumber=1&", 1, "reset", 0, ""),
+            (r"^PUT /faults/mp/.*partNumber=1&", 1, "error", 503, "SlowDown"),
+            (r"^PUT /faults/mp/.*partNumber=2&", 1, "error", 500, "InternalError"),
+            (r"^PUT /faults/mp/.*partNumber=2&", 1, "error", 503, "SlowDown"),
+            (r"^POST /faults/mp/.*\?uploadId=", 1, "error", 503, "SlowDown"),
+            (r"^POST /faults/mp/.*\?uploadId=", 1, "error", 500, "InternalError"),
+            (r"^POST /faults/mp/.*\?uploadId=", 1, "error200", 200, "InternalError")],
+           {"throttled": 4, "connection": 1, "server_error": 4}),
+    # the credentials expire between two parts: new ones, and the same upload goes on
+    "expire": ([(r"^PUT /faults/expire/.*partNumber=2&", 1, "expire", 400, "ExpiredToken")],
+               {"credentials": 1}),
+}
+MULTIPART = ("mp", "expire")
+
+
+def test_s3_faults_every_acked_event_arrives_once():
+    """What S3 really does to requests, on PutObject and every multipart step: each acked
+    event is in the bucket exactly once, and every failure and retry is in the metrics."""
+    srv = s3()
+    with AWS.lock:
+        AWS.log.clear()
+    for name, (faults, _) in FAULT_SCENARIOS.items():
+        for f in faults:
+            srv.state.inject(*f)
+    imds = ("  <instance_profile_credentials>\n    ip_address 127.0.0.1\n    port %d\n"
+            "  </instance_profile_credentials>\n" % AWS.port)
+    prom = free_port()
+    matches = [prometheus_source(prom)]
+    for name in FAULT_SCENARIOS:
+        big = name in MULTIPART
+        matches.append(lambda d, name=name, big=big: match_conf(
+            d, name, "faults", imds if name == "expire" else STATIC, path=name + "/",
+            pattern=name, extra="  <format>\n    @type json\n  </format>\n" +
+            ("  store_as text\n  multipart_threshold 1m\n  multipart_chunk_size 5m\n"
+             if big else ""),
+            buffer_extra="    timekey 3600\n    flush_mode interval\n    flush_interval 1h"
+            if big else ""))
+    w = start_weir(matches)
+    wait_port(prom)
+    acked = {}
+    for name in FAULT_SCENARIOS:
+        if name in MULTIPART:  # about 6 MB: a part of 5 MiB and one of the rest
+            for b in range(0, 6000, 1000):
+                assert fwd_send(w.port, name, [{"seq": b + i, "pad": "p" * 1000}
+                                               for i in range(1000)])
+            acked[name] = list(range(6000))
+        else:
+            assert fwd_send(w.port, name, records(name, 20))
+            acked[name] = list(range(20))
+    w.proc.send_signal(signal.SIGUSR1)  # the multipart chunks' time buckets are not over
+
+    def all_there(objs):
+        return all(set(seqs_in(objs, n + "/")) >= set(acked[n]) for n in acked)
+    # weir is done when it counts every chunk delivered: the hung PUT is stored in s3rver
+    # long before weir's timeout ends it and the retry answers
+    def delivered():
+        m = scrape_metrics(prom)
+        done = all(m.get(("weir_output_delivered_records_total",
+                          frozenset({"plugin_id": n, "type": "s3"}.items()))) == len(acked[n])
+                   for n in acked)
+        return m if done else None
+    deadline = time.time() + 150
+    while not delivered() and time.time() < deadline:
+        time.sleep(0.5)
+    m = delivered()
+    assert m, w.log()
+    objs = srv.wait_objects("faults", all_there)
+    log = stop_weir(w)
+    for name, (faults, errors) in FAULT_SCENARIOS.items():
+        got = seqs_in(objs, name + "/")
+        # every acked event, nothing else, and no duplicate: every retry of a request that
+        # may have been stored (the hang) went to the same key
+        assert sorted(got) == acked[name], (name, len(got), len(set(got)), log)
+        assert len([k for k in objs if k.startswith(name + "/")]) == 1, (name, sorted(objs))
+        fired = [i for i in srv.state.injected if i[3].startswith("/faults/%s/" % name)]
+        assert len(fired) == sum(f[1] for f in faults), (name, fired)
+        lab = {"plugin_id": name, "type": "s3"}
+        for reason in ("throttled", "server_error", "timeout", "connection", "credentials",
+                       "unstorable", "refused"):
+            assert m[("weir_s3_request_errors_total",
+                      frozenset(dict(lab, reason=reason).items()))] == errors.get(reason, 0), \
+                (name, reason)
+        retried = m[("weir_s3_request_retries_total", frozenset(lab.items()))]
+        chunk_retries = m[("fluentd_output_status_retry_count", frozenset(lab.items()))]
+        # each failed request was sent again at once, but the fourth failure of "put" and
+        # "lost", which ended that attempt: the buffer retried the chunk
+        assert chunk_retries == (1 if name in ("put", "lost") else 0), (name, chunk_retries)
+        assert retried == sum(errors.values()) - chunk_retries, (name, retried)
+    # the multipart uploads: one each, every part stored once more after its failure, no abort
+    for name in MULTIPART:
+        q = [(r[0], r[2], r[5]) for r in srv.state.requests(path="/faults/%s/" % name)
+             if r[0] != "HEAD"]
+        assert [x for x in q if x[0] == "DELETE"] == [], (name, q)
+        ok_init = [x for x in q if x[1] == "uploads=" and x[2] == 200]
+        assert len(ok_init) == 1, (name, q)
+    tokens = [r[3].get("x-amz-security-token") for r in srv.state.requests(path="/faults/expire/")
+              if r[0] != "HEAD"]
+    assert tokens[0] != tokens[-1] and tokens[-1] not in srv.state.revoked, tokens
+    assert log.count("failed to flush") == 2, log  # "put" and "lost"
+    assert "goes to s3://faults/lost/20231114221320_0.gz again: its last attempt may have " \
+           "stored it" in log, log
+
+
+def test_unstorable_objects_go_to_backup_at_once():
+    """A key S3 cannot store (over 1024 bytes, or refused by S3 as such) is given up at the
+    first attempt: backup, the reason in the log, the metrics. AccessDenied is not: an
+    operator can fix it, so the chunk is retried, with an error in the log."""
+    srv = s3()
+    long_path = ("d" * 200 + "/") * 4 + "x" * 194  # 998 bytes, no path segment over 255
+    srv.state.inject(r"^PUT /keys/.*/k\.s/", 1, "error", 400, "KeyTooLongError")
+    srv.state.inject(r"^PUT /keys/.*/k\.d/", 2, "error", 403, "AccessDenied")
+    prom = free_port()
+    w = start_weir([prometheus_source(prom), lambda d: match_conf(
+        d, "keys", "keys", STATIC, path=long_path + "/${tag}/", pattern="k.**",
+        extra="  <format>\n    @type json\n  </format>\n")])
+    wait_port(prom)
+    # the key is long_path/<tag>/20231114221320_0.gz: 1019 bytes + the tag
+    for tag in ("k.abc", "k.abcd", "k.s", "k.d"):
+        assert fwd_send(w.port, tag, records(tag, 3))
+    lab = frozenset({"plugin_id": "keys", "type": "s3"}.items())
+    deadline = time.time() + 30
+    m = {}
+    while time.time() < deadline:
+        m = scrape_metrics(prom)
+        if m.get(("weir_output_delivered_records_total", lab)) == 6 and \
+                m.get(("weir_output_backup_chunks_total", lab)) == 2:
+            break
+        time.sleep(0.3)
+    objs = srv.wait_objects("keys", lambda o: len(o) >= 2)
+    log = stop_weir(w)
+    # exactly at the limit: stored; the denied chunk: stored after its retries
+    key = long_path + "/k.abc/20231114221320_0.gz"
+    assert len(key.encode()) == 1024
+    assert sorted(objs) == sorted([key, long_path + "/k.d/20231114221320_0.gz"]), \
+        sorted(objs)
+    assert [json.loads(x)["seq"] for x in ungzip(objs[key][0]).decode().splitlines()] == \
+        [0, 1, 2]
+    # one past the limit: never sent to S3, given up at once, as is what S3 calls too long
+    assert not srv.state.requests(path="/keys/" + long_path + "/k.abcd/")
+    assert "given up (object key of 1025 bytes is longer than S3's limit of 1024: " in log, log
+    assert "HTTP 400 KeyTooLongError: injected by the test; S3 can never store this " \
+           "object)" in log, log
+    backup = os.path.join(w.dir, "buf-keys", "backup")
+    assert len(os.listdir(backup)) == 2, os.listdir(backup)
+    assert m[("weir_output_backup_chunks_total", lab)] == 2, m
+    assert m[("weir_s3_request_errors_total", lab | {("reason", "unstorable")})] == 1
+    assert m[("weir_s3_request_errors_total", lab | {("reason", "refused")})] == 2
+    # the only chunk retries are the denied chunk's: an operator may fix a policy any time
+    assert m[("fluentd_output_status_retry_count", lab)] == 2, m
+    assert log.count("AccessDenied: injected by the test; this will fail until the "
+                     "configuration, the bucket or its policy is fixed") == 2, log
 
 
 def test_s3_errors_are_logged_with_code_and_message():
@@ -1065,9 +1336,12 @@ def test_credentials_expired_token_is_fetched_again():
     objs = srv.wait_objects("expired", lambda o: len(o) >= 2, timeout=20)
     log = stop_weir(w)
     assert len(objs) == 2, (sorted(objs), log)
-    assert log.count("failed to flush") == 1, log
+    # the upload fetched new credentials and went on: no failed flush, no wait for a retry
+    assert "failed to flush" not in log, log
+    assert "S3 refused the credentials (HTTP 400); fetching new ones" in log, log
     fetched = [c for c in aws_log("/latest/meta-data/iam/security-credentials/weir-role")]
     assert len(fetched) == 2, fetched
+    assert proxy_tokens("expired")[-1] not in srv.state.revoked
 
 
 def test_dry_run_contacts_nothing():
@@ -1111,7 +1385,9 @@ def main():
             test_same_key_twice_duplicated_path_or_overwrite,
             test_multipart_upload_above_threshold,
             test_fluentd_buffer_chunks_are_uploaded_as_fluentd_formatted_them,
-        test_s3_down_then_back_every_acked_event_arrives,
+            test_s3_down_then_back_every_acked_event_arrives,
+            test_s3_faults_every_acked_event_arrives_once,
+            test_unstorable_objects_go_to_backup_at_once,
             test_in_request_retry_on_slowdown,
             test_s3_errors_are_logged_with_code_and_message,
             test_credentials_imds_v2_token_flow_and_refresh,

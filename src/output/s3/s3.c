@@ -542,6 +542,8 @@ static int s3_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
     if (setup_keys(o, sec, bsec, &p, err) != 0 || setup_headers(o, sec, &p, err) != 0 ||
         setup_credentials(o, sec, &p, err) != 0)
         goto err;
+    o->pm = weir_engine_plugin_metrics(eng);
+    s3_upload_metrics(o, o->pm);
     *state = o;
     return 0;
 err:
@@ -759,6 +761,8 @@ static void s3_destroy(void *state)
 {
     s3_out_t *o = state;
     if (!o) return;
+    if (o->pm) weir_metrics_unregister(weir_plugin_metrics_registry(o->pm), o);
+    s3_upload_memo_free(o);
     weir_buffer_free(o->buffer);
     if (o->opts_owned) {
         weir_format_opts_release(&o->fopts);

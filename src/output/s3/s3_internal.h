@@ -17,6 +17,7 @@
 
 #include "weir/buffer.h"
 #include "weir/format.h"
+#include "weir/metrics.h"
 #include "weir/s3.h"
 
 /* ---- http.c ------------------------------------------------------------------------------ */
@@ -126,6 +127,7 @@ const char *s3_cred_kind_name(s3_cred_kind_t k);
 /* ---- request.c ---------------------------------------------------------------------------- */
 
 typedef struct s3_out s3_out_t;
+typedef struct s3_key_memo s3_key_memo_t;
 
 /* An S3 request before signing. */
 typedef struct s3_reqspec {
@@ -154,6 +156,19 @@ void s3_object_url(const s3_out_t *o, const char *key, weir_buf_t *out);
 /* ---- the output (s3.c) -------------------------------------------------------------------- */
 
 #define S3_MAX_PUT_HEADERS 16
+
+/* Why an S3 request failed, for weir_s3_request_errors_total{reason}: a fixed set, so a
+ * server's made-up error codes cannot grow the metrics. */
+typedef enum s3_err_reason {
+    S3_ERR_THROTTLED,   /* 429, 503, SlowDown and the SDK's throttling codes */
+    S3_ERR_SERVER,      /* other 5xx, or a 200 CompleteMultipartUpload carrying an <Error> */
+    S3_ERR_TIMEOUT,     /* no whole response within the request timeout */
+    S3_ERR_CONNECTION,  /* refused, reset, TLS and other transport failures */
+    S3_ERR_CREDENTIALS, /* ExpiredToken and the other answers that call the key invalid */
+    S3_ERR_UNSTORABLE,  /* this object can never be stored (KeyTooLongError, ...) */
+    S3_ERR_REFUSED,     /* any other 4xx */
+    S3_ERR_NREASONS
+} s3_err_reason_t;
 
 struct s3_out {
     weir_engine_t *eng;
@@ -189,6 +204,11 @@ struct s3_out {
     s3_cred_conf_t cred_conf; /* until start() hands it to the provider */
     s3_provider_t *creds;
     s3_http_t *http;
+    weir_plugin_metrics_t *pm;                   /* NULL without an engine */
+    weir_counter_t *req_errors[S3_ERR_NREASONS]; /* by reason; NULL without an engine */
+    weir_counter_t *req_retries;                 /* requests sent again within one upload */
+    s3_key_memo_t *memo; /* upload.c: keys of chunks whose last attempt may have stored them */
+    size_t nmemo;
     void (*stop_done)(void *arg);
     void *stop_arg;
 };
@@ -201,5 +221,22 @@ void s3_upload_chunk(void *out, weir_chunk_t *chunk);
 long s3_request_timeout_ms(size_t len);
 /* Should this response be retried right away (5xx, 429, throttling, transport errors)? */
 bool s3_response_transient(const s3_http_req_t *r);
+/* Keys remembered by chunk id for a chunk whose last attempt may have stored its object, so
+ * that the next attempt writes the same key (upload.c's head comment). At most
+ * S3_KEY_MEMO_MAX; a new one beyond pushes out the oldest. Loop thread. */
+#define S3_KEY_MEMO_MAX 4096
+void s3_memo_remember(s3_out_t *o, const char *id, const char *key, long index);
+/* The key remembered for `id` (the caller frees it) and its index, forgotten now; or NULL. */
+char *s3_memo_take(s3_out_t *o, const char *id, long *index);
+/* Frees every key remembered (destroy: no upload runs any more). */
+void s3_upload_memo_free(s3_out_t *o);
+/* "s3://bucket/key" for failure messages (key: NUL-terminated, len bytes), cut at
+ * S3_DESCRIBE_KEY_MAX bytes (with its length) so that S3's answer after it fits in the
+ * buffer's message (WEIR_ERR_MAX). */
+#define S3_DESCRIBE_KEY_MAX 80
+void s3_describe_object(const s3_out_t *o, const char *key, size_t len, weir_buf_t *out);
+/* Registers weir_s3_request_errors_total and weir_s3_request_retries_total (s3.c calls it
+ * from create, when the engine's plugin metrics handle is there). */
+void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm);
 
 #endif

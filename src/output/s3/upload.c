@@ -11,8 +11,24 @@
  *   then           weir_chunk_write_done, exactly once.
  *
  * Every request is retried in place on transport errors, 5xx and throttling, after 0.3, 0.6
- * and 1.2 s as the AWS SDK does; what still fails is a RETRY for the buffer's backoff. A key
- * that cannot be built is UNRECOVERABLE: retrying would build it the same way.
+ * and 1.2 s as the AWS SDK does; what still fails is a RETRY for the buffer's backoff. When S3
+ * refuses the credentials (ExpiredToken: they can expire between two parts of an upload), the
+ * job fetches new ones on a worker thread, once, and sends the same request again, so an
+ * upload under way is neither aborted nor started over.
+ *
+ * Some failures can never pass, and are UNRECOVERABLE, for the buffer to move the chunk to
+ * backup at once: a key that cannot be built or is longer than S3_KEY_MAX (retrying would
+ * build it the same way), and S3's answers that say this object can never be stored
+ * (unstorable_codes). Answers that an operator can fix (AccessDenied, NoSuchBucket, ...) are
+ * retried, with an error in the log that says what to fix. Every failed request is counted
+ * by reason in weir_s3_request_errors_total, every request sent again in
+ * weir_s3_request_retries_total.
+ *
+ * A request that may have stored the object (a PUT or a CompleteMultipartUpload whose answer
+ * was lost or failed) leaves its key in the output's memo, by chunk id: the chunk's next
+ * attempt sends the same key again instead of looking for a free one, so a response that
+ * never came does not become a second object with the same events. The memo lives in memory
+ * (after a restart the HEAD loop runs again) and holds at most S3_KEY_MEMO_MAX keys.
  *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
@@ -30,6 +46,13 @@
 #define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
 #define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
 #define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
+
+struct s3_key_memo {
+    char id[33]; /* the chunk's id */
+    char *key;
+    long index;
+    struct s3_key_memo *next;
+};
 
 typedef enum phase { PH_HEAD, PH_PUT, PH_MP_INIT, PH_MP_PART, PH_MP_COMPLETE, PH_MP_ABORT } phase_t;
 
@@ -70,6 +93,10 @@ typedef struct s3_job {
     weir_buf_t xml;
     weir_write_status_t abort_status;
     char abort_msg[WEIR_ERR_MAX];
+    bool maybe_stored;  /* a PUT or Complete was sent: the object may exist under j->key */
+    bool creds_renewed; /* new credentials were fetched once already */
+    bool renew_failed;
+    char renew_msg[WEIR_ERR_MAX];
 } s3_job_t;
 
 long s3_request_timeout_ms(size_t len)
@@ -92,23 +119,44 @@ static bool code_is(const s3_http_req_t *r, const char *const *codes)
     return hit;
 }
 
+static const char *const throttling_codes[] = {
+    "RequestTimeout",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "PriorRequestNotComplete",
+    NULL,
+};
+
+/* S3's answers that this object, as weir makes it, can never be stored: the key or the
+ * metadata is too long (both come from the chunk: its tag, its time), or the body is larger
+ * than S3 takes. Sending it again cannot help. */
+static const char *const unstorable_codes[] = {
+    "KeyTooLongError",
+    "MetadataTooLarge",
+    "EntityTooLarge",
+    NULL,
+};
+
+/* Answers that stay until an operator changes the configuration, the bucket or its policy:
+ * the chunk is kept and retried (the fix may come at any moment), and the log says so. */
+static const char *const operator_codes[] = {
+    "AccessDenied",          "AllAccessDisabled",
+    "InvalidBucketName",     "NoSuchBucket",
+    "AccountProblem",        "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidRequest",
+    "PermanentRedirect",     NULL,
+};
+
 bool s3_response_transient(const s3_http_req_t *r)
 {
-    static const char *const throttling[] = {
-        "RequestTimeout",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "PriorRequestNotComplete",
-        NULL,
-    };
     if (r->curl_code != CURLE_OK) return true;
     if (r->status >= 500 || r->status == 429) return true;
-    return r->status == 400 && code_is(r, throttling);
+    return r->status == 400 && code_is(r, throttling_codes);
 }
 
 /* Did S3 refuse the credentials themselves? A HEAD answer has no body to say why, so a 400
@@ -121,6 +169,43 @@ static bool credentials_rejected(const s3_http_req_t *r, phase_t phase)
                                         "ExpiredTokenException", NULL};
     if (r->curl_code != CURLE_OK || (r->status != 400 && r->status != 403)) return false;
     return phase == PH_HEAD || code_is(r, codes);
+}
+
+static s3_err_reason_t error_reason(const s3_http_req_t *r, phase_t phase)
+{
+    if (r->curl_code == CURLE_OPERATION_TIMEDOUT) return S3_ERR_TIMEOUT;
+    if (r->curl_code != CURLE_OK) return S3_ERR_CONNECTION;
+    if (r->status == 429 || r->status == 503 || code_is(r, throttling_codes))
+        return S3_ERR_THROTTLED;
+    if (r->status >= 500 || r->status < 300) return S3_ERR_SERVER; /* < 300: Complete's <Error> */
+    if (credentials_rejected(r, phase)) return S3_ERR_CREDENTIALS;
+    if (code_is(r, unstorable_codes)) return S3_ERR_UNSTORABLE;
+    return S3_ERR_REFUSED;
+}
+
+void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm)
+{
+    static const char *const names[S3_ERR_NREASONS] = {
+        [S3_ERR_THROTTLED] = "throttled",     [S3_ERR_SERVER] = "server_error",
+        [S3_ERR_TIMEOUT] = "timeout",         [S3_ERR_CONNECTION] = "connection",
+        [S3_ERR_CREDENTIALS] = "credentials", [S3_ERR_UNSTORABLE] = "unstorable",
+        [S3_ERR_REFUSED] = "refused",
+    };
+    if (!pm) return;
+    weir_metrics_t *m = weir_plugin_metrics_registry(pm);
+    const char *const *base = weir_plugin_metrics_labels(pm);
+    const char *labels[7] = {base[0], base[1], base[2], base[3], "reason", NULL, NULL};
+    for (int i = 0; i < S3_ERR_NREASONS; i++) {
+        labels[5] = names[i];
+        o->req_errors[i] =
+            weir_metrics_counter(m, o, "weir_s3_request_errors_total",
+                                 "S3 requests that failed (each attempt), by reason.", labels);
+    }
+    o->req_retries = weir_metrics_counter(
+        m, o, "weir_s3_request_retries_total",
+        "S3 requests sent again within one upload: after a transient failure (0.3, 0.6, 1.2 s) "
+        "or with new credentials.",
+        base);
 }
 
 /* ---- the worker thread -------------------------------------------------------------------- */
@@ -378,11 +463,80 @@ static void job_free(s3_job_t *j)
     free(j);
 }
 
+/* Takes the memo entry of a chunk out of the list; NULL if there is none. */
+static s3_key_memo_t *memo_unlink(s3_out_t *o, const char *id)
+{
+    for (s3_key_memo_t **p = &o->memo; *p; p = &(*p)->next) {
+        if (strcmp((*p)->id, id) != 0) continue;
+        s3_key_memo_t *m = *p;
+        *p = m->next;
+        o->nmemo--;
+        return m;
+    }
+    return NULL;
+}
+
+char *s3_memo_take(s3_out_t *o, const char *id, long *index)
+{
+    s3_key_memo_t *m = memo_unlink(o, id);
+    if (!m) return NULL;
+    char *key = m->key;
+    *index = m->index;
+    free(m);
+    return key;
+}
+
+/* New entries go to the front; when the memo is full the oldest goes (its chunk would run
+ * the HEAD loop again). */
+void s3_memo_remember(s3_out_t *o, const char *id, const char *key, long index)
+{
+    s3_key_memo_t *m = memo_unlink(o, id);
+    if (!m) {
+        m = weir_calloc(1, sizeof *m);
+        snprintf(m->id, sizeof m->id, "%s", id);
+    }
+    free(m->key);
+    m->key = weir_strdup(key);
+    m->index = index;
+    m->next = o->memo;
+    o->memo = m;
+    if (++o->nmemo > S3_KEY_MEMO_MAX) {
+        s3_key_memo_t **p = &o->memo;
+        while ((*p)->next)
+            p = &(*p)->next;
+        free((*p)->key);
+        free(*p);
+        *p = NULL;
+        o->nmemo--;
+    }
+}
+
+void s3_upload_memo_free(s3_out_t *o)
+{
+    long index;
+    while (o->memo)
+        free(s3_memo_take(o, o->memo->id, &index));
+}
+
+/* After an attempt: delivered or given up, the chunk's key is forgotten; failed after a
+ * request that may have stored the object, it is remembered for the next attempt; failed
+ * before one, what was remembered stays. */
+static void memo_update(s3_job_t *j, weir_write_status_t status)
+{
+    const char *id = weir_chunk_id_hex(j->chunk);
+    long index;
+    if (status == WEIR_WRITE_RETRY && j->maybe_stored)
+        s3_memo_remember(j->o, id, j->key.data, j->used_index);
+    else if (status != WEIR_WRITE_RETRY)
+        free(s3_memo_take(j->o, id, &index));
+}
+
 static void finish(s3_job_t *j, weir_write_status_t status, const char *msg)
 {
     weir_chunk_t *c = j->chunk;
     char m[WEIR_ERR_MAX];
     snprintf(m, sizeof m, "%s", msg ? msg : "");
+    memo_update(j, status);
     job_free(j);
     weir_chunk_write_done(c, status, m);
 }
@@ -403,12 +557,21 @@ static void fail(s3_job_t *j, weir_write_status_t status, const char *msg)
     finish(j, status, msg);
 }
 
+void s3_describe_object(const s3_out_t *o, const char *key, size_t len, weir_buf_t *out)
+{
+    if (len > S3_DESCRIBE_KEY_MAX)
+        weir_buf_printf(out, "s3://%s/%.*s... (a key of %zu bytes)", o->bucket, S3_DESCRIBE_KEY_MAX,
+                        key, len);
+    else
+        s3_object_url(o, key, out);
+}
+
 /* "PUT s3://bucket/key: HTTP 403 AccessDenied: Access Denied" */
 static void describe(s3_job_t *j, const char *what, weir_buf_t *out)
 {
     const s3_http_req_t *r = &j->req;
     weir_buf_printf(out, "%s ", what ? what : phase_method[j->phase]);
-    s3_object_url(j->o, j->key.data, out);
+    s3_describe_object(j->o, j->key.data, j->key.len, out);
     if (r->curl_code != CURLE_OK) {
         weir_buf_printf(out, ": %s", s3_http_error(r));
     } else {
@@ -431,8 +594,19 @@ static void fail_request(s3_job_t *j, const char *what)
     weir_buf_t m;
     weir_buf_init(&m);
     describe(j, what, &m);
+    weir_write_status_t st = WEIR_WRITE_RETRY;
     if (credentials_rejected(&j->req, j->phase)) s3_provider_invalidate(j->o->creds);
-    fail(j, WEIR_WRITE_RETRY, m.data);
+    if (j->req.curl_code == CURLE_OK && code_is(&j->req, unstorable_codes)) {
+        m.len--; /* describe() ended it with a '\0' */
+        weir_buf_printf(&m, "; S3 can never store this object");
+        weir_buf_putc(&m, '\0');
+        st = WEIR_WRITE_UNRECOVERABLE;
+    } else if (j->req.curl_code == CURLE_OK && code_is(&j->req, operator_codes)) {
+        weir_error("s3 %s: %s; this will fail until the configuration, the bucket or its "
+                   "policy is fixed; the chunk is kept and retried",
+                   j->o->id, m.data);
+    }
+    fail(j, st, m.data);
     weir_buf_free(&m);
 }
 
@@ -526,6 +700,7 @@ static void send_request(s3_job_t *j)
         spec.nquery = 1;
         break;
     }
+    if (j->phase == PH_PUT || j->phase == PH_MP_COMPLETE) j->maybe_stored = true;
     s3_http_req_reset(&j->req);
     j->req.done = on_done;
     j->req.arg = j;
@@ -684,6 +859,46 @@ static void on_mp_part(s3_job_t *j)
     send_request(j);
 }
 
+/* New credentials, on a worker: the provider may fetch them over HTTP. */
+static void renew_work(uv_work_t *req)
+{
+    s3_job_t *j = req->data;
+    s3_creds_t fresh = {0};
+    weir_err_t err = {{0}};
+    j->renew_failed = s3_provider_get(j->o->creds, &fresh, &err) != 0;
+    if (j->renew_failed) {
+        snprintf(j->renew_msg, sizeof j->renew_msg, "%s", err.msg);
+        return;
+    }
+    /* no request of this job is in flight: the loop does not read j->creds now */
+    s3_creds_free(&j->creds);
+    j->creds = fresh;
+}
+
+static void renew_after(uv_work_t *req, int status)
+{
+    s3_job_t *j = req->data;
+    if (status != 0 || j->renew_failed) {
+        fail(j, WEIR_WRITE_RETRY, status != 0 ? "the upload job was cancelled" : j->renew_msg);
+        return;
+    }
+    weir_counter_add(j->o->req_retries, 1);
+    send_request(j); /* the same step, same part, same upload */
+}
+
+/* S3 refused the credentials of this job (they expired since the job fetched them): fetch new
+ * ones and send the same request again, once per job. */
+static bool renew_credentials(s3_job_t *j)
+{
+    if (j->creds_renewed || !credentials_rejected(&j->req, j->phase)) return false;
+    j->creds_renewed = true;
+    weir_info("s3 %s: S3 refused the credentials (HTTP %ld); fetching new ones", j->o->id,
+              j->req.status);
+    s3_provider_invalidate(j->o->creds);
+    uv_queue_work(weir_engine_loop(j->o->eng), &j->work, renew_work, renew_after);
+    return true;
+}
+
 static void on_done(s3_http_req_t *r)
 {
     s3_job_t *j = r->arg;
@@ -692,8 +907,13 @@ static void on_done(s3_http_req_t *r)
     bool complete_error = j->phase == PH_MP_COMPLETE && ok2xx && r->resp.len &&
                           memmem(r->resp.data, r->resp.len, "<Error>", 7) != NULL;
     bool head_answer = j->phase == PH_HEAD && (r->status == 200 || r->status == 404);
+    if (!head_answer && (!ok2xx || complete_error)) {
+        weir_counter_add(j->o->req_errors[error_reason(r, j->phase)], 1);
+        if (renew_credentials(j)) return;
+    }
     if (!head_answer && (!ok2xx || complete_error) && j->phase != PH_MP_ABORT &&
         (s3_response_transient(r) || complete_error) && j->attempt < S3_INNER_RETRIES) {
+        weir_counter_add(j->o->req_retries, 1);
         if (!j->timer) {
             j->timer = weir_calloc(1, sizeof *j->timer);
             uv_timer_init(weir_engine_loop(j->o->eng), j->timer);
@@ -767,6 +987,22 @@ static void prep_after(uv_work_t *req, int status)
         return;
     }
     j->index = 0;
+    long index;
+    char *key = s3_memo_take(j->o, weir_chunk_id_hex(j->chunk), &index);
+    if (key) {
+        /* the last attempt may have stored the object: the same key again, no HEAD loop */
+        weir_buf_append(&j->key, key, strlen(key));
+        weir_buf_putc(&j->key, '\0');
+        j->key.len--;
+        j->used_index = index;
+        j->maybe_stored = true; /* still, until this attempt says otherwise */
+        free(key);
+        weir_debug("s3 %s: chunk %s goes to s3://%s/%s again: its last attempt may have "
+                   "stored it",
+                   j->o->id, weir_chunk_id_hex(j->chunk), j->o->bucket, j->key.data);
+        start_upload(j);
+        return;
+    }
     if (j->o->check_object) {
         head_next(j);
         return;
