@@ -3,6 +3,7 @@ good and bad files (the pipeline's own fluent.conf included), FLUENTD_CONF, sign
 masked in the printed configuration, and Fluentd's <match> semantics (first match wins,
 several patterns, labels, unmatched events dropped with a warning)."""
 
+import json
 import os
 import signal
 import socket
@@ -178,6 +179,46 @@ def test_routing_first_match_and_labels():
     assert 'no patterns matched tag="session.log.abc.log"' in w.log()
 
 
+# A newline and a fake log line, a carriage return, terminal escape sequences (CSI, OSC with
+# BEL), a C1 control (U+009B, CSI), a tab, and one byte that is not UTF-8.
+FORGED = ("x\n2026-01-01 00:00:00 +0000 [error]: forged\r\x1b[2J\x1b]0;t\x07\u009b\t".encode()
+          + b"\xff")
+
+
+def test_log_keeps_a_hostile_tag_on_one_line():
+    """A tag quoted in a warning cannot forge a log line or reach the terminal as an escape
+    sequence: text mode escapes control bytes (and bytes that are not UTF-8), JSON mode keeps
+    one object per line."""
+    port = free_port()
+    conf = "<source>\n @type forward\n port %d\n bind 127.0.0.1\n</source>\n%s" \
+           "<match nothing>\n @type null\n</match>\n"
+    for system in ("", "<system>\n <log>\n  format json\n </log>\n</system>\n"):
+        with Weir(conf % (port, system)) as w:
+            w.start([port])
+            s = socket.create_connection(("127.0.0.1", port))
+            # use_bin_type=False: the tag goes out as a msgpack str, as a sender would write it
+            s.sendall(msgpack.packb([FORGED, 1700000000, {"t": 1}, {"chunk": "k"}],
+                                    use_bin_type=False))
+            s.settimeout(5)
+            assert msgpack.unpackb(s.recv(100)) == {"ack": "k"}
+            s.close()
+            w.stop()
+        with open(w.err_path, "rb") as f:
+            raw = f.read()
+        assert b"\x1b" not in raw and b"\r" not in raw and b"\xc2\x9b" not in raw, raw
+        lines = [line for line in raw.split(b"\n") if b"no patterns matched" in line]
+        assert len(lines) == 1, raw
+        assert not any(line.startswith(b"2026-01-01") for line in raw.split(b"\n")), raw
+        if system:
+            msg = json.loads(lines[0])["message"]
+            assert msg.startswith('no patterns matched tag="x\n2026-01-01'), msg
+            assert "\x1b[2J" in msg and "\ufffd" in msg, msg
+        else:
+            want = (b'no patterns matched tag="x\\n2026-01-01 00:00:00 +0000 [error]: forged'
+                    b'\\r\\x1b[2J\\x1b]0;t\\x07\\u009b\t\\xff"')
+            assert want in lines[0], lines[0]
+
+
 if __name__ == "__main__":
     run_tests([
         test_version_and_help,
@@ -187,4 +228,5 @@ if __name__ == "__main__":
         test_fluentd_conf_env_selects_the_file,
         test_signals_term_usr1_hup,
         test_routing_first_match_and_labels,
+        test_log_keeps_a_hostile_tag_on_one_line,
     ])
