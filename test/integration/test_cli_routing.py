@@ -13,7 +13,7 @@ import time
 
 import msgpack
 
-from weirtest import SOURCE_DIR, WEIR_BIN, Weir, dry_run, free_port, run_tests
+from weirtest import SOURCE_DIR, WEIR_BIN, Weir, dry_run, forward_to_file, free_port, run_tests
 
 SHARED_CONF = os.path.join(SOURCE_DIR, "test/data/config/teleport.conf")
 
@@ -219,6 +219,28 @@ def test_log_keeps_a_hostile_tag_on_one_line():
             assert want in lines[0], lines[0]
 
 
+def test_file_path_index_marker_in_a_tag():
+    """A tag holding "_**" (the file output's index marker) or "%{...}" is part of the file
+    name as written: the index goes where the template puts it, nothing expands again."""
+    d = tempfile.mkdtemp(prefix="weir-marker-")
+    port = free_port()
+    conf = forward_to_file(port, d + "/out/${tag}", None, buffer_keys="tag",
+                           buffer_params=["flush_mode immediate"])
+    with Weir(conf, workdir=d) as w:
+        w.start([port])
+        send(port, "x_**y", {"seq": 1})
+        send(port, "p.%{index}.q", {"seq": 2})
+        deadline = time.time() + 10
+        out = lambda: os.listdir(d + "/out") if os.path.isdir(d + "/out") else []
+        while time.time() < deadline and len(out()) < 2:
+            time.sleep(0.05)
+        w.stop()
+    assert sorted(os.listdir(d + "/out")) == ["p.%{index}.q_0.log", "x_**y_0.log"], \
+        os.listdir(d + "/out")
+    with open(d + "/out/x_**y_0.log") as f:
+        assert [json.loads(line)["seq"] for line in f] == [1]
+
+
 if __name__ == "__main__":
     run_tests([
         test_version_and_help,
@@ -229,4 +251,5 @@ if __name__ == "__main__":
         test_signals_term_usr1_hup,
         test_routing_first_match_and_labels,
         test_log_keeps_a_hostile_tag_on_one_line,
+        test_file_path_index_marker_in_a_tag,
     ])
