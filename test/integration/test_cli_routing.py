@@ -86,6 +86,18 @@ def test_show_config_masks_secrets():
     assert p.returncode == 0, p.stderr
     assert "topsecretpassphrase" not in out and "awssecret" not in out
     assert "private_key_passphrase xxxxxx" in out and "aws_sec_key xxxxxx" in out, out
+    # credentials inside URLs, and external_id
+    conf = write("<match **>\n @type s3\n proxy_uri http://pu:proxypass1@proxy:3128\n"
+                 " <assume_role_credentials>\n  role_arn r\n  role_session_name s\n"
+                 "  external_id extid-2718\n  sts_http_proxy https://su:stspass2@sts-proxy\n"
+                 " </assume_role_credentials>\n</match>\n")
+    p = run(["--show-config", "-c", conf])
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    assert "proxypass1" not in out and "stspass2" not in out and "extid-2718" not in out, out
+    assert " proxy_uri http://pu:xxxxxx@proxy:3128\n" in out, out
+    assert "  sts_http_proxy https://su:xxxxxx@sts-proxy\n" in out, out
+    assert "  external_id xxxxxx\n" in out, out
 
 
 def test_fluentd_conf_env_selects_the_file():
