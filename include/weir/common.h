@@ -43,4 +43,9 @@ void weir_buf_printf(weir_buf_t *b, const char *fmt, ...) __attribute__((format(
 /* msgpack-c write callback over a weir_buf_t (pass the buffer as `data`). */
 int weir_buf_msgpack_write(void *data, const char *buf, size_t len);
 
+/* Length of the well-formed UTF-8 sequence at s (1 for ASCII, 2-4 otherwise), or 0 when the
+ * n bytes at s do not begin one (Unicode table 3-7: no overlong forms, no surrogates, nothing
+ * above U+10FFFF). n must be at least 1. */
+size_t weir_utf8_seq(const unsigned char *s, size_t n);
+
 #endif

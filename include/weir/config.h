@@ -99,9 +99,14 @@ int weir_conf_errorf(weir_err_t *err, const weir_conf_param_t *p, const char *fm
 int weir_conf_section_errorf(weir_err_t *err, const weir_conf_section_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Writes the tree back in fluent.conf syntax with secrets (aws_sec_key, aws_key_id,
- * shared_key, password, private_key_passphrase, ...) replaced by xxxxxx. */
+/* Writes the tree back in fluent.conf syntax, every value as weir_conf_value_shown shows it. */
 void weir_conf_dump(const weir_conf_section_t *s, FILE *out);
 bool weir_conf_is_secret_key(const char *key);
+/* A param's value as anything weir prints shows it (the dump, --show-config, error messages,
+ * monitor_agent's "config"): xxxxxx for a secret (p->secret, or a key such as aws_sec_key,
+ * aws_key_id, shared_key, password, private_key_passphrase, external_id), otherwise the value
+ * with the credentials of every URL in it masked (http://user:xxxxxx@proxy, proxy_uri and
+ * sts_http_proxy among others). The caller frees the result. */
+char *weir_conf_value_shown(const weir_conf_param_t *p);
 
 #endif

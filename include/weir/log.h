@@ -3,6 +3,9 @@
  * or, with <system><log> format json </log></system>, one JSON object per line:
  *   {"time":"2024-05-09 21:00:40 +0000","level":"warn","message":"message"}
  * The level comes from <system> log_level, -v and -q; the time format from <log> time_format.
+ * A message is always one line: in text format control characters and bytes that are not UTF-8
+ * are written as escapes (\n, \r, \xNN, \u0080..\u009f), in JSON format as JSON escapes, so a
+ * tag or value quoted from the network can neither forge a line nor drive a terminal.
  * Never log a secret: configuration dumps mask them (see config.h). Safe to call from any
  * thread; the format setters are for start-up, before other threads log. */
 #ifndef WEIR_LOG_H

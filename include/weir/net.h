@@ -25,10 +25,14 @@ typedef struct weir_tls_opts {
     char *private_key_passphrase; /* secret; legacy PEM (DEK-Info) and PKCS#8 both work */
     char *ca_path;                /* PEM file of CAs that sign client certs */
     bool client_cert_auth;        /* VERIFY_PEER | FAIL_IF_NO_PEER_CERT, clientAuth purpose */
-    char *min_version;            /* "TLSv1_2", "TLSv1_3" (also "TLS1_2"); NULL = `version` */
+    char *min_version;            /* "TLSv1_2", "TLSv1_3" (also "TLS1_2"); both or neither */
     char *max_version;
-    char *version; /* default TLSv1_2, as Fluentd */
-    char *ciphers; /* default "ALL:!aNULL:!eNULL:!SSLv2" */
+    /* Alone, pins min = max = version (Fluentd). With none of the three: TLS 1.2 to 1.3 (Fluentd
+     * pins 1.2). */
+    char *version;
+    /* The TLS 1.2 suites; default ECDHE with AEAD only (Fluentd: "ALL:!aNULL:!eNULL:!SSLv2").
+     * TLS 1.3 suites are always the AEAD ones. */
+    char *ciphers;
     bool insecure;
 } weir_tls_opts_t;
 

@@ -155,14 +155,11 @@ typedef struct s3_key_vars {
  * over the chunk's time bucket and ${tag}/${chunk_id}/${key} through weir_placeholders_expand,
  * then %{time_slice}, %{index}, %{hex_random}, %{uuid_flush} (a fresh v4 UUID on every call)
  * and, with check_object false, %{hms_slice} and %{date_slice}; any other %{...} becomes "".
+ * Values from events (tag, record keys) are inserted once and never read as placeholders.
  * Fails on a malformed template or a key longer than S3_KEY_MAX. Loop thread only (the
  * buffer's zone cache is not shared across threads). */
 int s3_key_build(const s3_keyfmt_t *k, const weir_buffer_t *b, const weir_chunk_t *c,
                  const s3_key_vars_t *v, weir_buf_t *out, weir_err_t *err);
-/* Replaces every %{name} (at least one character, up to the first '}') by its value in
- * `names`/`values`, or by "" when it is not there. */
-void s3_replace_percent(const char *s, const char *const *names, const char *const *values,
-                        size_t n, weir_buf_t *out);
 
 /* ---- credentials ------------------------------------------------------------------------ */
 

@@ -1,9 +1,11 @@
 /* What is done with a parsed fluent.conf tree as a whole: locating things for messages, the
- * check that every param and section was read by somebody, and the dump with secrets masked.
+ * check that every param and section was read by somebody, and the dump with secrets masked
+ * (weir_conf_value_shown: the one place that decides what of a value may be printed).
  *
  * Invariant: an unknown parameter is an error at start-up, never silently ignored. The one
  * exception is weir_conf_ignored_params below: params that tune how Fluentd's Ruby runs and
  * mean nothing to weir are accepted, with a debug line saying so. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf_internal.h"
@@ -37,6 +39,7 @@ static const char *const secret_keys[] = {
     "ca_private_key_passphrase",
     "sse_customer_key",
     "ssekms_key_id",
+    "external_id", /* assume_role_credentials: the shared secret of a third-party role */
 };
 
 #define MASK "xxxxxx"
@@ -46,6 +49,58 @@ bool weir_conf_is_secret_key(const char *key)
     for (size_t i = 0; i < sizeof secret_keys / sizeof *secret_keys; i++)
         if (strcmp(key, secret_keys[i]) == 0) return true;
     return false;
+}
+
+/* Characters that end a URL inside a value ("http://a,http://b", "a b"). */
+#define URL_STOP " \t,;"
+
+/* Appends the URL (or word) [p, end) with the credentials in its userinfo masked:
+ * "scheme://user:pass@host" -> "scheme://user:xxxxxx@host", "scheme://token@host" ->
+ * "scheme://xxxxxx@host", and, without a scheme (curl reads proxies so), "user:pass@host" ->
+ * "user:xxxxxx@host". A word without a scheme and without ':' before its '@' is left alone
+ * (an e-mail address), and so is an '@' after the authority (in a path or query). */
+static void mask_url(const char *p, const char *end, weir_buf_t *out)
+{
+    const char *auth = p;
+    for (const char *q = p; q + 3 <= end; q++) {
+        if (memcmp(q, "://", 3) == 0) {
+            auth = q + 3;
+            break;
+        }
+    }
+    const char *auth_end = auth;
+    while (auth_end < end && !strchr("/?#", *auth_end))
+        auth_end++;
+    const char *at = NULL;
+    for (const char *q = auth; q < auth_end; q++)
+        if (*q == '@') at = q;
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!at || (!colon && auth == p)) {
+        weir_buf_append(out, p, (size_t)(end - p));
+        return;
+    }
+    const char *keep = colon ? colon + 1 : auth; /* what stays before the mask */
+    weir_buf_append(out, p, (size_t)(keep - p));
+    weir_buf_append(out, MASK, strlen(MASK));
+    weir_buf_append(out, at, (size_t)(end - at));
+}
+
+char *weir_conf_value_shown(const weir_conf_param_t *p)
+{
+    if (p->secret || weir_conf_is_secret_key(p->key)) return weir_strdup(MASK);
+    if (!strchr(p->value, '@')) return weir_strdup(p->value);
+    weir_buf_t out;
+    weir_buf_init(&out);
+    for (const char *s = p->value; *s;) {
+        size_t word = strcspn(s, URL_STOP);
+        mask_url(s, s + word, &out);
+        s += word;
+        size_t gap = strspn(s, URL_STOP);
+        weir_buf_append(&out, s, gap);
+        s += gap;
+    }
+    weir_buf_putc(&out, '\0');
+    return out.data;
 }
 
 void weir_conf_where(const char *file, int line, int col, char *out, size_t outlen)
@@ -135,9 +190,11 @@ int weir_conf_check_unused(weir_conf_section_t *s, weir_err_t *err)
         weir_conf_param_t *p = &s->params[i];
         if (p->used) continue;
         if (ignored(s, p)) {
+            char *shown = weir_conf_value_shown(p);
             weir_debug("%s:%d: ignoring '%s %s': tunes Fluentd's Ruby internals, nothing to do "
                        "in weir",
-                       p->file, p->line, p->key, p->secret ? MASK : p->value);
+                       p->file, p->line, p->key, shown);
+            free(shown);
             p->used = true;
             continue;
         }
@@ -232,15 +289,15 @@ static void dump_params(const weir_conf_section_t *s, FILE *out, int indent)
     for (size_t i = 0; i < s->nparams; i++) {
         const weir_conf_param_t *p = &s->params[i];
         fprintf(out, "%*s%s", indent, "", p->key);
-        if (p->secret || weir_conf_is_secret_key(p->key)) {
-            fputs(" " MASK, out);
-        } else if (*p->value) {
+        char *v = weir_conf_value_shown(p);
+        if (*v) {
             fputc(' ', out);
-            if (bare_ok(p->value) || json_ok(p->value))
-                fputs(p->value, out);
+            if (bare_ok(v) || json_ok(v))
+                fputs(v, out);
             else
-                dump_quoted(p->value, out);
+                dump_quoted(v, out);
         }
+        free(v);
         fputc('\n', out);
     }
 }

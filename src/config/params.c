@@ -26,10 +26,12 @@ static weir_conf_param_t *use(weir_conf_section_t *s, const char *key)
 /* "FILE:LINE:COL: key: expected WHAT, got 'VALUE'", the value cut short and secrets masked. */
 static int bad_value(weir_err_t *err, const weir_conf_param_t *p, const char *what)
 {
-    const char *v = p->secret ? "xxxxxx" : p->value;
+    char *v = weir_conf_value_shown(p);
     int n = (int)strlen(v);
-    return weir_conf_errorf(err, p, "%s: expected %s, got '%.*s%s'", p->key, what, n > 80 ? 80 : n,
-                            v, n > 80 ? "..." : "");
+    weir_conf_errorf(err, p, "%s: expected %s, got '%.*s%s'", p->key, what, n > 80 ? 80 : n, v,
+                     n > 80 ? "..." : "");
+    free(v);
+    return -1;
 }
 
 int weir_conf_get_str(weir_conf_section_t *s, const char *key, const char **out, weir_err_t *err)

@@ -1,4 +1,5 @@
-/* Error messages, checked allocation and the growable byte buffer. */
+/* Error messages, checked allocation, the growable byte buffer and the UTF-8 check that every
+ * escaper of untrusted text (log lines, metrics labels) shares. */
 #include "weir/common.h"
 
 #include <stdio.h>
@@ -130,4 +131,29 @@ int weir_buf_msgpack_write(void *data, const char *buf, size_t len)
 {
     weir_buf_append((weir_buf_t *)data, buf, len);
     return 0;
+}
+
+size_t weir_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range, narrower for some leads */
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) lo = 0xa0; /* overlong */
+        if (c == 0xed) hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) lo = 0x90; /* overlong */
+        if (c == 0xf4) hi = 0x8f; /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return len;
 }

@@ -185,8 +185,9 @@ static char *config_json(const weir_conf_section_t *s)
     json_t *obj = json_object();
     for (size_t i = 0; i < s->nparams; i++) {
         const weir_conf_param_t *p = &s->params[i];
-        bool secret = p->secret || weir_conf_is_secret_key(p->key);
-        json_t *v = json_string(secret ? "xxxxxx" : p->value);
+        char *shown = weir_conf_value_shown(p);
+        json_t *v = json_string(shown);
+        free(shown);
         json_object_set_new(obj, p->key, v ? v : json_string("(not UTF-8)"));
     }
     char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -1,6 +1,8 @@
 /* Fluentd-style log lines on stderr, as text or as one JSON object per line. One fputs per
- * line under a lock, so lines from worker threads never interleave. A message is formatted on
- * the stack when it fits (the common case) and on the heap up to WEIR_LOG_MAX_MESSAGE. */
+ * line under a lock, so lines from worker threads never interleave, and one line per message in
+ * either format: what a message quotes from the network is escaped, never written raw. A message is
+ * formatted on the stack when it fits (the common case) and on the heap up to WEIR_LOG_MAX_MESSAGE.
+ */
 #include "weir/log.h"
 
 #include <pthread.h>
@@ -10,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include "weir/common.h"
 
 #define LOG_STACK_MESSAGE 2048 /* messages up to this size need no allocation */
 #define LOG_DEFAULT_TIME_FORMAT "%Y-%m-%d %H:%M:%S %z"
@@ -110,8 +114,9 @@ int weir_log_set_time_format(const char *fmt)
     return 0;
 }
 
-/* JSON string content: quote, backslash and control characters escaped; bytes that are not
- * UTF-8 become U+FFFD so that every line parses. */
+/* JSON string content: quote, backslash and control characters (C1 too, which a terminal
+ * showing the log may obey) escaped; bytes that are not UTF-8 become U+FFFD so that every line
+ * parses. */
 static void json_escape(FILE *f, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -126,26 +131,49 @@ static void json_escape(FILE *f, const char *s, size_t n)
             fputs("\\t", f);
         } else if (c < 0x20 || c == 0x7f) {
             fprintf(f, "\\u%04x", c);
-        } else if (c < 0x80) {
-            fputc(c, f);
         } else {
-            size_t len = (c & 0xe0) == 0xc0   ? 2
-                         : (c & 0xf0) == 0xe0 ? 3
-                         : (c & 0xf8) == 0xf0 ? 4
-                                              : 0;
-            bool ok = len && (size_t)(end - p) >= len && !(c == 0xc0 || c == 0xc1 || c > 0xf4);
-            for (size_t i = 1; ok && i < len; i++)
-                ok = (p[i] & 0xc0) == 0x80;
-            if (!ok) {
+            size_t len = weir_utf8_seq(p, (size_t)(end - p));
+            if (len == 0) {
                 fputs("\\ufffd", f);
-                p++;
-                continue;
+                len = 1;
+            } else if (c == 0xc2 && p[1] < 0xa0) {
+                fprintf(f, "\\u%04x", p[1]); /* C1 control: 0xc2 0x80..0x9f */
+            } else {
+                fwrite(p, 1, len, f);
             }
-            fwrite(p, 1, len, f);
             p += len;
             continue;
         }
         p++;
+    }
+}
+
+/* A text line is one line on a terminal whatever a sender put in a tag or a record: messages
+ * quote such values, so a newline could forge a line ("...\n2026-01-01 00:00:00 +0000 [error]:
+ * ...") and an escape sequence could rewrite what a terminal shows. Every C0 and C1 control
+ * character but tab is written as an escape (\n, \r, \xNN, \uNNNN for C1), and every byte that
+ * does not begin well-formed UTF-8 as \xNN, so the byte stays visible to whoever audits the
+ * log. A backslash is not doubled: messages quote paths and patterns that users compare with
+ * their files, at the cost that "\n" in a line may also be those two characters. */
+static void text_escape(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned char c = *p;
+        size_t len = weir_utf8_seq(p, (size_t)(end - p));
+        if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c == '\r') {
+            fputs("\\r", f);
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f || len == 0) {
+            fprintf(f, "\\x%02x", c);
+            len = 1;
+        } else if (c == 0xc2 && len == 2 && p[1] < 0xa0) {
+            fprintf(f, "\\u%04x", p[1]); /* C1 control: 0xc2 0x80..0x9f */
+        } else {
+            fwrite(p, 1, len, f);
+        }
+        p += len;
     }
 }
 
@@ -170,7 +198,7 @@ static void emit_line(weir_log_level_t level, const char *msg, size_t len)
     } else {
         fwrite(tbuf, 1, tl, f);
         fprintf(f, " [%s]: ", level_names[level]);
-        fwrite(msg, 1, len, f);
+        text_escape(f, msg, len);
         fputc('\n', f);
     }
     fclose(f);

@@ -86,32 +86,6 @@ static bool name_ok(const char *s, bool metric)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (overlongs, surrogates and values past U+10FFFF are
- * not valid), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    uint32_t cp, min;
-    if ((c & 0xe0) == 0xc0) {
-        len = 2, cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        len = 3, cp = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
-}
-
 /* Label values escape backslash, double quote and newline; HELP text escapes backslash and
  * newline only. Both replace bytes that are not UTF-8 with U+FFFD. */
 static void escape(weir_buf_t *out, const char *s, size_t n, bool quote)
@@ -126,7 +100,7 @@ static void escape(weir_buf_t *out, const char *s, size_t n, bool quote)
         } else if (c == '"' && quote) {
             weir_buf_append(out, "\\\"", 2);
         } else {
-            size_t l = utf8_len(p, (size_t)(end - p));
+            size_t l = weir_utf8_seq(p, (size_t)(end - p));
             if (l == 0) {
                 weir_buf_append(out, "\xef\xbf\xbd", 3);
                 p++;

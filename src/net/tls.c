@@ -27,8 +27,17 @@
 
 #include "net_internal.h"
 
-#define TLS_DEFAULT_VERSION "TLSv1_2"
-#define TLS_DEFAULT_CIPHERS "ALL:!aNULL:!eNULL:!SSLv2"
+/* Without version, min_version and max_version: TLS 1.2 and 1.3. Fluentd pins 1.2 (its
+ * `version` default); weir does not refuse 1.3, and `version TLSv1_2` still pins 1.2. */
+#define TLS_DEFAULT_MIN_VERSION "TLSv1_2"
+#define TLS_DEFAULT_MAX_VERSION "TLSv1_3"
+/* TLS 1.2 suites without `ciphers`: forward secrecy (ECDHE) and AEAD only, so no static-RSA key
+ * exchange and no CBC. Fluentd's "ALL:!aNULL:!eNULL:!SSLv2" allows both; an operator who needs
+ * them can still write that in `ciphers`. Every TLS 1.3 suite is ECDHE and AEAD. */
+#define TLS_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+/* TLS 1.3 suites, set explicitly so that a system openssl.cnf cannot add weaker ones (CCM_8);
+ * `ciphers` is the TLS 1.2 list, as in Fluentd. */
+#define TLS_13_SUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
 #define TLS_SELF_SIGNED_BITS 2048        /* Fluentd's generate_cert_key_length */
 #define TLS_SELF_SIGNED_DAYS (10L * 365) /* Fluentd: 10 years */
 #define TLS_FAIL_LOG_INTERVAL_MS 100     /* at most 10 handshake warnings a second */
@@ -186,11 +195,15 @@ static int check_readable(const char *what, const char *path, weir_err_t *err)
 
 static int ctx_set_versions(SSL_CTX *ctx, const weir_tls_opts_t *o, weir_err_t *err)
 {
-    const char *version = o->version ? o->version : TLS_DEFAULT_VERSION;
-    const char *minv = o->min_version ? o->min_version : version;
-    const char *maxv = o->max_version ? o->max_version : version;
-    const char *names[] = {version, minv, maxv};
-    for (int i = 0; i < 3; i++) {
+    /* Fluentd: min_version and max_version come together; `version` alone pins both */
+    const char *minv = o->min_version ? o->min_version
+                       : o->version   ? o->version
+                                      : TLS_DEFAULT_MIN_VERSION;
+    const char *maxv = o->max_version ? o->max_version
+                       : o->version   ? o->version
+                                      : TLS_DEFAULT_MAX_VERSION;
+    const char *names[] = {minv, maxv};
+    for (int i = 0; i < 2; i++) {
         if (tls_version_parse(names[i])) continue;
         weir_err_set(err, "unknown TLS version '%s': expected %s", names[i], TLS_VERSION_CHOICES);
         return -1;
@@ -211,9 +224,10 @@ static int ctx_set_versions(SSL_CTX *ctx, const weir_tls_opts_t *o, weir_err_t *
 
 static int ctx_set_ciphers(SSL_CTX *ctx, const weir_tls_opts_t *o, weir_err_t *err)
 {
-    /* TLS 1.3 suites stay OpenSSL's defaults, as in Fluentd (`ciphers` is the 1.2 list) */
     const char *ciphers = o->ciphers ? o->ciphers : TLS_DEFAULT_CIPHERS;
-    if (SSL_CTX_set_cipher_list(ctx, ciphers) == 1) return 0;
+    if (SSL_CTX_set_cipher_list(ctx, ciphers) == 1 &&
+        SSL_CTX_set_ciphersuites(ctx, TLS_13_SUITES) == 1)
+        return 0;
     char why[256];
     tls_err_reason(why, sizeof why);
     weir_err_set(err, "ciphers '%s': %s", ciphers, why);

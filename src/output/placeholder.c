@@ -1,5 +1,7 @@
 /* Buffer placeholders (see include/weir/placeholder.h). Runs once per chunk, so clarity wins
- * over speed here: the strftime pass builds a formatter for the template each time. */
+ * over speed here: the strftime pass builds a formatter for the template each time.
+ * Invariant: after the strftime pass over the template, ${...} and %{...} are replaced in one
+ * scan that never looks at what it inserted, so a value from an event is never a placeholder. */
 #include "weir/placeholder.h"
 
 #include <stdlib.h>
@@ -59,8 +61,41 @@ static int strftime_pass(const char *tmpl, const weir_buffer_t *b, const weir_ch
     return 0;
 }
 
+/* The %{name} at p, if there is one: appends its value (or, when unknown, "" or the
+ * placeholder itself with keep_unknown) and returns its length; 0 when p is not one. */
+static size_t percent_one(const char *p, const weir_percent_vars_t *vars, bool keep_unknown,
+                          weir_buf_t *out)
+{
+    const char *end = p[0] == '%' && p[1] == '{' ? strchr(p + 2, '}') : NULL;
+    if (!end || end == p + 2) return 0;
+    size_t len = (size_t)(end - p - 2), i = 0;
+    for (; i < vars->n; i++)
+        if (strlen(vars->names[i]) == len && memcmp(vars->names[i], p + 2, len) == 0) break;
+    if (i < vars->n)
+        weir_buf_append(out, vars->values[i], strlen(vars->values[i]));
+    else if (keep_unknown)
+        weir_buf_append(out, p, len + 3);
+    return len + 3;
+}
+
+void weir_placeholders_percent(const char *s, const weir_percent_vars_t *vars, bool keep_unknown,
+                               weir_buf_t *out)
+{
+    while (*s) {
+        size_t n = percent_one(s, vars, keep_unknown, out);
+        if (n == 0) weir_buf_putc(out, *s++);
+        s += n;
+    }
+}
+
 int weir_placeholders_expand(const char *tmpl, const weir_buffer_t *b, const weir_chunk_t *c,
                              weir_buf_t *out, weir_err_t *err)
+{
+    return weir_placeholders_expand_vars(tmpl, b, c, NULL, out, err);
+}
+
+int weir_placeholders_expand_vars(const char *tmpl, const weir_buffer_t *b, const weir_chunk_t *c,
+                                  const weir_percent_vars_t *vars, weir_buf_t *out, weir_err_t *err)
 {
     weir_buf_t s1;
     weir_buf_init(&s1);
@@ -73,6 +108,11 @@ int weir_placeholders_expand(const char *tmpl, const weir_buffer_t *b, const wei
     bool chunk_id_done = false;
     int rc = 0;
     for (const char *p = s1.data; *p;) {
+        size_t pn = vars ? percent_one(p, vars, false, out) : 0;
+        if (pn) {
+            p += pn;
+            continue;
+        }
         if (p[0] != '$' || p[1] != '{') {
             weir_buf_putc(out, *p++);
             continue;

@@ -335,7 +335,7 @@ def test_go_client_like_teleport_event_handler():
     assert rep["successes"] == n and rep["failures"] == 0, rep
     assert rep["protos"] == {"HTTP/1.1": n}, rep
     assert set(rep["alpn"]) <= {"(none)", "http/1.1"}, rep
-    assert rep["tls_versions"] == {"TLS1.2": n}, rep  # Fluentd's default: TLS 1.2 only
+    assert rep["tls_versions"] == {"TLS1.3": n}, rep  # weir: TLS 1.2-1.3 (Fluentd: 1.2 only)
     assert 1 <= rep["connections"] <= 10, rep
     got = [(t, tag, r) for t, _, tag, r in got]
     want = [expected("test.log", b) for b in audit]
@@ -398,7 +398,7 @@ def test_tls_never_negotiates_h2():
     with start(conf(port, tls_section(d)), port) as w:
         r = Raw(port, client_ctx(d, alpn=["h2", "http/1.1"]))
         assert r.sock.selected_alpn_protocol() in (None, "http/1.1")
-        assert r.sock.version() == "TLSv1.2"
+        assert r.sock.version() == "TLSv1.3"
         r.send(post("/test.log", AUDIT[3]))
         assert r.raw_response_bytes(len(OK_KEEP)) == OK_KEEP
         r.close()

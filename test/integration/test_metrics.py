@@ -507,6 +507,55 @@ def test_configuration_errors_are_clear():
     assert rc == 0, err
 
 
+def test_secrets_masked_in_monitor_agent_and_start_log():
+    """Credentials in URLs (proxy_uri, sts_http_proxy) and external_id never appear in clear:
+    not in monitor_agent's "config", not in the configuration logged at start."""
+    agent = free_port()
+    conf = """
+<source>
+  @type monitor_agent
+  bind 127.0.0.1
+  port %d
+</source>
+<match **>
+  @type s3
+  @id out_s3
+  s3_bucket b
+  s3_region us-east-1
+  s3_endpoint http://127.0.0.1:9
+  force_path_style true
+  check_apikey_on_start false
+  check_bucket false
+  aws_key_id AKIAEXAMPLE
+  aws_sec_key awssecretkey
+  proxy_uri http://proxyuser:proxypass1@127.0.0.1:9
+  <assume_role_credentials>
+    role_arn arn:aws:iam::123456789012:role/r
+    role_session_name s
+    external_id extid-2718
+    sts_http_proxy http://stsuser:stspass2@127.0.0.1:9
+  </assume_role_credentials>
+  <buffer>
+    @type memory
+  </buffer>
+</match>
+""" % agent
+    with Weir(conf) as w:
+        w.start([agent])
+        _, _, body, _ = http_get(agent, "/api/plugins.json")
+        w.stop()
+    plugins = {p["plugin_id"]: p for p in json.loads(body)["plugins"]}
+    cfg = plugins["out_s3"]["config"]
+    assert cfg["proxy_uri"] == "http://proxyuser:xxxxxx@127.0.0.1:9", cfg
+    assert cfg["aws_sec_key"] == "xxxxxx", cfg
+    log = w.log()
+    for leak in ("proxypass1", "stspass2", "extid-2718", "awssecretkey", "AKIAEXAMPLE"):
+        assert leak not in body.decode() and leak not in log, (leak, body, log)
+    assert "proxy_uri http://proxyuser:xxxxxx@127.0.0.1:9" in log, log
+    assert "sts_http_proxy http://stsuser:xxxxxx@127.0.0.1:9" in log, log
+    assert "external_id xxxxxx" in log, log
+
+
 if __name__ == "__main__":
     run_tests([
         test_counts_match_what_was_sent_and_delivered,
@@ -514,4 +563,5 @@ if __name__ == "__main__":
         test_healthz_follows_a_failing_output,
         test_tls_scrape_and_handshake_failures_counted,
         test_configuration_errors_are_clear,
+        test_secrets_masked_in_monitor_agent_and_start_log,
     ])

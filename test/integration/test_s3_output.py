@@ -768,6 +768,20 @@ def test_check_object_index_and_metadata():
     assert put["x-amz-acl"] == "bucket-owner-full-control" and put["x-amz-tagging"] == "a=b&c=d"
 
 
+def test_placeholder_in_a_tag_stays_as_written():
+    """A tag is substituted once: its %{index} is neither the index in the key nor in
+    s3_metadata (it used to be expanded again), and the key reaches S3 as written."""
+    srv = s3()
+    extra = "  s3_metadata {\"src\":\"${tag}\",\"index\":\"%{index}\"}\n"
+    w = start_weir([lambda d: match_conf(d, "pct", "pct", STATIC, path="${tag}/", extra=extra)])
+    assert fwd_send(w.port, "m.%{index}.%{x}.", records("p", 2))
+    objs = srv.wait_objects("pct", lambda o: len(o) >= 1)
+    stop_weir(w)
+    assert sorted(objs) == ["m.%{index}.%{x}./20231114221320_0.gz"], sorted(objs)
+    meta = objs["m.%{index}.%{x}./20231114221320_0.gz"][1]
+    assert meta["x-amz-meta-src"] == "m.%{index}.%{x}." and meta["x-amz-meta-index"] == "0", meta
+
+
 def test_same_key_twice_duplicated_path_or_overwrite():
     srv = s3()
     fmt = "  s3_object_key_format %{path}fixed.%{file_extension}\n"
@@ -1382,6 +1396,7 @@ def main():
         run_tests([
             test_every_format_and_store_as,
             test_check_object_index_and_metadata,
+            test_placeholder_in_a_tag_stays_as_written,
             test_same_key_twice_duplicated_path_or_overwrite,
             test_multipart_upload_above_threshold,
             test_fluentd_buffer_chunks_are_uploaded_as_fluentd_formatted_them,

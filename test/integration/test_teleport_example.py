@@ -18,9 +18,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
+
+import msgpack
 
 from test_docker_entrypoint import Image, proc_uid
 from test_s3_output import BASE_ENV, S3
@@ -148,6 +151,21 @@ def expected(tag, body):
     return r
 
 
+# What a peer on the forward port could try: a Teleport-shaped audit event in a closed time
+# bucket (uploaded at once, were it routed to S3).
+FORGED = {"code": "T1000I", "event": "user.login", "success": True, "user": "forged",
+          "time": "2024-05-09T21:00:41.000Z", "cluster_name": "teleport.example.com"}
+FORGED_TIME = 1715288441  # 2024-05-09T21:00:41Z
+
+
+def forward_send(port, tag, record):
+    """One forward message with an ack request, as any Fluentd-protocol client sends it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(msgpack.packb([tag, FORGED_TIME, record, {"chunk": "forged"}]))
+    assert msgpack.unpackb(s.recv(100)) == {"ack": "forged"}
+    s.close()
+
+
 def canon(records):
     return sorted(json.dumps(r, sort_keys=True) for r in records)
 
@@ -195,6 +213,12 @@ def test_teleport_example_end_to_end():
         assert rep2["successes"] == n2 and rep2["failures"] == 0, rep2
         assert set(rep1["protos"]) == {"HTTP/1.1"}, rep1
 
+        # anyone who reaches the unauthenticated forward port, with the audit trail's own tags
+        # and times: acknowledged, then never uploaded (checked with the objects below)
+        forged_tags = ["test.log", "events.log", "session.%s.log" % SID]
+        for tag in forged_tags:
+            forward_send(fwd_port, tag, FORGED)
+
         # event times are from 2024: every time bucket is closed, so chunks go out at once
         stag = "session.%s.log" % SID
         want_tags = {"test.log", "events.log", stag}
@@ -226,7 +250,11 @@ def test_teleport_example_end_to_end():
         want = [expected("test.log", b) for b in AUDIT] + \
                [expected(stag, b) for b in SESSION] + \
                [expected("events.log", b) for b in AUDIT[:2]]
+        assert not [r for r in got if r.get("user") == "forged"], "a forward event reached S3"
         assert canon(got) == canon(want), (canon(got), canon(want))
+        # ...they went to the container log instead (<label @FORWARD>)
+        forged = [(t, r["user"]) for t, r in c.events()]
+        assert forged == [(t, "forged") for t in forged_tags], forged
 
         # the README's Snowflake query, asked of the bucket: failed logins
         failed = []
@@ -279,8 +307,31 @@ def test_example_dry_run_without_local_override():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_every_example_config_is_valid_and_keeps_forward_off_the_audit_route():
+    """`weir --dry-run` passes on every example configuration, and none of them sends what
+    arrives on a forward port through the top-level <match>es (the audit route): each forward
+    source has its own @label, or there is none (examples/kubernetes)."""
+    import glob
+    confs = sorted(glob.glob(os.path.join(SOURCE_DIR, "examples", "*", "fluent.conf")))
+    assert len(confs) >= 2, confs
+    env = weir_env(FLUENTD_KEY_PASSPHRASE="0" * 64)
+    for conf in confs:
+        p = subprocess.run([WEIR_BIN, "--dry-run", "-c", conf], capture_output=True, env=env,
+                           timeout=60)
+        assert p.returncode == 0, (conf, p.stderr.decode())
+        p = subprocess.run([WEIR_BIN, "--show-config", "-c", conf], capture_output=True,
+                           env=env, timeout=60)
+        assert p.returncode == 0, (conf, p.stderr.decode())
+        sources = re.findall(r"^<source>\n(.*?)^</source>", p.stdout.decode(), re.M | re.S)
+        assert sources, conf
+        for src in sources:
+            if re.search(r"^  @type forward$", src, re.M):
+                assert re.search(r"^  @label @\w+$", src, re.M), (conf, src)
+
+
 if __name__ == "__main__":
     run_tests([
         test_example_dry_run_without_local_override,
+        test_every_example_config_is_valid_and_keeps_forward_off_the_audit_route,
         test_teleport_example_end_to_end,
     ])

@@ -1010,6 +1010,10 @@ static void test_getter_error_masks_secrets(void **state)
     expect_msg("test.conf:1:1", "shared_key: expected an integer", "got 'xxxxxx'");
     assert_null(strstr(err.msg, "hunter2"));
     weir_conf_free(root);
+    root = parse("proxy_uri http://u:hunter3@proxy\n");
+    assert_int_equal(weir_conf_get_int(root, "proxy_uri", &v, &err), -1);
+    expect_msg("test.conf:1:1", "got 'http://u:xxxxxx@proxy'");
+    weir_conf_free(root);
 }
 
 /* ---- the unknown-parameter check ---- */
@@ -1150,6 +1154,41 @@ static void test_dump_masks_secrets(void **state)
     assert_string_equal(
         val(weir_conf_child(weir_conf_child(m2, "security", 0), "user", 0), "password"), "xxxxxx");
     weir_conf_free(again);
+    free(text);
+    weir_conf_free(root);
+}
+
+static void test_dump_masks_url_credentials(void **state)
+{
+    weir_conf_section_t *root = parse("<match **>\n"
+                                      "  @type s3\n"
+                                      "  proxy_uri http://proxyuser:proxypass@proxy:3128\n"
+                                      "  endpoint https://s3.example.com/x@y\n"
+                                      "  <assume_role_credentials>\n"
+                                      "    external_id ext-3141\n"
+                                      "    sts_http_proxy https://u:p%40ss@sts-proxy/\n"
+                                      "    sts_endpoint_url https://TOKEN123@sts.example\n"
+                                      "  </assume_role_credentials>\n"
+                                      "  schemeless u2:pw2@host:8080\n"
+                                      "  email alice@example.com\n"
+                                      "  list http://a:s1@h1,http://b:s2@h2\n"
+                                      "</match>\n");
+    char *text = dump(root);
+    const char *leaks[] = {"proxypass", "ext-3141", "p%40ss", "TOKEN123", "pw2", "s1", "s2"};
+    for (size_t i = 0; i < sizeof leaks / sizeof *leaks; i++)
+        if (strstr(text, leaks[i])) fail_msg("dump shows '%s':\n%s", leaks[i], text);
+    const char *shown[] = {
+        "  proxy_uri http://proxyuser:xxxxxx@proxy:3128\n",
+        "  endpoint https://s3.example.com/x@y\n", /* an '@' in the path is no user */
+        "    external_id xxxxxx\n",
+        "    sts_http_proxy https://u:xxxxxx@sts-proxy/\n",
+        "    sts_endpoint_url https://xxxxxx@sts.example\n", /* a lone user may be a token */
+        "  schemeless u2:xxxxxx@host:8080\n",                /* curl takes proxies without scheme */
+        "  email alice@example.com\n",
+        "  list http://a:xxxxxx@h1,http://b:xxxxxx@h2\n",
+    };
+    for (size_t i = 0; i < sizeof shown / sizeof *shown; i++)
+        if (!strstr(text, shown[i])) fail_msg("dump lacks '%s':\n%s", shown[i], text);
     free(text);
     weir_conf_free(root);
 }
@@ -1361,6 +1400,7 @@ int main(void)
         cmocka_unit_test(test_check_unused_top_level_param),
         cmocka_unit_test(test_check_unused_ignores_ruby_tuning),
         cmocka_unit_test(test_dump_masks_secrets),
+        cmocka_unit_test(test_dump_masks_url_credentials),
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_where_and_errorf),
         cmocka_unit_test_setup_teardown(test_parse_file_missing, make_tmpdir, remove_tmpdir),

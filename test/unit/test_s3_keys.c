@@ -18,6 +18,7 @@
 #include "weir/config.h"
 #include "weir/engine.h"
 #include "weir/log.h"
+#include "weir/placeholder.h"
 #include "weir/s3.h"
 
 /* 2024-01-01T13:14:15Z, the doc's example event */
@@ -288,6 +289,24 @@ static void test_tag_never_becomes_a_path(void **state)
     fixture_free(&f);
 }
 
+static void test_percent_in_a_tag_is_never_a_placeholder(void **state)
+{
+    /* values taken from events are substituted once and never scanned again: a %{...} in a
+     * tag stays as the sender wrote it instead of becoming "" (which turned "a.%{x}." into
+     * "a..", past the '..' check) or an index, a time slice or random hex */
+    fixture_t f;
+    fixture_init(&f, "<buffer tag,time>\n timekey 3600\n timekey_use_utc true\n</buffer>\n", "time",
+                 "a.%{x}.%{index}%{time_slice}", T_DOC);
+    s3_keyfmt_opts_t o = opts_for(&f);
+    o.path = "logs/${tag}/";
+    const char *k = key_of(&f, &o, 7, T_DOC);
+    assert_null(strstr(k, ".."));
+    assert_string_equal(k, "logs/a.%{x}.%{index}%{time_slice}/2024010113_7.gz");
+    o.format = "${tag[1]}/${tag[2]}/%{index}";
+    assert_string_equal(key_of(&f, &o, 7, T_DOC), "%{x}/%{index}%{time_slice}/7");
+    fixture_free(&f);
+}
+
 static void test_path_inserted_before_strftime(void **state)
 {
     /* %{path} goes in first, so its strftime directives are expanded; %{index} inside the
@@ -416,9 +435,14 @@ static void test_replace_percent(void **state)
     const char *names[] = {"a", "bb"}, *values[] = {"1", "22"};
     weir_buf_t b;
     weir_buf_init(&b);
-    s3_replace_percent("x%{a}y%{bb}z%{c}%{}%{a", names, values, 2, &b);
+    weir_percent_vars_t vars = {names, values, 2};
+    weir_placeholders_percent("x%{a}y%{bb}z%{c}%{}%{a", &vars, false, &b);
     weir_buf_putc(&b, '\0');
     assert_string_equal(b.data, "x1y22z%{}%{a");
+    b.len = 0;
+    weir_placeholders_percent("x%{a}y%{bb}z%{c}%{}%{a", &vars, true, &b);
+    weir_buf_putc(&b, '\0');
+    assert_string_equal(b.data, "x1y22z%{c}%{}%{a");
     weir_buf_free(&b);
 }
 
@@ -684,6 +708,7 @@ int main(void)
         cmocka_unit_test(test_time_slice_default_formats),
         cmocka_unit_test(test_tag_parts_and_unknown_placeholders),
         cmocka_unit_test(test_tag_never_becomes_a_path),
+        cmocka_unit_test(test_percent_in_a_tag_is_never_a_placeholder),
         cmocka_unit_test(test_path_inserted_before_strftime),
         cmocka_unit_test(test_uuid_flush_fresh_each_time),
         cmocka_unit_test(test_hms_and_date_slice_only_without_check_object),

@@ -604,7 +604,7 @@ static void test_mtls_roundtrip_1mib(void **state)
     cli_finish(s, &c);
     if (c.failed) fail_msg("client: %s", c.err);
     assert_true(c.connected);
-    assert_int_equal(c.version, TLS1_2_VERSION); /* Fluentd's default: TLS 1.2 only */
+    assert_int_equal(c.version, TLS1_3_VERSION); /* weir's default: TLS 1.2 to 1.3 */
     assert_string_equal(c.alpn_got, "http/1.1"); /* offered h2,http/1.1; never h2 */
     assert_int_equal(c.got.len, 1u << 20);
     char *want = malloc(1u << 20);
@@ -668,6 +668,7 @@ static void test_bad_client_certs_refused(void **state)
 {
     srv_t *s = *state;
     weir_tls_opts_t o = mtls_opts();
+    o.version = "TLSv1_2"; /* the alerts as a TLS 1.2 client sees them; 1.3 below */
     start_server(s, &o, 0);
     s->echo = true;
     refused(s, NULL, "did not return a certificate", "alert handshake failure");
@@ -684,8 +685,6 @@ static void test_bad_client_cert_refused_tls13(void **state)
 {
     srv_t *s = *state;
     weir_tls_opts_t o = mtls_opts();
-    o.min_version = "TLSv1_2";
-    o.max_version = "TLSv1_3";
     start_server(s, &o, 0);
     s->echo = true;
     refused(s, path("expired.crt"), "certificate has expired", "alert certificate expired");
@@ -717,28 +716,37 @@ static void test_versions(void **state)
     srv_t *s = *state;
     weir_tls_opts_t o = mtls_opts();
     start_server(s, &o, 0);
-    /* the default server is TLS 1.2 only: a TLS 1.3-only client fails */
+    /* the default server takes TLS 1.2 and 1.3: a TLS 1.3-only client and a TLS 1.2-only one
+     * are both served */
     tcli_t c = good_client();
     c.min_version = TLS1_3_VERSION;
-    cli_start(&c, s->port);
-    cli_finish(s, &c);
-    assert_false(c.connected);
-    RUN_UNTIL(s, s->tls_fails == 1 && s->closes == 1);
-    assert_non_null(strstr(s->fail_reason, "unsupported protocol"));
-    cli_free(&c);
-    weir_listener_close(s->l);
-
-    /* min TLSv1_2, max TLSv1_3: an ordinary client gets 1.3 */
-    o.min_version = "TLSv1_2";
-    o.max_version = "TLSv1_3";
-    start_server(s, &o, 0);
-    c = good_client();
     cli_start(&c, s->port);
     cli_finish(s, &c);
     if (c.failed) fail_msg("client: %s", c.err);
     assert_int_equal(c.version, TLS1_3_VERSION);
     assert_string_equal(c.alpn_got, "http/1.1");
+    RUN_UNTIL(s, s->closes == 1);
+    cli_free(&c);
+    c = good_client();
+    c.max_version = TLS1_2_VERSION;
+    cli_start(&c, s->port);
+    cli_finish(s, &c);
+    if (c.failed) fail_msg("client: %s", c.err);
+    assert_int_equal(c.version, TLS1_2_VERSION);
     RUN_UNTIL(s, s->closes == 2);
+    cli_free(&c);
+    weir_listener_close(s->l);
+
+    /* version TLSv1_2 alone means min = max = 1.2 (Fluentd): a TLS 1.3-only client fails */
+    o.version = "TLSv1_2";
+    start_server(s, &o, 0);
+    c = good_client();
+    c.min_version = TLS1_3_VERSION;
+    cli_start(&c, s->port);
+    cli_finish(s, &c);
+    assert_false(c.connected);
+    RUN_UNTIL(s, s->tls_fails == 1 && s->closes == 3);
+    assert_non_null(strstr(s->fail_reason, "unsupported protocol"));
     cli_free(&c);
     weir_listener_close(s->l);
 
@@ -751,7 +759,7 @@ static void test_versions(void **state)
     cli_start(&c, s->port);
     cli_finish(s, &c);
     assert_false(c.connected);
-    RUN_UNTIL(s, s->tls_fails == 2 && s->closes == 3);
+    RUN_UNTIL(s, s->tls_fails == 2 && s->closes == 4);
     cli_free(&c);
 }
 
@@ -918,7 +926,7 @@ static void test_openssl_s_client(void **state)
     char extra[600];
     snprintf(extra, sizeof extra, "-cert %s -key %s", path("client.crt"), path("client.key"));
     char *text = run_s_client(s, extra, path("s_client.out"));
-    if (!strstr(text, "ALPN protocol: http/1.1") || !strstr(text, "Protocol  : TLSv1.2") ||
+    if (!strstr(text, "ALPN protocol: http/1.1") || !strstr(text, "New, TLSv1.3, Cipher is ") ||
         !strstr(text, "Verify return code: 0 (ok)") || !strstr(text, "pong"))
         fail_msg("unexpected s_client output:\n%s", text);
     free(text);
@@ -935,6 +943,81 @@ static void test_openssl_s_client(void **state)
     RUN_UNTIL(s, s->closes == 2);
     assert_int_equal(s->tls_fails, 1);
     assert_int_equal(s->got.len, 0);
+}
+
+/* One s_client run with the client certificate and `args`; true when it was served (the
+ * reply came back), with the protocol and cipher it reports checked when given. */
+static bool s_client_served(srv_t *s, const char *args, const char *protocol, const char *cipher)
+{
+    char extra[800];
+    snprintf(extra, sizeof extra, "-brief -cert %s -key %s %s", path("client.crt"),
+             path("client.key"), args);
+    int closes = s->closes;
+    char *text = run_s_client(s, extra, path("s_client_v.out"));
+    RUN_UNTIL(s, s->closes == closes + 1);
+    bool served = strstr(text, "pong") != NULL;
+    char want[128];
+    if (served && protocol) {
+        snprintf(want, sizeof want, "Protocol version: %s\n", protocol);
+        if (!strstr(text, want)) fail_msg("s_client %s: no '%s' in:\n%s", args, want, text);
+    }
+    if (served && cipher) {
+        snprintf(want, sizeof want, "Ciphersuite: %s\n", cipher);
+        if (!strstr(text, want)) fail_msg("s_client %s: no '%s' in:\n%s", args, want, text);
+    }
+    free(text);
+    return served;
+}
+
+/* The defaults: TLS 1.2 and 1.3, and in 1.2 only ECDHE key exchange with AEAD suites (no
+ * static RSA, no CBC). Then Fluentd's min_version, max_version and ciphers, honoured. */
+static void test_s_client_versions_and_suites(void **state)
+{
+    srv_t *s = *state;
+    weir_tls_opts_t o = mtls_opts();
+    start_server(s, &o, 0);
+    s->reply_to = "ping\n";
+    s->reply = "pong\n";
+    assert_true(s_client_served(s, "-tls1_3", "TLSv1.3", NULL));
+    assert_true(s_client_served(s, "", "TLSv1.3", NULL));
+    assert_true(s_client_served(s, "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256", "TLSv1.2",
+                                "ECDHE-RSA-AES128-GCM-SHA256"));
+    assert_true(s_client_served(s, "-tls1_2 -cipher ECDHE-RSA-CHACHA20-POLY1305", "TLSv1.2",
+                                "ECDHE-RSA-CHACHA20-POLY1305"));
+    assert_true(s_client_served(s, "-tls1_2", "TLSv1.2", NULL));
+    assert_false(s_client_served(s, "-tls1_2 -cipher AES128-SHA", NULL, NULL)); /* RSA, CBC */
+    assert_false(s_client_served(s, "-tls1_2 -cipher AES256-GCM-SHA384", NULL, NULL));    /* RSA */
+    assert_false(s_client_served(s, "-tls1_2 -cipher ECDHE-RSA-AES128-SHA", NULL, NULL)); /* CBC */
+    assert_false(s_client_served(s, "-tls1_2 -cipher DHE-RSA-AES128-GCM-SHA256", NULL, NULL));
+    assert_int_equal(s->tls_fails, 4);
+    weir_listener_close(s->l);
+
+    /* min_version = max_version = TLSv1_3: TLS 1.2 is refused (a fresh mtls_opts each time:
+     * path() reuses its buffers) */
+    o = mtls_opts();
+    o.min_version = o.max_version = "TLSv1_3";
+    start_server(s, &o, 0);
+    assert_true(s_client_served(s, "", "TLSv1.3", NULL));
+    assert_false(s_client_served(s, "-tls1_2", NULL, NULL));
+    weir_listener_close(s->l);
+
+    /* max_version TLSv1_2: a TLS 1.3-only client is refused; `ciphers` is the 1.2 list */
+    o = mtls_opts();
+    o.min_version = "TLSv1_2";
+    o.max_version = "TLSv1_2";
+    o.ciphers = "ECDHE-RSA-AES256-GCM-SHA384";
+    start_server(s, &o, 0);
+    assert_false(s_client_served(s, "-tls1_3", NULL, NULL));
+    assert_true(s_client_served(s, "", "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384"));
+    assert_false(s_client_served(s, "-cipher ECDHE-RSA-AES128-GCM-SHA256", NULL, NULL));
+    weir_listener_close(s->l);
+
+    /* an operator who asks for a static-RSA CBC suite gets it (Fluentd's ciphers, honoured) */
+    o = mtls_opts();
+    o.version = "TLSv1_2";
+    o.ciphers = "AES128-SHA";
+    start_server(s, &o, 0);
+    assert_true(s_client_served(s, "-cipher AES128-SHA", "TLSv1.2", "AES128-SHA"));
 }
 
 /* ---- <transport tls> in fluent.conf ---------------------------------------------------- */
@@ -1078,6 +1161,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pause_resume_holds_decrypted_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insecure_self_signed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_openssl_s_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_s_client_versions_and_suites, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -136,10 +136,21 @@ static bool file_name_error(int e)
     return e == ENAMETOOLONG || e == EILSEQ || e == EINVAL;
 }
 
+/* The index marker the template ends with (before the suffix), or NULL with append. It is the
+ * last "_**": a tag or record value substituted before it may hold "_**" too. */
+static const char *index_marker(const out_file_t *o, const char *expanded)
+{
+    if (o->append) return NULL;
+    const char *last = NULL;
+    for (const char *p = strstr(expanded, "_**"); p; p = strstr(p + 1, "_**"))
+        last = p;
+    return last;
+}
+
 /* Opens the destination: the expanded path with "_**" replaced by the first free index. */
 static int open_dest(out_file_t *o, const char *expanded, weir_buf_t *path)
 {
-    const char *idx = strstr(expanded, "_**");
+    const char *idx = index_marker(o, expanded);
     if (!idx) {
         path->len = 0;
         weir_buf_printf(path, "%s", expanded);

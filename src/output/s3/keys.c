@@ -7,7 +7,10 @@
  *      record keys (weir_placeholders_expand);
  *   3. %{time_slice}, %{index}, %{hex_random}, %{uuid_flush} (+ %{hms_slice}, %{date_slice}
  *      when check_object is false); any other %{...} becomes the empty string.
- * Pass 1 does not rescan what it inserted, pass 3 scans everything, as Ruby's gsub does. */
+ * Pass 1 does not rescan what it inserted. Passes 2 and 3 are one scan (after the strftime
+ * over the template) that never rescans what it inserted either: Ruby's gsub would expand a
+ * %{...} that arrived inside a tag or record value; weir keeps it as written, so a tag cannot
+ * pick parts of the key or remove characters from it. */
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,48 +190,6 @@ static void uuid_v4(char out[37])
 
 /* ---- the template ------------------------------------------------------------------------ */
 
-void s3_replace_percent(const char *s, const char *const *names, const char *const *values,
-                        size_t n, weir_buf_t *out)
-{
-    while (*s) {
-        const char *end = s[0] == '%' && s[1] == '{' ? strchr(s + 2, '}') : NULL;
-        if (!end || end == s + 2) {
-            weir_buf_putc(out, *s++);
-            continue;
-        }
-        size_t len = (size_t)(end - s - 2);
-        for (size_t i = 0; i < n; i++) {
-            if (strlen(names[i]) == len && memcmp(names[i], s + 2, len) == 0) {
-                weir_buf_printf(out, "%s", values[i]);
-                break;
-            }
-        }
-        s = end + 1;
-    }
-}
-
-/* Pass 1: only the named placeholders; every other %{...} is kept as written. */
-static void replace_known(const char *s, const char *const *names, const char *const *values,
-                          size_t n, weir_buf_t *out)
-{
-    while (*s) {
-        const char *end = s[0] == '%' && s[1] == '{' ? strchr(s + 2, '}') : NULL;
-        if (!end || end == s + 2) {
-            weir_buf_putc(out, *s++);
-            continue;
-        }
-        size_t len = (size_t)(end - s - 2);
-        size_t i = 0;
-        for (; i < n; i++)
-            if (strlen(names[i]) == len && memcmp(names[i], s + 2, len) == 0) break;
-        if (i < n)
-            weir_buf_printf(out, "%s", values[i]);
-        else
-            weir_buf_append(out, s, (size_t)(end - s) + 1);
-        s = end + 1;
-    }
-}
-
 static bool has(const char *s, const char *what)
 {
     return strstr(s, what) != NULL;
@@ -299,11 +260,11 @@ int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err)
         weir_warn("s3: %%{hostname} will be removed in the future; use \"#{Socket.gethostname}\" "
                   "or the host name itself");
     const char *hn[] = {"hostname"}, *hv[] = {o->hostname ? o->hostname : ""};
-    replace_known(fmt, hn, hv, 1, &a);
+    weir_placeholders_percent(fmt, &(weir_percent_vars_t){hn, hv, 1}, true, &a);
     weir_buf_putc(&a, '\0');
     const char *pn[] = {"path", "file_extension"};
     const char *pv[] = {o->path ? o->path : "", o->extension ? o->extension : ""};
-    replace_known(a.data, pn, pv, 2, &b);
+    weir_placeholders_percent(a.data, &(weir_percent_vars_t){pn, pv, 2}, true, &b);
     weir_buf_putc(&b, '\0');
     weir_buf_free(&a);
     k->tmpl = b.data;
@@ -343,15 +304,12 @@ static int time_slice(const s3_keyfmt_t *k, const weir_buffer_t *b, const weir_c
 int s3_key_build(const s3_keyfmt_t *k, const weir_buffer_t *b, const weir_chunk_t *c,
                  const s3_key_vars_t *v, weir_buf_t *out, weir_err_t *err)
 {
-    weir_buf_t expanded, ts, idx, hex;
-    weir_buf_init(&expanded);
+    weir_buf_t ts, idx, hex;
     weir_buf_init(&ts);
     weir_buf_init(&idx);
     weir_buf_init(&hex);
     int rc = -1;
     size_t start = out->len;
-    if (weir_placeholders_expand(k->tmpl, b, c, &expanded, err) != 0) goto out;
-    weir_buf_putc(&expanded, '\0');
     if (time_slice(k, b, c, &ts, err) != 0) goto out;
     weir_buf_putc(&ts, '\0');
     s3_index_format(&k->index, v->index, &idx);
@@ -376,7 +334,9 @@ int s3_key_build(const s3_keyfmt_t *k, const weir_buffer_t *b, const weir_chunk_
         names[n] = "hms_slice", values[n++] = hmsbuf;
         names[n] = "date_slice", values[n++] = ts.data;
     }
-    s3_replace_percent(expanded.data, names, values, n, out);
+    if (weir_placeholders_expand_vars(k->tmpl, b, c, &(weir_percent_vars_t){names, values, n}, out,
+                                      err) != 0)
+        goto out;
     if (out->len - start == 0) {
         weir_err_set(err, "s3_object_key_format '%s' produced an empty key", k->tmpl);
         goto out;
@@ -389,7 +349,6 @@ int s3_key_build(const s3_keyfmt_t *k, const weir_buffer_t *b, const weir_chunk_
     rc = 0;
 out:
     if (rc != 0) out->len = start;
-    weir_buf_free(&expanded);
     weir_buf_free(&ts);
     weir_buf_free(&idx);
     weir_buf_free(&hex);

@@ -779,19 +779,18 @@ static int build_metadata(s3_job_t *j)
     j->meta_values = weir_calloc(o->nmeta, sizeof *j->meta_values);
     int rc = 0;
     for (size_t i = 0; i < o->nmeta && rc == 0; i++) {
-        weir_buf_t name, exp, val;
+        weir_buf_t name, val;
         weir_buf_init(&name);
-        weir_buf_init(&exp);
         weir_buf_init(&val);
         weir_err_t err = {{0}};
         weir_buf_printf(&name, "x-amz-meta-%s", o->meta_keys[i]);
-        if (weir_placeholders_expand(o->meta_values[i], o->buffer, j->chunk, &exp, &err) != 0) {
+        const char *names[] = {"index"}, *values[] = {idx.data};
+        if (weir_placeholders_expand_vars(o->meta_values[i], o->buffer, j->chunk,
+                                          &(weir_percent_vars_t){names, values, 1}, &val,
+                                          &err) != 0) {
             finish(j, WEIR_WRITE_UNRECOVERABLE, err.msg);
             rc = -1;
         } else {
-            weir_buf_putc(&exp, '\0');
-            const char *names[] = {"index"}, *values[] = {idx.data};
-            s3_replace_percent(exp.data, names, values, 1, &val);
             weir_buf_putc(&val, '\0');
             j->meta_names[i] = name.data;
             j->meta_values[i] = val.data;
@@ -800,7 +799,6 @@ static int build_metadata(s3_job_t *j)
             weir_buf_init(&val);
         }
         weir_buf_free(&name);
-        weir_buf_free(&exp);
         weir_buf_free(&val);
     }
     weir_buf_free(&idx);
