@@ -229,4 +229,9 @@ typedef struct weir_http_body_in {
 int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_in_t *in,
                           weir_batch_t *out, weir_err_t *err);
 
+/* Key comparisons and hash-set steps spent finding repeated keys and looking keys up, summed
+ * over every call on this thread (JSON conversion and body decoding). Tests use it to show a
+ * record's keys cost linear work; nothing else reads it. */
+extern _Thread_local uint64_t weir_http_key_work;
+
 #endif

@@ -444,6 +444,186 @@ static void test_default_mode_msgpack(void **state)
     done(&d);
 }
 
+/* ---- many keys: linear work ---------------------------------------------------------------- */
+
+#define MANY_KEYS 40000
+#define MANY_REPEATS 100
+#define MANY_EXTRAS 1000
+
+/* A record of MANY_KEYS distinct keys followed by the first MANY_REPEATS again with new values,
+ * as msgpack (repeat keys written as str8, the first ones as fixstr: still the same key). */
+static void pack_many_keys(weir_buf_t *b)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, weir_buf_msgpack_write);
+    msgpack_pack_map(&pk, MANY_KEYS + MANY_REPEATS);
+    char k[16];
+    for (int i = 0; i < MANY_KEYS; i++) {
+        int n = snprintf(k, sizeof k, "k%d", i);
+        msgpack_pack_str(&pk, (size_t)n);
+        msgpack_pack_str_body(&pk, k, (size_t)n);
+        msgpack_pack_int(&pk, i);
+    }
+    for (int i = 0; i < MANY_REPEATS; i++) {
+        int n = snprintf(k, sizeof k, "k%d", i);
+        char h[2] = {(char)0xd9, (char)n};
+        weir_buf_append(b, h, 2);
+        weir_buf_append(b, k, (size_t)n);
+        msgpack_pack_int(&pk, -i - 1);
+    }
+}
+
+/* The record as decoded: MANY_KEYS keys, each in its first place, the repeated ones with their
+ * last value, the extras that name an existing key replacing its value and the others added
+ * at the end. */
+static void check_many_keys(decoded_t *d, size_t nex)
+{
+    assert_int_equal(d->rc, 0);
+    assert_int_equal(d->b.count, 1);
+    weir_batch_iter_t it;
+    weir_entry_t e;
+    weir_batch_iter_init(&it, d->b.data.data, d->b.data.len);
+    assert_int_equal(weir_batch_iter_next(&it, &e), 1);
+    weir_mp_obj_t o;
+    ssize_t h = weir_mp_read(e.record, e.record_len, &o);
+    assert_int_equal(o.type, WEIR_MP_MAP);
+    assert_int_equal(o.v.n, MANY_KEYS + nex / 2);
+    size_t off = (size_t)h;
+    char want[16];
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        weir_mp_obj_t k, v;
+        off += (size_t)weir_mp_read(e.record + off, e.record_len - off, &k);
+        off += (size_t)weir_mp_read(e.record + off, e.record_len - off, &v);
+        int n = i < MANY_KEYS
+                    ? snprintf(want, sizeof want, "k%u", i)
+                    : snprintf(want, sizeof want, "X%zu", (size_t)(i - MANY_KEYS) * 2 + 1);
+        assert_int_equal(k.len, n);
+        assert_memory_equal(k.ptr, want, (size_t)n);
+        if (i < MANY_KEYS && i % 2 == 0 && i / 2 < nex / 2) { /* replaced by extra "k<i>" */
+            assert_int_equal(v.type, WEIR_MP_STR);
+            continue;
+        }
+        if (i >= MANY_KEYS) {
+            assert_int_equal(v.type, WEIR_MP_STR);
+            continue;
+        }
+        int64_t got = v.type == WEIR_MP_INT ? v.v.i : (int64_t)v.v.u;
+        assert_int_equal(got, i < MANY_REPEATS ? -(int64_t)i - 1 : (int64_t)i);
+    }
+}
+
+/* Extras alternate between naming a key of the record ("k0", "k2", ...) and a new one ("X1",
+ * "X3", ...). */
+static weir_http_extra_t *many_extras(size_t n, weir_buf_t *names)
+{
+    weir_http_extra_t *ex = calloc(n, sizeof *ex);
+    size_t *offs = calloc(n, sizeof *offs);
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = names->len;
+        weir_buf_printf(names, i % 2 ? "X%zu" : "k%zu", i);
+        ex[i].key_len = names->len - offs[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        ex[i].key = names->data + offs[i];
+        ex[i].value = "v";
+        ex[i].value_len = 1;
+    }
+    free(offs);
+    return ex;
+}
+
+/* 40,000 keys with 100 repeats and 1,000 added keys: the repeats and the lookups cost work
+ * linear in the keys (a comparison with every earlier key, or every key per added key, took
+ * 800 million comparisons and seconds of the event loop). */
+static void test_msgpack_many_keys_linear(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_buf_t b, names;
+    weir_buf_init(&b);
+    weir_buf_init(&names);
+    pack_many_keys(&b);
+    weir_http_extra_t *ex = many_extras(MANY_EXTRAS, &names);
+    decoded_t d;
+    weir_http_key_work = 0;
+    decode_full(&d, &o, "application/msgpack", NULL, b.data, b.len, ex, MANY_EXTRAS);
+    assert_true(weir_http_key_work <= 4ull * (MANY_KEYS + MANY_REPEATS + MANY_EXTRAS));
+    check_many_keys(&d, MANY_EXTRAS);
+    done(&d);
+    weir_buf_free(&b);
+    weir_buf_free(&names);
+    free(ex);
+}
+
+/* The same record as one JSON object. */
+static void test_json_many_keys_linear(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_buf_t j, names;
+    weir_buf_init(&j);
+    weir_buf_init(&names);
+    weir_buf_putc(&j, '{');
+    for (int i = 0; i < MANY_KEYS; i++)
+        weir_buf_printf(&j, "%s\"k%d\":%d", i ? "," : "", i, i);
+    for (int i = 0; i < MANY_REPEATS; i++)
+        weir_buf_printf(&j, ",\"k%d\":%d", i, -i - 1);
+    weir_buf_putc(&j, '}');
+    weir_http_extra_t *ex = many_extras(MANY_EXTRAS, &names);
+    decoded_t d;
+    weir_http_key_work = 0;
+    decode_full(&d, &o, "application/json", NULL, j.data, j.len, ex, MANY_EXTRAS);
+    assert_true(weir_http_key_work <= 4ull * (MANY_KEYS + MANY_REPEATS + MANY_EXTRAS));
+    check_many_keys(&d, MANY_EXTRAS);
+    done(&d);
+    weir_buf_free(&j);
+    weir_buf_free(&names);
+    free(ex);
+}
+
+/* Exactly BODY_LINEAR_KEYS (16) keys and one past it: both ways find the same repeats and the
+ * same extras. */
+static void test_msgpack_repeats_at_linear_limit(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    for (int nkeys = 15; nkeys <= 16; nkeys++) { /* plus one repeat: 16 and 17 entries */
+        weir_buf_t b;
+        weir_buf_init(&b);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &b, weir_buf_msgpack_write);
+        msgpack_pack_map(&pk, (size_t)nkeys + 1);
+        char k[8];
+        for (int i = 0; i < nkeys; i++) {
+            int n = snprintf(k, sizeof k, "k%d", i);
+            msgpack_pack_str(&pk, (size_t)n);
+            msgpack_pack_str_body(&pk, k, (size_t)n);
+            msgpack_pack_int(&pk, i);
+        }
+        msgpack_pack_str(&pk, 2);
+        msgpack_pack_str_body(&pk, "k3", 2);
+        msgpack_pack_int(&pk, 99);
+        weir_http_extra_t ex[2] = {{"k5", 2, "five", 4}, {"new", 3, NULL, 0}};
+        decoded_t d;
+        decode_full(&d, &o, "application/msgpack", NULL, b.data, b.len, ex, 2);
+        assert_int_equal(d.rc, 0);
+        char *got = rec(&d, 0, NULL);
+        weir_buf_t want;
+        weir_buf_init(&want);
+        weir_buf_putc(&want, '{');
+        for (int i = 0; i < nkeys; i++)
+            weir_buf_printf(&want,
+                            i == 3   ? "%s\"k%d\":99"
+                            : i == 5 ? "%s\"k%d\":\"five\""
+                                     : "%s\"k%d\":%d",
+                            i ? "," : "", i, i);
+        weir_buf_printf(&want, ",\"new\":null}");
+        weir_buf_putc(&want, '\0');
+        assert_string_equal(got, want.data);
+        free(got);
+        weir_buf_free(&want);
+        done(&d);
+        weir_buf_free(&b);
+    }
+}
+
 static void test_form_and_query_params(void **state)
 {
     weir_http_body_opts_t o = default_opts();
@@ -1020,6 +1200,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_keeps_order_and_types),
         cmocka_unit_test(test_json_repeated_keys),
+        cmocka_unit_test(test_msgpack_many_keys_linear),
+        cmocka_unit_test(test_json_many_keys_linear),
+        cmocka_unit_test(test_msgpack_repeats_at_linear_limit),
         cmocka_unit_test(test_json_escapes),
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_depth_limit),

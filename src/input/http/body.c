@@ -11,8 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weir/hash.h"
 #include "weir/http_input.h"
 #include "weir/log.h"
+
+/* Records with at most this many keys find repeats and look keys up by comparing with every
+ * earlier key (at most 120 comparisons); larger ones use keyed hash sets, so a record's keys
+ * cost linear time whatever a sender puts in them. */
+#define BODY_LINEAR_KEYS 16
+
+_Thread_local uint64_t weir_http_key_work;
 
 /* One top-level key/value of a record being rewritten. */
 typedef struct rec_ent {
@@ -39,6 +47,9 @@ typedef struct body_ctx {
     weir_buf_t rec;  /* the rewritten record */
     rec_ent_t *ents;
     size_t ents_cap;
+    size_t nents;
+    weir_hset_t str_keys;   /* string keys by payload → first entry (large records) */
+    weir_hset_t other_keys; /* other keys by encoding → first entry (large records) */
     bool *extra_used;
     weir_err_t *err;
 } body_ctx_t;
@@ -196,6 +207,16 @@ static bool key_is(const rec_ent_t *e, const char *k, size_t klen)
     return e->kstr && e->kstr_len == klen && memcmp(e->kstr, k, klen) == 0;
 }
 
+/* Two keys are the same when both are strings with the same payload (however their length was
+ * encoded, as msgpack-ruby decodes both to one Ruby String) or both are other values with the
+ * same encoding. */
+static bool same_key(const rec_ent_t *a, const rec_ent_t *b)
+{
+    weir_http_key_work++;
+    if (a->kstr || b->kstr) return b->kstr && key_is(a, b->kstr, b->kstr_len);
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
+}
+
 /* Splits a map into its entries. The bytes were validated before, so every read succeeds. */
 static size_t read_entries(body_ctx_t *c, const char *p, size_t len)
 {
@@ -221,30 +242,61 @@ static size_t read_entries(body_ctx_t *c, const char *p, size_t len)
         e->val_len = (size_t)weir_mp_skip(p + off, len - off, WEIR_MP_MAX_DEPTH);
         off += e->val_len;
     }
+    c->nents = n;
     return n;
 }
 
-/* A repeated key keeps its first place and its last value, as a Ruby Hash does. Quadratic,
- * but only for msgpack bodies (JSON is deduplicated while it is converted). */
-static void dedupe_entries(rec_ent_t *ents, size_t n)
+/* A repeat of entry `first` found at entry i: the first place keeps the last value. */
+static void merge_repeat(rec_ent_t *ents, size_t first, size_t i)
 {
-    for (size_t i = 1; i < n; i++) {
-        for (size_t k = 0; k < i; k++) {
-            if (ents[k].drop || ents[k].key_len != ents[i].key_len ||
-                memcmp(ents[k].key, ents[i].key, ents[i].key_len) != 0)
-                continue;
-            ents[k].val = ents[i].val;
-            ents[k].val_len = ents[i].val_len;
-            ents[i].drop = true;
-            break;
+    ents[first].val = ents[i].val;
+    ents[first].val_len = ents[i].val_len;
+    ents[i].drop = true;
+}
+
+/* Removes repeated keys, as a Ruby Hash does: a repeated key keeps its first place and its
+ * last value. For large records this also fills the key sets that find_key() then uses. JSON
+ * records come without repeats (the converter removes them) and skip the comparisons. */
+static void index_entries(body_ctx_t *c, bool may_repeat)
+{
+    rec_ent_t *ents = c->ents;
+    size_t n = c->nents;
+    if (n <= BODY_LINEAR_KEYS) {
+        for (size_t i = 1; i < n && may_repeat; i++) {
+            for (size_t k = 0; k < i; k++) {
+                if (ents[k].drop || !same_key(&ents[k], &ents[i])) continue;
+                merge_repeat(ents, k, i);
+                break;
+            }
         }
+        return;
+    }
+    weir_hset_clear(&c->str_keys);
+    weir_hset_clear(&c->other_keys);
+    for (size_t i = 0; i < n; i++) {
+        rec_ent_t *e = &ents[i];
+        size_t first;
+        bool added = e->kstr ? weir_hset_add(&c->str_keys, e->kstr, e->kstr_len, i, &first)
+                             : weir_hset_add(&c->other_keys, e->key, e->key_len, i, &first);
+        weir_http_key_work++;
+        if (!added) merge_repeat(ents, first, i);
     }
 }
 
-static rec_ent_t *find_key(rec_ent_t *ents, size_t n, const char *k, size_t klen)
+/* The entry whose key is the string k, unless it was dropped (a repeat, or the time key). */
+static rec_ent_t *find_key(body_ctx_t *c, const char *k, size_t klen)
 {
-    for (size_t i = 0; i < n; i++)
+    rec_ent_t *ents = c->ents;
+    if (c->nents > BODY_LINEAR_KEYS) {
+        size_t i;
+        weir_http_key_work++;
+        if (!weir_hset_get(&c->str_keys, k, klen, &i)) return NULL;
+        return ents[i].drop ? NULL : &ents[i];
+    }
+    for (size_t i = 0; i < c->nents; i++) {
+        weir_http_key_work++;
         if (!ents[i].drop && key_is(&ents[i], k, klen)) return &ents[i];
+    }
     return NULL;
 }
 
@@ -260,7 +312,7 @@ static bool nulled(const body_ctx_t *c, const weir_mp_obj_t *v)
 }
 
 /* The record's time, per docs/http-input.md 2.5; drops the time key where Fluentd does. */
-static int record_time(body_ctx_t *c, rec_ent_t *ents, size_t n, weir_time_t *t)
+static int record_time(body_ctx_t *c, weir_time_t *t)
 {
     const weir_http_body_opts_t *o = c->o;
     const char *tk = o->time_key ? o->time_key : "time";
@@ -269,7 +321,7 @@ static int record_time(body_ctx_t *c, rec_ent_t *ents, size_t n, weir_time_t *t)
         *t = c->param_time; /* default mode leaves the record's time field alone */
         return 0;
     }
-    rec_ent_t *e = find_key(ents, n, tk, strlen(tk));
+    rec_ent_t *e = find_key(c, tk, strlen(tk));
     if (e) {
         weir_mp_obj_t v;
         weir_mp_read(e->val, e->val_len, &v);
@@ -302,9 +354,9 @@ static int emit_record(body_ctx_t *c, const char *p, size_t len)
     }
     size_t n = read_entries(c, p, len);
     rec_ent_t *ents = c->ents;
-    if (!c->from_json) dedupe_entries(ents, n);
+    index_entries(c, !c->from_json);
     weir_time_t t;
-    if (record_time(c, ents, n, &t) != 0) return -1;
+    if (record_time(c, &t) != 0) return -1;
     for (size_t i = 0; i < n && c->o->parse_json; i++) {
         weir_mp_obj_t v;
         if (!ents[i].drop && weir_mp_read(ents[i].val, ents[i].val_len, &v) > 0 && nulled(c, &v))
@@ -313,7 +365,7 @@ static int emit_record(body_ctx_t *c, const char *p, size_t len)
     size_t kept = 0, added = 0;
     for (size_t x = 0; x < c->in->nextras; x++) {
         const weir_http_extra_t *ex = &c->in->extras[x];
-        rec_ent_t *e = find_key(ents, n, ex->key, ex->key_len);
+        rec_ent_t *e = find_key(c, ex->key, ex->key_len);
         c->extra_used[x] = e != NULL;
         if (e)
             e->extra = (int)x;
@@ -450,6 +502,8 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     c.extra_used = weir_calloc(in->nextras + 1, sizeof *c.extra_used);
     weir_buf_init(&c.conv);
     weir_buf_init(&c.rec);
+    weir_hset_init(&c.str_keys);
+    weir_hset_init(&c.other_keys);
     params_t ps;
     memset(&ps, 0, sizeof ps);
     size_t len0 = out->data.len;
@@ -473,5 +527,7 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     weir_buf_free(&c.rec);
     free(c.ents);
     free(c.extra_used);
+    weir_hset_free(&c.str_keys);
+    weir_hset_free(&c.other_keys);
     return rc;
 }

@@ -16,9 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weir/hash.h"
 #include "weir/http_input.h"
 
-#define JSON_DEDUPE_LINEAR 16 /* objects with more keys find repeats with a hash set */
+#define JSON_DEDUPE_LINEAR 16 /* objects with more keys find repeats with a keyed hash set */
 #define JSON_PLACEHOLDER 5    /* map32/array32 header */
 #define JSON_NUM_LOCAL 64     /* numbers longer than this are copied to the heap for strtod */
 
@@ -30,8 +31,7 @@ typedef struct jp {
     weir_buf_t str; /* an unescaped string */
     size_t *ents;   /* per entry of the open objects: key offset, value offset in out */
     size_t nents, ents_cap;
-    uint32_t *slots; /* hash set for repeated keys */
-    size_t nslots;
+    weir_hset_t keys; /* repeated keys of large objects (keyed: the keys are the sender's) */
     const char *err;
     size_t err_at;
 } jp_t;
@@ -317,16 +317,9 @@ static void push_ent(jp_t *j, size_t off)
 /* Key i of an object whose entries start at ents[base]: bytes [ents[2i], ents[2i+1]). */
 static bool same_key(const jp_t *j, const size_t *e, size_t a, size_t b)
 {
+    weir_http_key_work++;
     size_t la = e[2 * a + 1] - e[2 * a], lb = e[2 * b + 1] - e[2 * b];
     return la == lb && memcmp(j->out->data + e[2 * a], j->out->data + e[2 * b], la) == 0;
-}
-
-static uint32_t key_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 16777619u;
-    return h;
 }
 
 /* Fills first[i] with the first entry that has entry i's key. Returns true if any repeats. */
@@ -346,27 +339,15 @@ static bool find_repeats(jp_t *j, const size_t *e, size_t n, size_t *first)
         }
         return any;
     }
-    size_t want = 1;
-    while (want < n * 2)
-        want <<= 1;
-    if (j->nslots < want) {
-        free(j->slots);
-        j->slots = weir_malloc(want * sizeof *j->slots);
-        j->nslots = want;
-    }
-    memset(j->slots, 0, want * sizeof *j->slots);
+    weir_hset_clear(&j->keys);
     for (size_t i = 0; i < n; i++) {
+        size_t k;
+        weir_http_key_work++;
         if (first) first[i] = i;
-        size_t s = key_hash(j->out->data + e[2 * i], e[2 * i + 1] - e[2 * i]) & (want - 1);
-        for (; j->slots[s]; s = (s + 1) & (want - 1)) {
-            size_t k = j->slots[s] - 1;
-            if (same_key(j, e, k, i)) {
-                any = true;
-                if (first) first[i] = k;
-                break;
-            }
-        }
-        if (!j->slots[s]) j->slots[s] = (uint32_t)(i + 1);
+        if (weir_hset_add(&j->keys, j->out->data + e[2 * i], e[2 * i + 1] - e[2 * i], i, &k))
+            continue;
+        any = true;
+        if (first) first[i] = k;
     }
     return any;
 }
@@ -503,6 +484,7 @@ int weir_http_json_to_msgpack(const char *s, size_t len, int max_depth, weir_buf
     j.out = out;
     j.max_depth = max_depth;
     weir_buf_init(&j.str);
+    weir_hset_init(&j.keys);
     msgpack_packer_init(&j.pk, out, weir_buf_msgpack_write);
     size_t start = out->len;
     int rc = parse_value(&j);
@@ -520,6 +502,6 @@ int weir_http_json_to_msgpack(const char *s, size_t len, int max_depth, weir_buf
     }
     weir_buf_free(&j.str);
     free(j.ents);
-    free(j.slots);
+    weir_hset_free(&j.keys);
     return rc;
 }
