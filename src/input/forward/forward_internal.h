@@ -16,6 +16,8 @@
  * it to show that a frame delivered one byte at a time costs linear work; nothing else reads
  * it. Thread-local so that concurrent scanners neither race nor disturb a test's count. */
 extern _Thread_local uint64_t fwd_scan_work;
+/* Bytes the JSON request scan has examined on this thread, likewise for tests. */
+extern _Thread_local uint64_t fwd_json_scan_work;
 
 /* Reads one value header (with the payload of str/bin/ext) like weir_mp_read, with the same
  * results, but from the scanner's header table so that the two can never disagree on where a
