@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "forward_internal.h"
+#include "weir/inflate.h"
 #include "weir/log.h"
 #include "weir/mp.h"
 
@@ -459,9 +460,8 @@ static int decode_packed(fwd_dec_t *d, const char *payload, size_t plen, const f
     const char *entries = payload;
     size_t elen = plen;
     if (comp != COMP_NONE) {
-        int rc = comp == COMP_GZIP
-                     ? fwd_gunzip(payload, plen, d->opts->max_decompressed, &d->inflated, d->err)
-                     : fwd_unzstd(payload, plen, d->opts->max_decompressed, &d->inflated, d->err);
+        int rc = weir_inflate(comp == COMP_GZIP ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZSTD, payload,
+                              plen, d->opts->max_decompressed, &d->inflated, d->err);
         if (rc < 0) return -1;
         entries = d->inflated.data;
         elen = d->inflated.len;

@@ -1,6 +1,6 @@
 /* Internal helpers shared by the socket-free part of the forward input: msgpack writers for
- * the few shapes weir produces (headers, strings, ints), the decompressors and the scanner's
- * work counter. Nothing here is part of the public contract in include/weir/forward.h. */
+ * the few shapes weir produces (headers, strings, ints) and the scanners' work counters. Nothing
+ * here is part of the public contract in include/weir/forward.h. */
 #ifndef WEIR_FORWARD_INTERNAL_H
 #define WEIR_FORWARD_INTERNAL_H
 
@@ -29,13 +29,6 @@ ssize_t fwd_mp_read(const char *p, size_t avail, weir_mp_obj_t *o);
  * 0 when the value is truncated, or -1 when it is malformed (0xc1, too deep, a declared size
  * that cannot fit in `avail`); *why then names the reason. */
 long long fwd_value_len(const char *p, size_t avail, int levels, const char **why);
-
-/* Decompressors for CompressedPackedForward. Both append to `out` and stop with an error as
- * soon as the output would exceed `limit`, so memory never grows past limit + 1 byte (plus
- * the decompressor's own state). `out` stays valid on error (the caller frees it). Empty input
- * yields empty output. Returns 0 or -1 with err set. */
-int fwd_gunzip(const char *in, size_t len, size_t limit, weir_buf_t *out, weir_err_t *err);
-int fwd_unzstd(const char *in, size_t len, size_t limit, weir_buf_t *out, weir_err_t *err);
 
 /* ---- msgpack writers (big-endian, smallest encoding, as msgpack-ruby packs) ---- */
 

@@ -14,9 +14,9 @@
  * thousands ever matter. */
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "weir/http_input.h"
+#include "weir/inflate.h"
 #include "weir/log.h"
 #include "weir/net.h"
 #include "weir/plugin.h"
@@ -24,7 +24,6 @@
 #define HTTP_COMPACT_MIN (64 * 1024) /* move unread bytes to the front past this offset */
 #define HTTP_TICK_MS_MAX 1000        /* idle check period; shorter for short timeouts */
 #define HTTP_TICK_MS_MIN 50
-#define HTTP_INFLATE_STEP (64 * 1024)
 /* weir_conn has no "everything written" callback, so a connection that stopped reading its
  * responses is looked at again this often, and only while one is in that state. */
 #define HTTP_DRAIN_POLL_MS 10
@@ -506,39 +505,6 @@ static void space_ready(void *arg)
 
 /* ---- building the batch -------------------------------------------------------------------- */
 
-/* Content-Encoding gzip or deflate (zlib), bounded by decompression_size_limit. */
-static int inflate_body(const weir_buf_t *src, bool gzip, uint64_t limit, weir_buf_t *out)
-{
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, gzip ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) return -1;
-    const unsigned char *in = (const unsigned char *)src->data;
-    size_t left = src->len;
-    int rc = Z_OK;
-    out->len = 0;
-    while (rc != Z_STREAM_END) {
-        if (zs.avail_in == 0) {
-            size_t n = left > (1u << 30) ? (1u << 30) : left;
-            zs.next_in = (Bytef *)in;
-            zs.avail_in = (uInt)n;
-            in += n;
-            left -= n;
-        }
-        weir_buf_reserve(out, HTTP_INFLATE_STEP);
-        zs.next_out = (Bytef *)out->data + out->len;
-        zs.avail_out = HTTP_INFLATE_STEP;
-        rc = inflate(&zs, Z_NO_FLUSH);
-        out->len += HTTP_INFLATE_STEP - zs.avail_out;
-        if (out->len > limit || (rc != Z_OK && rc != Z_STREAM_END)) break;
-        if (rc == Z_OK && zs.avail_in == 0 && left == 0 && zs.avail_out != 0) {
-            rc = Z_DATA_ERROR; /* truncated */
-            break;
-        }
-    }
-    inflateEnd(&zs);
-    return rc == Z_STREAM_END && out->len <= limit ? 0 : -1;
-}
-
 static void upper_key(weir_buf_t *b, const char *prefix, const char *s, size_t n)
 {
     weir_buf_append(b, prefix, strlen(prefix));
@@ -661,10 +627,11 @@ static bool build_batch(http_conn_t *hc)
     weir_buf_t plain;
     weir_buf_init(&plain);
     if (gz || df) {
-        if (inflate_body(body, gz, in->decompress_limit, &plain) != 0) {
-            weir_warn("http: fails to decode payload from %s: not valid %s data or over "
-                      "decompression_size_limit",
-                      weir_conn_peer_addr(hc->c), ce->value);
+        weir_err_t zerr;
+        if (weir_inflate(gz ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZLIB, body->data, body->len,
+                         in->decompress_limit, &plain, &zerr) != 0) {
+            weir_warn("http: fails to decode payload from %s: %s", weir_conn_peer_addr(hc->c),
+                      zerr.msg);
             weir_buf_free(&plain);
             respond(hc, "400 Bad Request", NULL, 0, "", 0, true);
             return false;
