@@ -19,11 +19,6 @@ extern _Thread_local uint64_t fwd_scan_work;
 /* Bytes the JSON request scan has examined on this thread, likewise for tests. */
 extern _Thread_local uint64_t fwd_json_scan_work;
 
-/* Reads one value header (with the payload of str/bin/ext) like weir_mp_read, with the same
- * results, but from the scanner's header table so that the two can never disagree on where a
- * value ends. Returns the bytes consumed, WEIR_MP_INCOMPLETE or WEIR_MP_INVALID (0xc1). */
-ssize_t fwd_mp_read(const char *p, size_t avail, weir_mp_obj_t *o);
-
 /* Length of the one msgpack value at p (which holds `avail` bytes), nesting at most `levels`
  * containers (the value itself counts as one when it is a container). Returns the length,
  * 0 when the value is truncated, or -1 when it is malformed (0xc1, too deep, a declared size
