@@ -211,6 +211,15 @@ typedef struct weir_http_body_opts {
     size_t max_records;        /* WEIR_HTTP_MAX_RECORDS */
 } weir_http_body_opts_t;
 
+/* Values of a request that were dropped without failing it, as Fluentd >= 1.17 drops them:
+ * JSON that does not parse, an incomplete msgpack value at the end of the body, and values
+ * that are not maps (top level, or elements of a top-level array). The caller counts them in
+ * weir_input_parse_errors_total and warns, so an operator sees events being lost. */
+typedef struct weir_http_body_skips {
+    size_t count;
+    weir_err_t first; /* why the first one was dropped */
+} weir_http_body_skips_t;
+
 typedef struct weir_http_body_in {
     const char *query; /* raw query string, NULL = none */
     size_t query_len;
@@ -220,10 +229,13 @@ typedef struct weir_http_body_in {
     const weir_http_extra_t *extras;
     size_t nextras;
     weir_time_t now;
+    /* NULL, or where to count dropped values: zeroed by the call, meaningful when it returns 0 */
+    weir_http_body_skips_t *skips;
 } weir_http_body_in_t;
 
 /* Decodes one request into records appended to `out` (whose tag the caller sets). Returns 0
- * (zero records is a success: invalid JSON is skipped as Fluentd >= 1.17 does), or -1 when the
+ * (zero records is a success: invalid JSON is skipped as Fluentd >= 1.17 does, and counted in
+ * in->skips), or -1 when the
  * request gets 400, with the message in err and `out` as it was on entry: a request is
  * all-or-nothing. */
 int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_in_t *in,

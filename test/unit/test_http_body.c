@@ -444,6 +444,56 @@ static void test_default_mode_msgpack(void **state)
     done(&d);
 }
 
+/* Dropped values are still a success (200), but each one is counted with the first reason, so
+ * the input can count and warn; a request that fails (400) is not counted. */
+static void test_skips_counted(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_http_body_skips_t sk;
+    decoded_t d;
+    weir_http_body_in_t in = {.content_type = "application/json", .now = NOW, .skips = &sk};
+    const struct {
+        const char *ct, *body;
+        size_t n, records;
+        const char *first;
+    } cases[] = {
+        {"application/json", "{\"a\":1}", 0, 1, NULL},
+        {"application/json", "not json", 1, 0, "invalid JSON at byte 0: unexpected character"},
+        {"application/json", "[{\"a\":1},2,\"x\",{\"b\":2}]", 2, 2,
+         "an array element that is not a map"},
+        {"application/json", "\"just a string\"", 1, 0,
+         "a body value that is not a map or an array"},
+        {"application/x-ndjson", "{\"a\":1}\n{bad\n[}\n", 2, 1, "invalid JSON at byte 1"},
+        {"application/msgpack",
+         "\x81\xa1"
+         "a\x01\x82\xa1"
+         "a",
+         1, 1, "an incomplete msgpack value (3 bytes) at the end"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        in.content_type = cases[i].ct;
+        in.body = cases[i].body;
+        in.body_len = strlen(cases[i].body);
+        sk.count = 99;
+        weir_batch_init(&d.b, "t", 1);
+        assert_int_equal(weir_http_body_decode(&o, &in, &d.b, &d.err), 0);
+        assert_int_equal(d.b.count, cases[i].records);
+        if (sk.count != cases[i].n)
+            fail_msg("case %zu: %zu skips, want %zu", i, sk.count, cases[i].n);
+        if (cases[i].first && !strstr(sk.first.msg, cases[i].first))
+            fail_msg("case %zu: '%s', want '%s'", i, sk.first.msg, cases[i].first);
+        done(&d);
+    }
+    /* <parse> mode: an invalid body is one skip */
+    o.parse_json = true;
+    in.body = "{";
+    in.body_len = 1;
+    weir_batch_init(&d.b, "t", 1);
+    assert_int_equal(weir_http_body_decode(&o, &in, &d.b, &d.err), 0);
+    assert_int_equal(sk.count, 1);
+    done(&d);
+}
+
 /* ---- many keys: linear work ---------------------------------------------------------------- */
 
 #define MANY_KEYS 40000
@@ -1200,6 +1250,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_keeps_order_and_types),
         cmocka_unit_test(test_json_repeated_keys),
+        cmocka_unit_test(test_skips_counted),
         cmocka_unit_test(test_msgpack_many_keys_linear),
         cmocka_unit_test(test_json_many_keys_linear),
         cmocka_unit_test(test_msgpack_repeats_at_linear_limit),

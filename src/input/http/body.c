@@ -7,6 +7,7 @@
  * decoded, and any error that Fluentd answers with 400 cuts the batch back to where it was,
  * so nothing of a rejected request is ever emitted. */
 #include <math.h>
+#include <stdio.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,14 @@ static int time_at(const weir_mp_obj_t *v, weir_time_t now, weir_time_t *t, weir
 }
 
 /* ---- one record ----------------------------------------------------------------------------- */
+
+/* A value dropped without failing the request (see weir_http_body_skips_t). */
+static void skipped(body_ctx_t *c, const char *why)
+{
+    weir_debug("http: skipped %s", why);
+    weir_http_body_skips_t *sk = c->in->skips;
+    if (sk && sk->count++ == 0) weir_err_set(&sk->first, "%s", why);
+}
 
 static bool key_is(const rec_ent_t *e, const char *k, size_t klen)
 {
@@ -409,7 +418,7 @@ static int emit_value(body_ctx_t *c, const char *p, size_t len)
     if (h <= 0) return 0;
     if (o.type == WEIR_MP_MAP) return emit_record(c, p, len);
     if (o.type != WEIR_MP_ARRAY) {
-        weir_debug("http: skipped a body value that is not a map or an array");
+        skipped(c, "a body value that is not a map or an array");
         return 0;
     }
     size_t off = (size_t)h;
@@ -418,6 +427,8 @@ static int emit_value(body_ctx_t *c, const char *p, size_t len)
         weir_mp_obj_t e;
         if (weir_mp_read(p + off, len - off, &e) > 0 && e.type == WEIR_MP_MAP) {
             if (emit_record(c, p + off, (size_t)el) != 0) return -1;
+        } else {
+            skipped(c, "an array element that is not a map");
         }
         off += (size_t)el;
     }
@@ -432,7 +443,7 @@ static int decode_json(body_ctx_t *c, const char *s, size_t len)
     c->conv.len = 0;
     if (weir_http_json_to_msgpack(s, len, c->o->max_depth, &c->conv, &jerr) != 0) {
         /* Fluentd >= 1.17 skips a record its parser cannot read and still answers 200 */
-        weir_debug("http: skipped invalid JSON: %s", jerr.msg);
+        skipped(c, jerr.msg); /* "invalid JSON at byte N: why" */
         return 0;
     }
     c->from_json = true;
@@ -463,7 +474,10 @@ static int decode_msgpack(body_ctx_t *c, const char *s, size_t len)
     while (off < len) {
         ssize_t n = weir_mp_skip(s + off, len - off, c->o->max_depth);
         if (n == WEIR_MP_INCOMPLETE) {
-            weir_debug("http: ignored %zu bytes of an incomplete msgpack value", len - off);
+            char why[80];
+            snprintf(why, sizeof why, "an incomplete msgpack value (%zu bytes) at the end",
+                     len - off);
+            skipped(c, why);
             return 0;
         }
         if (n < 0) {
@@ -499,6 +513,7 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     c.in = in;
     c.out = out;
     c.err = err;
+    if (in->skips) memset(in->skips, 0, sizeof *in->skips);
     c.extra_used = weir_calloc(in->nextras + 1, sizeof *c.extra_used);
     weir_buf_init(&c.conv);
     weir_buf_init(&c.rec);

@@ -96,6 +96,7 @@ struct http_input {
     void (*stop_done)(void *);
     void *stop_arg;
     weir_ratelimit_t warn_rl;
+    weir_counter_t *parse_errors; /* weir_input_parse_errors_total */
 };
 
 static void conn_process(http_conn_t *hc);
@@ -609,6 +610,18 @@ static void build_extras(http_conn_t *hc, const char *query, size_t qlen, extras
     weir_buf_free(&key);
 }
 
+/* Values of an accepted request that did not parse are dropped with 200, as Fluentd does:
+ * count them and say so (rate-limited), so that an operator sees events being lost. */
+static void warn_skips(http_conn_t *hc, const weir_http_body_skips_t *sk)
+{
+    unsigned long suppressed = 0;
+    weir_counter_add(hc->in->parse_errors, sk->count);
+    if (weir_ratelimit_ok(&hc->in->warn_rl, &suppressed))
+        weir_warn("http: dropped %zu value(s) of a request from %s that did not parse, first: "
+                  "%s (%lu similar warnings suppressed)",
+                  sk->count, weir_conn_peer_addr(hc->c), sk->first.msg, suppressed);
+}
+
 /* Builds the batch of a POST-like request; answers 400 itself. Returns false when the
  * request was answered (or the connection dropped) without a batch to emit. */
 static bool build_batch(http_conn_t *hc)
@@ -665,7 +678,10 @@ static bool build_batch(http_conn_t *hc)
     weir_batch_reset(&hc->batch);
     weir_batch_set_tag(&hc->batch, tag.data ? tag.data : "", tag.len);
     weir_err_t err;
+    weir_http_body_skips_t skips;
+    bin.skips = &skips;
     int rc = weir_http_body_decode(&in->bopts, &bin, &hc->batch, &err);
+    if (rc == 0 && skips.count > 0) warn_skips(hc, &skips);
     weir_buf_free(&tag);
     free(ex);
     free(x.spans);
@@ -951,6 +967,11 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
     in->pm = weir_engine_plugin_metrics(eng);
     weir_metrics_input_network(in->pm, false);
     weir_metrics_input_timed(in->pm);
+    in->parse_errors = weir_metrics_counter(
+        weir_plugin_metrics_registry(in->pm), in->pm, "weir_input_parse_errors_total",
+        "Values of accepted requests dropped because they did not parse (answered 200, as "
+        "Fluentd does).",
+        weir_plugin_metrics_labels(in->pm));
     in->warn_rl.interval_ms = 5000;
     if (http_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type http>");
