@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weir/hash.h"
 #include "weir/http_input.h"
 #include "weir/inflate.h"
 #include "weir/log.h"
@@ -515,19 +516,27 @@ static void upper_key(weir_buf_t *b, const char *prefix, const char *s, size_t n
     }
 }
 
-/* Extras are built as "key\0value\0" runs in one buffer, then pointed at. */
+/* Extras are built as "key\0value\0" runs in one buffer, then pointed at. A query string may
+ * carry thousands of parameters, so repeats are found with the keyed hash set; it points into
+ * `text`, so it is rebuilt whenever `text` moves (amortised linear, as `text` doubles). */
 typedef struct extras {
     weir_buf_t text;
     size_t (*spans)[4]; /* key off, key len, value off (SIZE_MAX = nil), value len */
     size_t n, cap;
+    weir_hset_t keys;        /* key → index into spans */
+    const char *keys_origin; /* text.data when `keys` was built */
 } extras_t;
 
 static int extras_find(extras_t *x, const char *k, size_t kn)
 {
-    for (size_t i = 0; i < x->n; i++)
-        if (x->spans[i][1] == kn && memcmp(x->text.data + x->spans[i][0], k, kn) == 0)
-            return (int)i;
-    return -1;
+    if (x->keys_origin != x->text.data) {
+        weir_hset_clear(&x->keys);
+        for (size_t i = 0; i < x->n; i++)
+            weir_hset_add(&x->keys, x->text.data + x->spans[i][0], x->spans[i][1], i, NULL);
+        x->keys_origin = x->text.data;
+    }
+    size_t i;
+    return weir_hset_get(&x->keys, k, kn, &i) ? (int)i : -1;
 }
 
 /* Adds key = value; a repeated key keeps its first value (WEBrick's first query value) or,
@@ -553,13 +562,16 @@ static void extras_add(extras_t *x, weir_buf_t *key, const char *v, size_t vn, b
         x->cap = x->cap ? x->cap * 2 : 16;
         x->spans = weir_realloc(x->spans, x->cap * sizeof *x->spans);
     }
-    size_t *s = x->spans[x->n++];
+    size_t *s = x->spans[x->n];
     s[0] = x->text.len;
     s[1] = key->len;
     weir_buf_append(&x->text, key->data, key->len);
     s[2] = v ? x->text.len : SIZE_MAX;
     s[3] = vn;
     if (v) weir_buf_append(&x->text, v, vn);
+    if (x->keys_origin == x->text.data)
+        weir_hset_add(&x->keys, x->text.data + s[0], s[1], x->n, NULL);
+    x->n++;
 }
 
 typedef struct query_ctx {
@@ -653,6 +665,7 @@ static bool build_batch(http_conn_t *hc)
     }
     extras_t x;
     memset(&x, 0, sizeof x);
+    weir_hset_init(&x.keys);
     build_extras(hc, query, qlen, &x);
     weir_http_extra_t *ex = weir_calloc(x.n + 1, sizeof *ex);
     for (size_t i = 0; i < x.n; i++) {
@@ -686,6 +699,7 @@ static bool build_batch(http_conn_t *hc)
     free(ex);
     free(x.spans);
     weir_buf_free(&x.text);
+    weir_hset_free(&x.keys);
     weir_buf_free(&plain);
     if (rc == 0) return true;
     if (in->dump_error_log) {
