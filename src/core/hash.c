@@ -119,6 +119,7 @@ void weir_hset_init(weir_hset_t *s)
 void weir_hset_free(weir_hset_t *s)
 {
     free(s->slots);
+    free(s->entries);
     weir_hset_init(s);
 }
 
@@ -139,8 +140,9 @@ static size_t find_slot(const weir_hset_t *s, const void *key, size_t len, uint6
         const weir_hset_slot_t *sl = &s->slots[i];
         if (probes) (*probes)++;
         if (sl->gen != s->gen) return i;
-        if (sl->hash == h && sl->len == len && (len == 0 || memcmp(sl->key, key, len) == 0))
-            return i;
+        if (sl->hash != h) continue;
+        const weir_hset_entry_t *e = &s->entries[sl->entry];
+        if (e->len == len && (len == 0 || memcmp(e->key, key, len) == 0)) return i;
     }
 }
 
@@ -153,9 +155,12 @@ static void grow(weir_hset_t *s)
     s->slots = weir_calloc(cap, sizeof *s->slots);
     s->cap = cap;
     s->gen = 1;
+    size_t mask = cap - 1;
     for (size_t i = 0; i < old_cap; i++) {
         if (old[i].gen != old_gen) continue;
-        size_t j = find_slot(s, old[i].key, old[i].len, old[i].hash, NULL);
+        size_t j = (size_t)old[i].hash & mask; /* keys are distinct: the first free slot */
+        while (s->slots[j].gen == s->gen)
+            j = (j + 1) & mask;
         s->slots[j] = old[i];
         s->slots[j].gen = s->gen;
     }
@@ -169,10 +174,16 @@ bool weir_hset_add(weir_hset_t *s, const void *key, size_t len, size_t value, si
     size_t i = find_slot(s, key, len, h, &s->probes);
     weir_hset_slot_t *sl = &s->slots[i];
     if (sl->gen == s->gen) {
-        if (existing) *existing = sl->value;
+        if (existing) *existing = s->entries[sl->entry].value;
         return false;
     }
-    *sl = (weir_hset_slot_t){.key = key, .len = len, .value = value, .hash = h, .gen = s->gen};
+    if (s->n == UINT32_MAX) abort(); /* 4 billion keys: no caller gets near (bodies are MiBs) */
+    if (s->n == s->entries_cap) {
+        s->entries_cap = s->entries_cap ? s->entries_cap * 2 : WEIR_HSET_MIN_SLOTS / 2;
+        s->entries = weir_realloc(s->entries, s->entries_cap * sizeof *s->entries);
+    }
+    s->entries[s->n] = (weir_hset_entry_t){.key = key, .len = len, .value = value};
+    *sl = (weir_hset_slot_t){.gen = s->gen, .entry = (uint32_t)s->n, .hash = h};
     s->n++;
     return true;
 }
@@ -182,6 +193,6 @@ bool weir_hset_get(const weir_hset_t *s, const void *key, size_t len, size_t *va
     if (s->n == 0) return false;
     size_t i = find_slot(s, key, len, weir_hash(key, len), NULL);
     if (s->slots[i].gen != s->gen) return false;
-    if (value) *value = s->slots[i].value;
+    if (value) *value = s->entries[s->slots[i].entry].value;
     return true;
 }

@@ -49,6 +49,7 @@ typedef struct body_ctx {
     rec_ent_t *ents;
     size_t ents_cap;
     size_t nents;
+    bool indexed;           /* str_keys holds this record's keys (else find_key scans) */
     weir_hset_t str_keys;   /* string keys by payload → first entry (large records) */
     weir_hset_t other_keys; /* other keys by encoding → first entry (large records) */
     bool *extra_used;
@@ -265,12 +266,14 @@ static void merge_repeat(rec_ent_t *ents, size_t first, size_t i)
 
 /* Removes repeated keys, as a Ruby Hash does: a repeated key keeps its first place and its
  * last value. For large records this also fills the key sets that find_key() then uses. JSON
- * records come without repeats (the converter removes them) and skip the comparisons. */
+ * records come without repeats (the converter removes them): they are indexed only when
+ * there are added keys to look up (the time key alone is one scan, cheaper than a set). */
 static void index_entries(body_ctx_t *c, bool may_repeat)
 {
     rec_ent_t *ents = c->ents;
     size_t n = c->nents;
-    if (n <= BODY_LINEAR_KEYS) {
+    c->indexed = n > BODY_LINEAR_KEYS && (may_repeat || c->in->nextras > 0);
+    if (!c->indexed) {
         for (size_t i = 1; i < n && may_repeat; i++) {
             for (size_t k = 0; k < i; k++) {
                 if (ents[k].drop || !same_key(&ents[k], &ents[i])) continue;
@@ -296,7 +299,7 @@ static void index_entries(body_ctx_t *c, bool may_repeat)
 static rec_ent_t *find_key(body_ctx_t *c, const char *k, size_t klen)
 {
     rec_ent_t *ents = c->ents;
-    if (c->nents > BODY_LINEAR_KEYS) {
+    if (c->indexed) {
         size_t i;
         weir_http_key_work++;
         if (!weir_hset_get(&c->str_keys, k, klen, &i)) return NULL;

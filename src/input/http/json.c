@@ -32,6 +32,8 @@ typedef struct jp {
     size_t *ents;   /* per entry of the open objects: key offset, value offset in out */
     size_t nents, ents_cap;
     weir_hset_t keys; /* repeated keys of large objects (keyed: the keys are the sender's) */
+    size_t *first;    /* per entry of the object being closed: the first entry with its key */
+    size_t first_cap;
     const char *err;
     size_t err_at;
 } jp_t;
@@ -357,9 +359,12 @@ static bool find_repeats(jp_t *j, const size_t *e, size_t n, size_t *first)
 static size_t dedupe(jp_t *j, size_t base, size_t n)
 {
     const size_t *e = j->ents + base;
-    if (!find_repeats(j, e, n, NULL)) return n;
-    size_t *first = weir_malloc(2 * n * sizeof *first), *last = first + n;
-    find_repeats(j, e, n, first);
+    if (2 * n > j->first_cap) {
+        j->first_cap = 2 * n;
+        j->first = weir_realloc(j->first, j->first_cap * sizeof *j->first);
+    }
+    size_t *first = j->first, *last = first + n;
+    if (!find_repeats(j, e, n, first)) return n;
     for (size_t i = 0; i < n; i++)
         last[first[i]] = i;
     size_t content = e[0], end = j->out->len, kept = 0;
@@ -376,7 +381,6 @@ static size_t dedupe(jp_t *j, size_t base, size_t n)
     memcpy(j->out->data + content, tmp.data, tmp.len);
     j->out->len = content + tmp.len;
     weir_buf_free(&tmp);
-    free(first);
     return kept;
 }
 
@@ -503,5 +507,6 @@ int weir_http_json_to_msgpack(const char *s, size_t len, int max_depth, weir_buf
     weir_buf_free(&j.str);
     free(j.ents);
     weir_hset_free(&j.keys);
+    free(j.first);
     return rc;
 }
