@@ -702,11 +702,11 @@ static void test_form_and_query_params(void **state)
     done(&d);
 }
 
-static weir_http_timeparser_t *teleport_parser(void)
+static weir_timeparser_t *teleport_parser(void)
 {
-    weir_http_time_conf_t c = {WEIR_HTTP_TIME_STRING, "%Y-%m-%dT%H:%M:%S", NULL, false, true};
+    weir_timeparser_conf_t c = {WEIR_TIME_STRING, "%Y-%m-%dT%H:%M:%S", NULL, false, true};
     weir_err_t err;
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     assert_non_null(tp);
     return tp;
 }
@@ -714,7 +714,7 @@ static weir_http_timeparser_t *teleport_parser(void)
 /* Teleport's <parse> @type json, time_type string, time_format %Y-%m-%dT%H:%M:%S. */
 static void test_parse_mode_teleport(void **state)
 {
-    weir_http_timeparser_t *tp = teleport_parser();
+    weir_timeparser_t *tp = teleport_parser();
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
     o.time_parser = tp;
@@ -754,14 +754,14 @@ static void test_parse_mode_teleport(void **state)
     check_rec(&d, 0, "{\"time\":\"2024-05-09T21:00:40.632Z\",\"a\":1}");
     check_time(&d, 0, 1715288440u, 0);
     done(&d);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 /* One bad time in an array: 400 and no record of the request is kept, nor is what the batch
  * held before lost. */
 static void test_request_is_all_or_nothing(void **state)
 {
-    weir_http_timeparser_t *tp = teleport_parser();
+    weir_timeparser_t *tp = teleport_parser();
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
     o.time_parser = tp;
@@ -783,16 +783,16 @@ static void test_request_is_all_or_nothing(void **state)
     assert_int_equal(b.count, 2);
     assert_int_equal(b.data.len, len);
     weir_batch_free(&b);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 static void test_parse_mode_nulls(void **state)
 {
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
-    weir_http_time_conf_t c = {WEIR_HTTP_TIME_FLOAT, NULL, NULL, true, false};
+    weir_timeparser_conf_t c = {WEIR_TIME_FLOAT, NULL, NULL, true, false};
     weir_err_t err;
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     o.time_parser = tp;
     regex_t re;
     assert_int_equal(regcomp(&re, "^(-|null)$", REG_EXTENDED | REG_NOSUB), 0);
@@ -806,7 +806,7 @@ static void test_parse_mode_nulls(void **state)
     check_time(&d, 0, 5, 0);
     done(&d);
     regfree(&re);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 /* HTTP_*, QUERY_*, REMOTE_ADDR: appended, or replacing a key the record already has in

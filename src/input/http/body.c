@@ -132,11 +132,11 @@ static void params_free(params_t *ps)
 /* ?time=: Ruby's to_f, 0 means now, else the float-time rule on the float's text. */
 static weir_time_t param_time(const param_t *pa, weir_time_t now)
 {
-    double d = weir_http_ruby_to_f(pa->p, pa->len);
+    double d = weir_ruby_to_f(pa->p, pa->len);
     if (d == 0) return now;
     char text[32];
-    size_t n = weir_http_ruby_float_to_s(d, text);
-    return weir_http_time_from_float_text(text, n);
+    size_t n = weir_ruby_float_to_s(d, text);
+    return weir_time_from_float_text(text, n);
 }
 
 /* ---- record time ---------------------------------------------------------------------------- */
@@ -185,7 +185,7 @@ static int time_at(const weir_mp_obj_t *v, weir_time_t now, weir_time_t *t, weir
                          isnan(v->v.f) ? "NaN" : "Infinity");
             return -1;
         }
-        if (fabs(v->v.f) >= WEIR_HTTP_TIME_FLOAT_MAX) {
+        if (fabs(v->v.f) >= WEIR_TIMEPARSER_FLOAT_MAX) {
             weir_err_set(err, "time value %g is out of range", v->v.f);
             return -1;
         }
@@ -338,9 +338,8 @@ static int record_time(body_ctx_t *c, weir_time_t *t)
         weir_mp_obj_t v;
         weir_mp_read(e->val, e->val_len, &v);
         if (!o->keep_time_key) e->drop = true;
-        int rc = o->time_parser
-                     ? weir_http_timeparser_parse(o->time_parser, &v, c->in->now, t, c->err)
-                     : time_at(&v, c->in->now, t, c->err);
+        int rc = o->time_parser ? weir_timeparser_parse(o->time_parser, &v, c->in->now, t, c->err)
+                                : time_at(&v, c->in->now, t, c->err);
         if (rc != 0) return -1;
     }
     if (c->have_param_time) *t = c->param_time;

@@ -83,7 +83,7 @@ struct http_input {
     weir_tls_opts_t tls;
     /* <parse> */
     weir_http_body_opts_t bopts;
-    weir_http_timeparser_t *tparser;
+    weir_timeparser_t *tparser;
     char *time_key;
     regex_t null_re;
     bool have_null_re;
@@ -133,7 +133,7 @@ static int read_time_conf(http_input_t *in, weir_conf_section_t *p, bool json, w
 {
     static const char *const types[] = {"string", "unixtime", "float", NULL};
     int type = -1;
-    weir_http_time_conf_t tc = {.localtime = true};
+    weir_timeparser_conf_t tc = {.localtime = true};
     bool localtime = true, utc = false;
     int rl, ru;
     if (weir_conf_get_enum(p, "time_type", types, &type, err) < 0 ||
@@ -150,16 +150,16 @@ static int read_time_conf(http_input_t *in, weir_conf_section_t *p, bool json, w
     tc.localtime = ru == 1 ? !utc : localtime;
     tc.utc = false;
     if (type >= 0)
-        tc.type = (weir_http_time_type_t)(type == 0   ? WEIR_HTTP_TIME_STRING
-                                          : type == 1 ? WEIR_HTTP_TIME_UNIXTIME
-                                                      : WEIR_HTTP_TIME_FLOAT);
+        tc.type = (weir_time_type_t)(type == 0   ? WEIR_TIME_STRING
+                                     : type == 1 ? WEIR_TIME_UNIXTIME
+                                                 : WEIR_TIME_FLOAT);
     else if (json)
-        tc.type = tc.format ? WEIR_HTTP_TIME_STRING : WEIR_HTTP_TIME_FLOAT;
+        tc.type = tc.format ? WEIR_TIME_STRING : WEIR_TIME_FLOAT;
     else
-        tc.type = WEIR_HTTP_TIME_STRING; /* in_http's parser has Fluentd's default, string */
+        tc.type = WEIR_TIME_STRING; /* in_http's parser has Fluentd's default, string */
     /* <parse @type in_http> uses a time parser only when one of these is set */
     if (!json && type < 0 && !tc.format) return 0;
-    in->tparser = weir_http_timeparser_new(&tc, err);
+    in->tparser = weir_timeparser_new(&tc, err);
     if (!in->tparser) {
         weir_err_prefix(err, "%s:%d: <parse>", p->file ? p->file : "(config)", p->line);
         return -1;
@@ -1078,7 +1078,7 @@ static void http_destroy(void *state)
     free(in->label);
     free(in->time_key);
     weir_conf_strv_free(in->cors_origins, in->ncors);
-    weir_http_timeparser_free(in->tparser);
+    weir_timeparser_free(in->tparser);
     if (in->have_null_re) regfree(&in->null_re);
     weir_tls_opts_free(&in->tls);
     free(in);
