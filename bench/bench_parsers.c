@@ -6,6 +6,7 @@
  *   3. a forward-port JSON request of 16 MiB arriving in 4 KiB reads (the connection calls
  *      fwd_json_next after every read with the bytes buffered so far)
  *   4. a Teleport-like JSON event of 12 keys, 100,000 times (the common case must not pay)
+ *   5. a 32 MiB HTTP JSON body: one array of strings, flat and inside 100 levels of arrays
  *
  * Built against a tree before the fixes (no weir/hash.h), case 3 calls the old stateless
  * fwd_json_next. No assertions: the numbers go to bench/RESULTS.md by hand.
@@ -30,6 +31,7 @@
 #define FWD_JSON_SIZE (16u * 1024 * 1024)
 #define FWD_JSON_READ 4096
 #define SMALL_EVENTS 100000
+#define DEEP_SIZE (32u * 1024 * 1024)
 
 static double cpu_s(void)
 {
@@ -135,10 +137,37 @@ static void small_events(void)
            SMALL_EVENTS, total, SMALL_EVENTS / total, recs);
 }
 
+static void deep_json(void)
+{
+    for (int depth = 1; depth <= 100; depth += 99) {
+        weir_buf_t js;
+        weir_buf_init(&js);
+        for (int i = 0; i < depth - 1; i++)
+            weir_buf_putc(&js, '[');
+        weir_buf_putc(&js, '[');
+        while (js.len < DEEP_SIZE - 200)
+            weir_buf_printf(&js, "\"%046d\",", 0);
+        weir_buf_printf(&js, "1]");
+        for (int i = 0; i < depth - 1; i++)
+            weir_buf_putc(&js, ']');
+        weir_buf_t out;
+        weir_buf_init(&out);
+        weir_err_t err;
+        double t0 = cpu_s();
+        int rc = weir_http_json_to_msgpack(js.data, js.len, WEIR_HTTP_MAX_DEPTH, &out, &err);
+        double t = cpu_s() - t0;
+        printf("http JSON body, %zu bytes, %3d levels deep: %.3f s CPU (rc %d)\n", js.len, depth, t,
+               rc);
+        weir_buf_free(&out);
+        weir_buf_free(&js);
+    }
+}
+
 int main(void)
 {
     many_keys();
     forward_json();
     small_events();
+    deep_json();
     return 0;
 }

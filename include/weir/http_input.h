@@ -204,5 +204,7 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
  * over every call on this thread (JSON conversion and body decoding). Tests use it to show a
  * record's keys cost linear work; nothing else reads it. */
 extern _Thread_local uint64_t weir_http_key_work;
+/* Bytes the JSON converter moved to fit a container's header, likewise for tests. */
+extern _Thread_local uint64_t weir_http_json_moved;
 
 #endif
