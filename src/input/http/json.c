@@ -558,7 +558,7 @@ static void presize(jp_t *j)
     if ((size_t)(j->end - j->s) < JSON_PRESIZE_MIN) return;
     presize_scan(j);
     /* containers close innermost first: put them back in document order */
-    qsort(j->bigs, j->nbigs, sizeof *j->bigs, big_cmp);
+    if (j->nbigs > 1) qsort(j->bigs, j->nbigs, sizeof *j->bigs, big_cmp);
 }
 
 static int parse_value(jp_t *j)
