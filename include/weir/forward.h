@@ -95,11 +95,25 @@ int fwd_decode_frame(const char *frame, size_t len, const fwd_decode_opts_t *opt
 void fwd_ack_build(const char *chunk, size_t chunk_len, bool json, weir_buf_t *out);
 
 /* ---- JSON on the forward port (first byte '{' or '['): one JSON value per request. ----
- * Returns 1 with *consumed set and the request converted to a msgpack frame appended to
+ * The scan state of one connection: where the scan of the value at the start of the caller's
+ * buffer stopped, so that the next call with more bytes resumes there. */
+typedef struct fwd_json_scan {
+    size_t off;   /* bytes of the buffer already scanned */
+    size_t start; /* where the value starts, after leading whitespace (once started) */
+    int depth;
+    bool started, in_str, esc;
+} fwd_json_scan_t;
+
+/* Forgets a scan (fwd_json_next does it itself after a value or an error). */
+void fwd_json_scan_reset(fwd_json_scan_t *js);
+
+/* Returns 1 with *consumed set and the request converted to a msgpack frame appended to
  * `frame`, 0 if the value is incomplete, -1 on a syntax error (err set). Leading whitespace
- * between values is skipped. */
-int fwd_json_next(const char *buf, size_t len, size_t max_frame, size_t *consumed,
-                  weir_buf_t *frame, weir_err_t *err);
+ * between values is skipped. `buf` must start where it started on the previous call that
+ * returned 0 (the same bytes, possibly more of them); js may be NULL for a one-off call, which
+ * then scans from the start. */
+int fwd_json_next(fwd_json_scan_t *js, const char *buf, size_t len, size_t max_frame,
+                  size_t *consumed, weir_buf_t *frame, weir_err_t *err);
 
 /* ---- Handshake (<security>) ---- */
 typedef struct fwd_user {

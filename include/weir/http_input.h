@@ -16,6 +16,7 @@
 #include "weir/common.h"
 #include "weir/event.h"
 #include "weir/mp.h"
+#include "weir/strptime.h"
 
 /* ---- limits -------------------------------------------------------------------------------
  * Each is checked where untrusted bytes enter and has a test exactly on it and one past it. */
@@ -136,48 +137,6 @@ void weir_http_response(weir_buf_t *out, const char *status, const weir_http_hdr
 extern const char weir_http_empty_gif[];
 #define WEIR_HTTP_EMPTY_GIF_LEN 35
 
-/* ---- event time ----------------------------------------------------------------------------- */
-
-typedef enum weir_http_time_type {
-    WEIR_HTTP_TIME_FLOAT,
-    WEIR_HTTP_TIME_UNIXTIME,
-    WEIR_HTTP_TIME_STRING,
-} weir_http_time_type_t;
-
-typedef struct weir_http_time_conf {
-    weir_http_time_type_t type;
-    const char *format;   /* strptime subset, "%iso8601", or NULL (string type: ISO 8601) */
-    const char *timezone; /* "+09:00", "-0530", "+09", or a zone name ("Asia/Tokyo"); NULL */
-    bool localtime;       /* wall times without a zone are local (default true) */
-    bool utc;             /* wall times without a zone are UTC */
-} weir_http_time_conf_t;
-
-typedef struct weir_http_timeparser weir_http_timeparser_t;
-
-/* Validates the configuration as Fluentd does ("specifying timezone requires time format",
- * unsupported directives, unknown zones) and compiles the format. */
-weir_http_timeparser_t *weir_http_timeparser_new(const weir_http_time_conf_t *c, weir_err_t *err);
-void weir_http_timeparser_free(weir_http_timeparser_t *tp);
-/* Reads a record's time value. Returns -1 with a message when Fluentd would raise
- * TimeParseError (the request then gets 400). `now` fills the date of formats without one. */
-int weir_http_timeparser_parse(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v,
-                               weir_time_t now, weir_time_t *out, weir_err_t *err);
-/* The string path of the same parser (time_type string). */
-int weir_http_timeparser_parse_str(const weir_http_timeparser_t *tp, const char *s, size_t len,
-                                   weir_time_t now, weir_time_t *out);
-
-/* A float time at or past this magnitude (2^63 seconds) is refused with 400 rather than
- * converted: it fits no integer second count. */
-#define WEIR_HTTP_TIME_FLOAT_MAX 9223372036854775808.0
-
-/* Fluentd's float-time rule (NumericTimeParser :float) on the text of a number: seconds
- * before the first '.', nanoseconds from the next 9 characters, each read as Ruby's to_i. */
-weir_time_t weir_http_time_from_float_text(const char *s, size_t len);
-/* Ruby's Float#to_s (shortest round trip; "1.0e+20" past 1e16). Returns the length. */
-size_t weir_http_ruby_float_to_s(double d, char out[32]);
-/* Ruby's String#to_f (a leading decimal number, else 0.0). */
-double weir_http_ruby_to_f(const char *s, size_t len);
-
 /* ---- JSON → msgpack ------------------------------------------------------------------------- */
 
 /* Converts one JSON text (surrounding whitespace allowed) into one msgpack value appended to
@@ -204,12 +163,21 @@ typedef struct weir_http_body_opts {
     bool keep_time_key;
     /* <parse> @type json: always set. Default mode: set only when <parse> @type in_http has
      * time_type or time_format; NULL = the numeric Time.at rule. */
-    const weir_http_timeparser_t *time_parser;
+    const weir_timeparser_t *time_parser;
     bool null_empty_string;    /* <parse> @type json only */
     const regex_t *null_value; /* <parse> @type json only; NULL = off */
     int max_depth;             /* WEIR_HTTP_MAX_DEPTH */
     size_t max_records;        /* WEIR_HTTP_MAX_RECORDS */
 } weir_http_body_opts_t;
+
+/* Values of a request that were dropped without failing it, as Fluentd >= 1.17 drops them:
+ * JSON that does not parse, an incomplete msgpack value at the end of the body, and values
+ * that are not maps (top level, or elements of a top-level array). The caller counts them in
+ * weir_input_parse_errors_total and warns, so an operator sees events being lost. */
+typedef struct weir_http_body_skips {
+    size_t count;
+    weir_err_t first; /* why the first one was dropped */
+} weir_http_body_skips_t;
 
 typedef struct weir_http_body_in {
     const char *query; /* raw query string, NULL = none */
@@ -220,13 +188,23 @@ typedef struct weir_http_body_in {
     const weir_http_extra_t *extras;
     size_t nextras;
     weir_time_t now;
+    /* NULL, or where to count dropped values: zeroed by the call, meaningful when it returns 0 */
+    weir_http_body_skips_t *skips;
 } weir_http_body_in_t;
 
 /* Decodes one request into records appended to `out` (whose tag the caller sets). Returns 0
- * (zero records is a success: invalid JSON is skipped as Fluentd >= 1.17 does), or -1 when the
+ * (zero records is a success: invalid JSON is skipped as Fluentd >= 1.17 does, and counted in
+ * in->skips), or -1 when the
  * request gets 400, with the message in err and `out` as it was on entry: a request is
  * all-or-nothing. */
 int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_in_t *in,
                           weir_batch_t *out, weir_err_t *err);
+
+/* Key comparisons and hash-set steps spent finding repeated keys and looking keys up, summed
+ * over every call on this thread (JSON conversion and body decoding). Tests use it to show a
+ * record's keys cost linear work; nothing else reads it. */
+extern _Thread_local uint64_t weir_http_key_work;
+/* Bytes the JSON converter moved to fit a container's header, likewise for tests. */
+extern _Thread_local uint64_t weir_http_json_moved;
 
 #endif

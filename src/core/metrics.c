@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weir/hash.h"
 #include "weir/log.h"
 
 #define TAG_SLOTS 2048 /* power of two, at least twice WEIR_METRICS_MAX_TAGS */
@@ -173,12 +174,10 @@ static void tag_counter_free(weir_tag_counter_t *tc)
     free(tc);
 }
 
+/* Tags are the senders' choice: keyed, so they cannot all be made to share a probe run. */
 static uint32_t hash_tag(const char *s, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    return (uint32_t)weir_hash(s, len);
 }
 
 /* The entry for `tag`, or NULL with *slot at the empty slot where it would go. */

@@ -1,190 +1,125 @@
-/* Allocation-free msgpack reading. weir_mp_skip walks a value with an explicit stack of
- * "elements still to read" counters, so a hostile 0x91 0x91 0x91 ... costs no recursion and a
- * declared count of four billion costs nothing until bytes arrive. */
+/* Allocation-free msgpack reading: the one table of type bytes (weir_mp_hdr_table, used by
+ * weir_mp_read here and by the forward input's frame scanner), and weir_mp_skip, which walks a
+ * value with an explicit stack of "elements still to read" counters, so a hostile
+ * 0x91 0x91 0x91 ... costs no recursion and a declared count of four billion costs nothing
+ * until bytes arrive. */
 #include "weir/mp.h"
 
 #include <string.h>
 
-static inline uint16_t rd16(const char *p)
+const weir_mp_hdr_info_t weir_mp_hdr_table[32] = {
+    {WEIR_MP_HDR_VALUE, 1, 0},  {WEIR_MP_HDR_RESERVED, 1, 0}, /* c0 nil, c1 */
+    {WEIR_MP_HDR_VALUE, 1, 0},  {WEIR_MP_HDR_VALUE, 1, 0},    /* false, true */
+    {WEIR_MP_HDR_VALUE, 2, 1},  {WEIR_MP_HDR_VALUE, 3, 2},
+    {WEIR_MP_HDR_VALUE, 5, 4}, /* bin */
+    {WEIR_MP_HDR_VALUE, 3, 1},  {WEIR_MP_HDR_VALUE, 4, 2},
+    {WEIR_MP_HDR_VALUE, 6, 4},                             /* ext */
+    {WEIR_MP_HDR_VALUE, 5, 0},  {WEIR_MP_HDR_VALUE, 9, 0}, /* float32/64 */
+    {WEIR_MP_HDR_VALUE, 2, 0},  {WEIR_MP_HDR_VALUE, 3, 0}, /* uint8/16 */
+    {WEIR_MP_HDR_VALUE, 5, 0},  {WEIR_MP_HDR_VALUE, 9, 0}, /* uint32/64 */
+    {WEIR_MP_HDR_VALUE, 2, 0},  {WEIR_MP_HDR_VALUE, 3, 0}, /* int8/16 */
+    {WEIR_MP_HDR_VALUE, 5, 0},  {WEIR_MP_HDR_VALUE, 9, 0}, /* int32/64 */
+    {WEIR_MP_HDR_VALUE, 3, 0},  {WEIR_MP_HDR_VALUE, 4, 0},
+    {WEIR_MP_HDR_VALUE, 6, 0},                              /* fixext */
+    {WEIR_MP_HDR_VALUE, 10, 0}, {WEIR_MP_HDR_VALUE, 18, 0}, /* fixext8/16 */
+    {WEIR_MP_HDR_VALUE, 2, 1},  {WEIR_MP_HDR_VALUE, 3, 2},
+    {WEIR_MP_HDR_VALUE, 5, 4},                             /* str */
+    {WEIR_MP_HDR_ARRAY, 3, 2},  {WEIR_MP_HDR_ARRAY, 5, 4}, /* array16/32 */
+    {WEIR_MP_HDR_MAP, 3, 2},    {WEIR_MP_HDR_MAP, 5, 4},   /* map16/32 */
+};
+
+static uint64_t be(const unsigned char *p, size_t n)
 {
-    const unsigned char *u = (const unsigned char *)p;
-    return (uint16_t)((u[0] << 8) | u[1]);
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
 }
 
-static inline uint32_t rd32(const char *p)
+/* Fills o from a value whose header hdr_read() accepted; `hlen`/`n` are its results. */
+static void obj_fill(const unsigned char *u, size_t hlen, uint64_t n, weir_mp_obj_t *o)
 {
-    const unsigned char *u = (const unsigned char *)p;
-    return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | u[3];
-}
-
-static inline uint64_t rd64(const char *p)
-{
-    return ((uint64_t)rd32(p) << 32) | rd32(p + 4);
-}
-
-/* Payload-carrying types: header of `hlen` bytes, then `len` payload bytes. */
-static ssize_t payload(const char *p, size_t avail, size_t hlen, uint32_t len, weir_mp_obj_t *o)
-{
-    if (avail - hlen < len) return WEIR_MP_INCOMPLETE;
-    o->ptr = p + hlen;
-    o->len = len;
-    return (ssize_t)(hlen + len);
+    unsigned c = u[0];
+    const char *p = (const char *)u;
+    if (c <= 0x7f || c >= 0xe0) {
+        o->type = c <= 0x7f ? WEIR_MP_UINT : WEIR_MP_INT;
+        if (c <= 0x7f)
+            o->v.u = c;
+        else
+            o->v.i = (int8_t)c;
+        return;
+    }
+    if ((c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb) || (c >= 0xc4 && c <= 0xc6)) {
+        o->type = c >= 0xc4 && c <= 0xc6 ? WEIR_MP_BIN : WEIR_MP_STR;
+        o->ptr = p + hlen;
+        o->len = (uint32_t)n;
+        return;
+    }
+    if (c >= 0xc7 && c <= 0xc9) { /* ext8/16/32: length, then the type byte */
+        o->type = WEIR_MP_EXT;
+        o->ext_type = (int8_t)u[hlen - 1];
+        o->ptr = p + hlen;
+        o->len = (uint32_t)n;
+        return;
+    }
+    if (c >= 0xd4 && c <= 0xd8) { /* fixext: the type byte, then 1..16 bytes */
+        o->type = WEIR_MP_EXT;
+        o->ext_type = (int8_t)u[1];
+        o->ptr = p + 2;
+        o->len = (uint32_t)(hlen - 2);
+        return;
+    }
+    if (c == 0xc0) {
+        o->type = WEIR_MP_NIL;
+    } else if (c == 0xc2 || c == 0xc3) {
+        o->type = WEIR_MP_BOOL;
+        o->v.b = c == 0xc3;
+    } else if (c == 0xca) {
+        uint32_t bits = (uint32_t)be(u + 1, 4);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        o->type = WEIR_MP_FLOAT;
+        o->v.f = f;
+        o->is_f32 = true;
+    } else if (c == 0xcb) {
+        uint64_t bits = be(u + 1, 8);
+        o->type = WEIR_MP_FLOAT;
+        memcpy(&o->v.f, &bits, sizeof o->v.f);
+    } else if (c >= 0xcc && c <= 0xcf) {
+        o->type = WEIR_MP_UINT;
+        o->v.u = be(u + 1, hlen - 1);
+    } else { /* d0..d3: sign-extend; non-negative values read as UINT, as weir_mp_read does */
+        uint64_t raw = be(u + 1, hlen - 1);
+        unsigned bits = (unsigned)(hlen - 1) * 8;
+        int64_t v = bits == 64
+                        ? (int64_t)raw
+                        : (int64_t)(raw ^ (1ull << (bits - 1))) - (int64_t)(1ull << (bits - 1));
+        o->type = v < 0 ? WEIR_MP_INT : WEIR_MP_UINT;
+        if (v < 0)
+            o->v.i = v;
+        else
+            o->v.u = (uint64_t)v;
+    }
 }
 
 ssize_t weir_mp_read(const char *p, size_t avail, weir_mp_obj_t *o)
 {
     if (avail == 0) return WEIR_MP_INCOMPLETE;
-    unsigned char c = (unsigned char)p[0];
-    o->is_f32 = false;
-    if (c <= 0x7f) {
-        o->type = WEIR_MP_UINT;
-        o->v.u = c;
-        return 1;
+    const unsigned char *u = (const unsigned char *)p;
+    size_t hlen;
+    uint64_t n;
+    weir_mp_hdr_kind_t k = weir_mp_hdr(u, avail, &hlen, &n);
+    if (k == WEIR_MP_HDR_MORE) return WEIR_MP_INCOMPLETE;
+    if (k == WEIR_MP_HDR_RESERVED) return WEIR_MP_INVALID;
+    memset(o, 0, sizeof *o);
+    if (k == WEIR_MP_HDR_ARRAY || k == WEIR_MP_HDR_MAP) {
+        o->type = k == WEIR_MP_HDR_ARRAY ? WEIR_MP_ARRAY : WEIR_MP_MAP;
+        o->v.n = (uint32_t)n;
+        return (ssize_t)hlen;
     }
-    if (c >= 0xe0) {
-        o->type = WEIR_MP_INT;
-        o->v.i = (int8_t)c;
-        return 1;
-    }
-    if (c >= 0xa0 && c <= 0xbf) {
-        o->type = WEIR_MP_STR;
-        return payload(p, avail, 1, c & 0x1f, o);
-    }
-    if (c >= 0x90 && c <= 0x9f) {
-        o->type = WEIR_MP_ARRAY;
-        o->v.n = c & 0x0f;
-        return 1;
-    }
-    if (c >= 0x80 && c <= 0x8f) {
-        o->type = WEIR_MP_MAP;
-        o->v.n = c & 0x0f;
-        return 1;
-    }
-    /* Fixed header sizes of 0xc0..0xdf, by (c - 0xc0): the bytes after the type byte. */
-    static const unsigned char extra[32] = {
-        0, 0, 0, 0, 1, 2, 4, 2, 3,  5, 4, 8, 1, 2, 4, 8, /* c0..cf: ext8/16/32 add a type byte */
-        1, 2, 4, 8, 2, 3, 5, 9, 17, 1, 2, 4, 2, 4, 2, 4, /* d0..df */
-    };
-    size_t h = 1 + extra[c - 0xc0];
-    if (avail < h) return WEIR_MP_INCOMPLETE;
-    const char *q = p + 1;
-    switch (c) {
-    case 0xc0:
-        o->type = WEIR_MP_NIL;
-        return 1;
-    case 0xc1:
-        return WEIR_MP_INVALID;
-    case 0xc2:
-    case 0xc3:
-        o->type = WEIR_MP_BOOL;
-        o->v.b = c == 0xc3;
-        return 1;
-    case 0xc4:
-        o->type = WEIR_MP_BIN;
-        return payload(p, avail, h, (uint8_t)q[0], o);
-    case 0xc5:
-        o->type = WEIR_MP_BIN;
-        return payload(p, avail, h, rd16(q), o);
-    case 0xc6:
-        o->type = WEIR_MP_BIN;
-        return payload(p, avail, h, rd32(q), o);
-    case 0xc7:
-        o->type = WEIR_MP_EXT;
-        o->ext_type = (int8_t)q[1];
-        return payload(p, avail, h, (uint8_t)q[0], o);
-    case 0xc8:
-        o->type = WEIR_MP_EXT;
-        o->ext_type = (int8_t)q[2];
-        return payload(p, avail, h, rd16(q), o);
-    case 0xc9:
-        o->type = WEIR_MP_EXT;
-        o->ext_type = (int8_t)q[4];
-        return payload(p, avail, h, rd32(q), o);
-    case 0xca: {
-        uint32_t bits = rd32(q);
-        float f;
-        memcpy(&f, &bits, 4);
-        o->type = WEIR_MP_FLOAT;
-        o->v.f = f;
-        o->is_f32 = true;
-        return (ssize_t)h;
-    }
-    case 0xcb: {
-        uint64_t bits = rd64(q);
-        memcpy(&o->v.f, &bits, 8);
-        o->type = WEIR_MP_FLOAT;
-        return (ssize_t)h;
-    }
-    case 0xcc:
-        o->type = WEIR_MP_UINT;
-        o->v.u = (uint8_t)q[0];
-        return (ssize_t)h;
-    case 0xcd:
-        o->type = WEIR_MP_UINT;
-        o->v.u = rd16(q);
-        return (ssize_t)h;
-    case 0xce:
-        o->type = WEIR_MP_UINT;
-        o->v.u = rd32(q);
-        return (ssize_t)h;
-    case 0xcf:
-        o->type = WEIR_MP_UINT;
-        o->v.u = rd64(q);
-        return (ssize_t)h;
-    case 0xd0:
-        o->v.i = (int8_t)q[0];
-        break;
-    case 0xd1:
-        o->v.i = (int16_t)rd16(q);
-        break;
-    case 0xd2:
-        o->v.i = (int32_t)rd32(q);
-        break;
-    case 0xd3:
-        o->v.i = (int64_t)rd64(q);
-        break;
-    case 0xd4:
-    case 0xd5:
-    case 0xd6:
-    case 0xd7:
-    case 0xd8:
-        o->type = WEIR_MP_EXT;
-        o->ext_type = (int8_t)q[0];
-        return payload(p, avail, 2, 1u << (c - 0xd4), o);
-    case 0xd9:
-        o->type = WEIR_MP_STR;
-        return payload(p, avail, h, (uint8_t)q[0], o);
-    case 0xda:
-        o->type = WEIR_MP_STR;
-        return payload(p, avail, h, rd16(q), o);
-    case 0xdb:
-        o->type = WEIR_MP_STR;
-        return payload(p, avail, h, rd32(q), o);
-    case 0xdc:
-        o->type = WEIR_MP_ARRAY;
-        o->v.n = rd16(q);
-        return (ssize_t)h;
-    case 0xdd:
-        o->type = WEIR_MP_ARRAY;
-        o->v.n = rd32(q);
-        return (ssize_t)h;
-    case 0xde:
-        o->type = WEIR_MP_MAP;
-        o->v.n = rd16(q);
-        return (ssize_t)h;
-    case 0xdf:
-        o->type = WEIR_MP_MAP;
-        o->v.n = rd32(q);
-        return (ssize_t)h;
-    }
-    /* signed ints d0..d3: normalise non-negative values to UINT so callers test one type */
-    if (o->v.i >= 0) {
-        o->type = WEIR_MP_UINT;
-        o->v.u = (uint64_t)o->v.i;
-    } else {
-        o->type = WEIR_MP_INT;
-    }
-    return (ssize_t)h;
+    if (n > avail - hlen) return WEIR_MP_INCOMPLETE;
+    obj_fill(u, hlen, n, o);
+    return (ssize_t)(hlen + n);
 }
 
 ssize_t weir_mp_skip(const char *p, size_t avail, int max_depth)

@@ -179,22 +179,46 @@ static void scan_split(const char *buf, size_t len, size_t cut, const size_t *le
     check(r == end, "a split changed how the scan ends");
 }
 
-static void json_stream(const char *buf, size_t len)
+/* Runs the JSON stream through fwd_json_next, offering `step` more bytes per call (0: all at
+ * once); returns how the stream ended and fills `frames`. */
+static int json_feed(const char *buf, size_t len, size_t step, weir_buf_t *frames)
 {
-    weir_buf_t frames;
-    weir_buf_init(&frames);
     weir_err_t err;
-    size_t off = 0, used;
+    fwd_json_scan_t js;
+    fwd_json_scan_reset(&js);
+    size_t off = 0, seen = step ? 0 : len, used;
+    int r = 0;
     while (off < len) {
-        int r = fwd_json_next(buf + off, len - off, FUZZ_MAX_FRAME, &used, &frames, &err);
-        if (r != 1) break;
-        check(used > 0 && used <= len - off, "JSON consumed out of range");
+        if (step) seen = seen + step > len ? len : seen + step;
+        r = fwd_json_next(&js, buf + off, seen - off, FUZZ_MAX_FRAME, &used, frames, &err);
+        if (r < 0) break;
+        if (r == 0) {
+            if (seen == len) break;
+            continue;
+        }
+        check(used > 0 && used <= seen - off, "JSON consumed out of range");
         off += used;
     }
+    return r;
+}
+
+static void json_stream(const char *buf, size_t len)
+{
+    weir_buf_t frames, split;
+    weir_buf_init(&frames);
+    weir_buf_init(&split);
+    int r = json_feed(buf, len, 0, &frames);
+    /* the same bytes in pieces (the resumed scan) give the same frames and the same end */
+    size_t step = 1 + (unsigned char)buf[len - 1] % 7;
+    check(json_feed(buf, len, step, &split) == r, "a split changed how the JSON stream ends");
+    check(split.len == frames.len &&
+              (frames.len == 0 || memcmp(split.data, frames.data, frames.len) == 0),
+          "a split changed the JSON frames");
     size_t lens[FUZZ_MAX_FRAMES];
     fwd_scan_result_t end;
     scan_stream(frames.data, frames.len, lens, &end, true);
     weir_buf_free(&frames);
+    weir_buf_free(&split);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -217,9 +217,26 @@ def http_seeds():
     }
 
 
+def inflate_seeds():
+    """Compressed inputs for the inflater: the first byte picks the format (value % 3: gzip,
+    zlib, zstd), the limit and the step budget, as fuzz_inflate.c reads it."""
+    text = b'{"event":"user.login","user":"alice"}' * 20
+    zlib_stream = zlib.compress(text)
+    return {
+        "gzip_one": bytes([0x20]) + gz(text),
+        "gzip_members": bytes([0x20]) + gz(text[:100]) + gz(b"") + gz(text[100:]),
+        "gzip_stored": bytes([0x23]) + gz(text, level=0),
+        "gzip_over_limit": bytes([0x00]) + gz(b"\0" * 4096),
+        "zlib": bytes([0x21]) + zlib_stream,
+        "zlib_trailing": bytes([0x21]) + zlib_stream + b"x",
+        "zstd_frames": bytes([0x22]) + h(ZSTD1) + h(ZSTD2),
+    }
+
+
 SEEDS = {
     "fuzz_forward": forward_seeds,
     "fuzz_http": http_seeds,
+    "fuzz_inflate": inflate_seeds,
 }
 
 

@@ -698,11 +698,15 @@ def test_default_mode_params_and_added_keys():
         gz = gzip.compress(b'[{"z":1},{"z":2}]')
         r.send(post("/gz", gz, extra="Content-Encoding: gzip\r\n"))
         assert r.raw_response_bytes(len(OK_KEEP)) == OK_KEEP
+        # two gzip members are one body (weir used to stop after the first)
+        gz = gzip.compress(b'[{"z":3},') + gzip.compress(b'{"z":4}]')
+        r.send(post("/gz", gz, extra="Content-Encoding: gzip\r\n"))
+        assert r.raw_response_bytes(len(OK_KEEP)) == OK_KEEP
         r.send(post("/gz", b"not gzip", extra="Content-Encoding: gzip\r\n"))
         want = (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                 b"Content-Type: text/plain\r\n\r\n")
         assert r.raw_response_bytes(len(want)) == want and r.closed()
-        got = w.wait_events(8)
+        got = w.wait_events(10)
         w.stop()
     recs = [(tag, rec) for _, _, tag, rec in got]
     first = recs[0][1]
@@ -715,7 +719,7 @@ def test_default_mode_params_and_added_keys():
     assert got[1][0] == "2024-05-09 21:00:40.500000000 +0000" and "time" not in recs[1][1]
     assert recs[2][1]["f"] == 1 and got[2][0].startswith("2024-05-09 21:00:40")
     assert [rec["n"] for tag, rec in recs if tag == "nd"] == [1, 2, 3]
-    assert [rec["z"] for tag, rec in recs if tag == "gz"] == [1, 2]
+    assert [rec["z"] for tag, rec in recs if tag == "gz"] == [1, 2, 3, 4]
 
 
 def test_fluentd_parity_negatives():

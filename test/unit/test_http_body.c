@@ -444,6 +444,303 @@ static void test_default_mode_msgpack(void **state)
     done(&d);
 }
 
+/* Dropped values are still a success (200), but each one is counted with the first reason, so
+ * the input can count and warn; a request that fails (400) is not counted. */
+static void test_skips_counted(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_http_body_skips_t sk;
+    decoded_t d;
+    weir_http_body_in_t in = {.content_type = "application/json", .now = NOW, .skips = &sk};
+    const struct {
+        const char *ct, *body;
+        size_t n, records;
+        const char *first;
+    } cases[] = {
+        {"application/json", "{\"a\":1}", 0, 1, NULL},
+        {"application/json", "not json", 1, 0, "invalid JSON at byte 0: unexpected character"},
+        {"application/json", "[{\"a\":1},2,\"x\",{\"b\":2}]", 2, 2,
+         "an array element that is not a map"},
+        {"application/json", "\"just a string\"", 1, 0,
+         "a body value that is not a map or an array"},
+        {"application/x-ndjson", "{\"a\":1}\n{bad\n[}\n", 2, 1, "invalid JSON at byte 1"},
+        {"application/msgpack",
+         "\x81\xa1"
+         "a\x01\x82\xa1"
+         "a",
+         1, 1, "an incomplete msgpack value (3 bytes) at the end"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        in.content_type = cases[i].ct;
+        in.body = cases[i].body;
+        in.body_len = strlen(cases[i].body);
+        sk.count = 99;
+        weir_batch_init(&d.b, "t", 1);
+        assert_int_equal(weir_http_body_decode(&o, &in, &d.b, &d.err), 0);
+        assert_int_equal(d.b.count, cases[i].records);
+        if (sk.count != cases[i].n)
+            fail_msg("case %zu: %zu skips, want %zu", i, sk.count, cases[i].n);
+        if (cases[i].first && !strstr(sk.first.msg, cases[i].first))
+            fail_msg("case %zu: '%s', want '%s'", i, sk.first.msg, cases[i].first);
+        done(&d);
+    }
+    /* <parse> mode: an invalid body is one skip */
+    o.parse_json = true;
+    in.body = "{";
+    in.body_len = 1;
+    weir_batch_init(&d.b, "t", 1);
+    assert_int_equal(weir_http_body_decode(&o, &in, &d.b, &d.err), 0);
+    assert_int_equal(sk.count, 1);
+    done(&d);
+}
+
+/* ---- container headers: presized, not moved ---------------------------------------------- */
+
+/* Converts `json`, checks the msgpack header of the value at `at` bytes into the output and the
+ * bytes moved to fit headers. */
+static void check_headers(const char *json, uint64_t want_moved, const unsigned char *want_hdr,
+                          size_t hdr_len, size_t at)
+{
+    weir_buf_t mp;
+    weir_buf_init(&mp);
+    weir_err_t err;
+    weir_http_json_moved = 0;
+    assert_int_equal(weir_http_json_to_msgpack(json, strlen(json), WEIR_HTTP_MAX_DEPTH, &mp, &err),
+                     0);
+    assert_int_equal(weir_http_json_moved, want_moved);
+    assert_memory_equal(mp.data + at, want_hdr, hdr_len);
+    /* whatever the header sizes, the value is one whole msgpack value */
+    assert_int_equal(weir_mp_skip(mp.data, mp.len, WEIR_MP_MAX_DEPTH), (ssize_t)mp.len);
+    weir_buf_free(&mp);
+}
+
+/* An array of n small strings (with brackets, commas, an escaped quote and an escaped
+ * backslash inside them, which presize must not count); the caller pads past 4 KiB. */
+static void array_of(weir_buf_t *b, size_t n)
+{
+    weir_buf_putc(b, '[');
+    for (size_t i = 0; i < n; i++)
+        weir_buf_printf(b, "%s\"%s\"", i ? "," : "", i == 0 ? "],{\\\"," : i == 1 ? "a\\\\" : "x");
+    weir_buf_putc(b, ']');
+}
+
+/* Element counts on each side of each header size (15/16 and 65535/65536), nested 99 levels
+ * deep: every header is written at its final size, nothing is moved (each level used to move
+ * its whole content: a 32 MiB body 100 levels deep cost 0.36 s instead of 0.05 s). */
+static void test_json_headers_presized(void **state)
+{
+    const size_t counts[] = {15, 16, 65535, 65536};
+    const unsigned char hdrs[][5] = {
+        {0x9f}, {0xdc, 0x00, 0x10}, {0xdc, 0xff, 0xff}, {0xdd, 0x00, 0x01, 0x00, 0x00}};
+    const size_t hlens[] = {1, 3, 3, 5};
+    for (size_t c = 0; c < 4; c++) {
+        weir_buf_t j;
+        weir_buf_init(&j);
+        for (int d = 0; d < 98; d++)
+            weir_buf_putc(&j, '[');
+        array_of(&j, counts[c]);
+        weir_buf_printf(&j, ",\"%04000d\"", 0); /* past JSON_PRESIZE_MIN */
+        for (int d = 0; d < 98; d++)
+            weir_buf_putc(&j, ']');
+        weir_buf_putc(&j, '\0');
+        /* 97 one-element arrays, then [inner, pad]: the inner array starts at 98 + 1 */
+        check_headers(j.data, 0, hdrs[c], hlens[c], 98);
+        weir_buf_free(&j);
+    }
+    /* a 16-key object with one repeat shrinks to 15 keys: the one move, of its own bytes */
+    weir_buf_t j;
+    weir_buf_init(&j);
+    weir_buf_printf(&j, "[{");
+    for (int i = 0; i < 16; i++)
+        weir_buf_printf(&j, "%s\"k%d\":%d", i ? "," : "", i == 15 ? 0 : i, i);
+    weir_buf_printf(&j, "},\"%04000d\"]", 0);
+    weir_buf_putc(&j, '\0');
+    const unsigned char fixmap15[] = {0x8f, 0xa2, 'k', '0', 15};
+    /* its 15 entries: keys k0..k9 (3 bytes each), k10..k14 (4 bytes), values 1 byte each */
+    check_headers(j.data, 10 * 3 + 5 * 4 + 15, fixmap15, sizeof fixmap15, 1);
+    weir_buf_free(&j);
+}
+
+/* ---- many keys: linear work ---------------------------------------------------------------- */
+
+#define MANY_KEYS 40000
+#define MANY_REPEATS 100
+#define MANY_EXTRAS 1000
+
+/* A record of MANY_KEYS distinct keys followed by the first MANY_REPEATS again with new values,
+ * as msgpack (repeat keys written as str8, the first ones as fixstr: still the same key). */
+static void pack_many_keys(weir_buf_t *b)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, weir_buf_msgpack_write);
+    msgpack_pack_map(&pk, MANY_KEYS + MANY_REPEATS);
+    char k[16];
+    for (int i = 0; i < MANY_KEYS; i++) {
+        int n = snprintf(k, sizeof k, "k%d", i);
+        msgpack_pack_str(&pk, (size_t)n);
+        msgpack_pack_str_body(&pk, k, (size_t)n);
+        msgpack_pack_int(&pk, i);
+    }
+    for (int i = 0; i < MANY_REPEATS; i++) {
+        int n = snprintf(k, sizeof k, "k%d", i);
+        char h[2] = {(char)0xd9, (char)n};
+        weir_buf_append(b, h, 2);
+        weir_buf_append(b, k, (size_t)n);
+        msgpack_pack_int(&pk, -i - 1);
+    }
+}
+
+/* The record as decoded: MANY_KEYS keys, each in its first place, the repeated ones with their
+ * last value, the extras that name an existing key replacing its value and the others added
+ * at the end. */
+static void check_many_keys(decoded_t *d, size_t nex)
+{
+    assert_int_equal(d->rc, 0);
+    assert_int_equal(d->b.count, 1);
+    weir_batch_iter_t it;
+    weir_entry_t e;
+    weir_batch_iter_init(&it, d->b.data.data, d->b.data.len);
+    assert_int_equal(weir_batch_iter_next(&it, &e), 1);
+    weir_mp_obj_t o;
+    ssize_t h = weir_mp_read(e.record, e.record_len, &o);
+    assert_int_equal(o.type, WEIR_MP_MAP);
+    assert_int_equal(o.v.n, MANY_KEYS + nex / 2);
+    size_t off = (size_t)h;
+    char want[16];
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        weir_mp_obj_t k, v;
+        off += (size_t)weir_mp_read(e.record + off, e.record_len - off, &k);
+        off += (size_t)weir_mp_read(e.record + off, e.record_len - off, &v);
+        int n = i < MANY_KEYS
+                    ? snprintf(want, sizeof want, "k%u", i)
+                    : snprintf(want, sizeof want, "X%zu", (size_t)(i - MANY_KEYS) * 2 + 1);
+        assert_int_equal(k.len, n);
+        assert_memory_equal(k.ptr, want, (size_t)n);
+        if (i < MANY_KEYS && i % 2 == 0 && i / 2 < nex / 2) { /* replaced by extra "k<i>" */
+            assert_int_equal(v.type, WEIR_MP_STR);
+            continue;
+        }
+        if (i >= MANY_KEYS) {
+            assert_int_equal(v.type, WEIR_MP_STR);
+            continue;
+        }
+        int64_t got = v.type == WEIR_MP_INT ? v.v.i : (int64_t)v.v.u;
+        assert_int_equal(got, i < MANY_REPEATS ? -(int64_t)i - 1 : (int64_t)i);
+    }
+}
+
+/* Extras alternate between naming a key of the record ("k0", "k2", ...) and a new one ("X1",
+ * "X3", ...). */
+static weir_http_extra_t *many_extras(size_t n, weir_buf_t *names)
+{
+    weir_http_extra_t *ex = calloc(n, sizeof *ex);
+    size_t *offs = calloc(n, sizeof *offs);
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = names->len;
+        weir_buf_printf(names, i % 2 ? "X%zu" : "k%zu", i);
+        ex[i].key_len = names->len - offs[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        ex[i].key = names->data + offs[i];
+        ex[i].value = "v";
+        ex[i].value_len = 1;
+    }
+    free(offs);
+    return ex;
+}
+
+/* 40,000 keys with 100 repeats and 1,000 added keys: the repeats and the lookups cost work
+ * linear in the keys (a comparison with every earlier key, or every key per added key, took
+ * 800 million comparisons and seconds of the event loop). */
+static void test_msgpack_many_keys_linear(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_buf_t b, names;
+    weir_buf_init(&b);
+    weir_buf_init(&names);
+    pack_many_keys(&b);
+    weir_http_extra_t *ex = many_extras(MANY_EXTRAS, &names);
+    decoded_t d;
+    weir_http_key_work = 0;
+    decode_full(&d, &o, "application/msgpack", NULL, b.data, b.len, ex, MANY_EXTRAS);
+    assert_true(weir_http_key_work <= 4ull * (MANY_KEYS + MANY_REPEATS + MANY_EXTRAS));
+    check_many_keys(&d, MANY_EXTRAS);
+    done(&d);
+    weir_buf_free(&b);
+    weir_buf_free(&names);
+    free(ex);
+}
+
+/* The same record as one JSON object. */
+static void test_json_many_keys_linear(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    weir_buf_t j, names;
+    weir_buf_init(&j);
+    weir_buf_init(&names);
+    weir_buf_putc(&j, '{');
+    for (int i = 0; i < MANY_KEYS; i++)
+        weir_buf_printf(&j, "%s\"k%d\":%d", i ? "," : "", i, i);
+    for (int i = 0; i < MANY_REPEATS; i++)
+        weir_buf_printf(&j, ",\"k%d\":%d", i, -i - 1);
+    weir_buf_putc(&j, '}');
+    weir_http_extra_t *ex = many_extras(MANY_EXTRAS, &names);
+    decoded_t d;
+    weir_http_key_work = 0;
+    decode_full(&d, &o, "application/json", NULL, j.data, j.len, ex, MANY_EXTRAS);
+    assert_true(weir_http_key_work <= 4ull * (MANY_KEYS + MANY_REPEATS + MANY_EXTRAS));
+    check_many_keys(&d, MANY_EXTRAS);
+    done(&d);
+    weir_buf_free(&j);
+    weir_buf_free(&names);
+    free(ex);
+}
+
+/* Exactly BODY_LINEAR_KEYS (16) keys and one past it: both ways find the same repeats and the
+ * same extras. */
+static void test_msgpack_repeats_at_linear_limit(void **state)
+{
+    weir_http_body_opts_t o = default_opts();
+    for (int nkeys = 15; nkeys <= 16; nkeys++) { /* plus one repeat: 16 and 17 entries */
+        weir_buf_t b;
+        weir_buf_init(&b);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &b, weir_buf_msgpack_write);
+        msgpack_pack_map(&pk, (size_t)nkeys + 1);
+        char k[8];
+        for (int i = 0; i < nkeys; i++) {
+            int n = snprintf(k, sizeof k, "k%d", i);
+            msgpack_pack_str(&pk, (size_t)n);
+            msgpack_pack_str_body(&pk, k, (size_t)n);
+            msgpack_pack_int(&pk, i);
+        }
+        msgpack_pack_str(&pk, 2);
+        msgpack_pack_str_body(&pk, "k3", 2);
+        msgpack_pack_int(&pk, 99);
+        weir_http_extra_t ex[2] = {{"k5", 2, "five", 4}, {"new", 3, NULL, 0}};
+        decoded_t d;
+        decode_full(&d, &o, "application/msgpack", NULL, b.data, b.len, ex, 2);
+        assert_int_equal(d.rc, 0);
+        char *got = rec(&d, 0, NULL);
+        weir_buf_t want;
+        weir_buf_init(&want);
+        weir_buf_putc(&want, '{');
+        for (int i = 0; i < nkeys; i++)
+            weir_buf_printf(&want,
+                            i == 3   ? "%s\"k%d\":99"
+                            : i == 5 ? "%s\"k%d\":\"five\""
+                                     : "%s\"k%d\":%d",
+                            i ? "," : "", i, i);
+        weir_buf_printf(&want, ",\"new\":null}");
+        weir_buf_putc(&want, '\0');
+        assert_string_equal(got, want.data);
+        free(got);
+        weir_buf_free(&want);
+        done(&d);
+        weir_buf_free(&b);
+    }
+}
+
 static void test_form_and_query_params(void **state)
 {
     weir_http_body_opts_t o = default_opts();
@@ -472,11 +769,11 @@ static void test_form_and_query_params(void **state)
     done(&d);
 }
 
-static weir_http_timeparser_t *teleport_parser(void)
+static weir_timeparser_t *teleport_parser(void)
 {
-    weir_http_time_conf_t c = {WEIR_HTTP_TIME_STRING, "%Y-%m-%dT%H:%M:%S", NULL, false, true};
+    weir_timeparser_conf_t c = {WEIR_TIME_STRING, "%Y-%m-%dT%H:%M:%S", NULL, false, true};
     weir_err_t err;
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     assert_non_null(tp);
     return tp;
 }
@@ -484,7 +781,7 @@ static weir_http_timeparser_t *teleport_parser(void)
 /* Teleport's <parse> @type json, time_type string, time_format %Y-%m-%dT%H:%M:%S. */
 static void test_parse_mode_teleport(void **state)
 {
-    weir_http_timeparser_t *tp = teleport_parser();
+    weir_timeparser_t *tp = teleport_parser();
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
     o.time_parser = tp;
@@ -524,14 +821,14 @@ static void test_parse_mode_teleport(void **state)
     check_rec(&d, 0, "{\"time\":\"2024-05-09T21:00:40.632Z\",\"a\":1}");
     check_time(&d, 0, 1715288440u, 0);
     done(&d);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 /* One bad time in an array: 400 and no record of the request is kept, nor is what the batch
  * held before lost. */
 static void test_request_is_all_or_nothing(void **state)
 {
-    weir_http_timeparser_t *tp = teleport_parser();
+    weir_timeparser_t *tp = teleport_parser();
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
     o.time_parser = tp;
@@ -553,16 +850,16 @@ static void test_request_is_all_or_nothing(void **state)
     assert_int_equal(b.count, 2);
     assert_int_equal(b.data.len, len);
     weir_batch_free(&b);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 static void test_parse_mode_nulls(void **state)
 {
     weir_http_body_opts_t o = default_opts();
     o.parse_json = true;
-    weir_http_time_conf_t c = {WEIR_HTTP_TIME_FLOAT, NULL, NULL, true, false};
+    weir_timeparser_conf_t c = {WEIR_TIME_FLOAT, NULL, NULL, true, false};
     weir_err_t err;
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     o.time_parser = tp;
     regex_t re;
     assert_int_equal(regcomp(&re, "^(-|null)$", REG_EXTENDED | REG_NOSUB), 0);
@@ -576,7 +873,7 @@ static void test_parse_mode_nulls(void **state)
     check_time(&d, 0, 5, 0);
     done(&d);
     regfree(&re);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
 }
 
 /* HTTP_*, QUERY_*, REMOTE_ADDR: appended, or replacing a key the record already has in
@@ -1020,6 +1317,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_keeps_order_and_types),
         cmocka_unit_test(test_json_repeated_keys),
+        cmocka_unit_test(test_skips_counted),
+        cmocka_unit_test(test_json_headers_presized),
+        cmocka_unit_test(test_msgpack_many_keys_linear),
+        cmocka_unit_test(test_json_many_keys_linear),
+        cmocka_unit_test(test_msgpack_repeats_at_linear_limit),
         cmocka_unit_test(test_json_escapes),
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_depth_limit),

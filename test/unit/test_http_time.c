@@ -27,23 +27,22 @@ static int setup_utc(void **state)
     return 0;
 }
 
-static weir_http_timeparser_t *tp_new(weir_http_time_type_t type, const char *fmt, const char *tz,
-                                      bool utc)
+static weir_timeparser_t *tp_new(weir_time_type_t type, const char *fmt, const char *tz, bool utc)
 {
-    weir_http_time_conf_t c = {type, fmt, tz, true, utc};
+    weir_timeparser_conf_t c = {type, fmt, tz, true, utc};
     weir_err_t err;
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     if (!tp) fail_msg("timeparser_new(%s): %s", fmt ? fmt : "(null)", err.msg);
     return tp;
 }
 
-static const char *conf_error(weir_http_time_type_t type, const char *fmt, const char *tz, bool utc)
+static const char *conf_error(weir_time_type_t type, const char *fmt, const char *tz, bool utc)
 {
     static weir_err_t err;
-    weir_http_time_conf_t c = {type, fmt, tz, true, utc};
-    weir_http_timeparser_t *tp = weir_http_timeparser_new(&c, &err);
+    weir_timeparser_conf_t c = {type, fmt, tz, true, utc};
+    weir_timeparser_t *tp = weir_timeparser_new(&c, &err);
     if (tp) {
-        weir_http_timeparser_free(tp);
+        weir_timeparser_free(tp);
         return NULL;
     }
     return err.msg;
@@ -52,9 +51,9 @@ static const char *conf_error(weir_http_time_type_t type, const char *fmt, const
 /* Parses a string with a string-type parser; returns 0 and the time, or -1. */
 static int parse(const char *fmt, const char *tz, bool utc, const char *value, weir_time_t *t)
 {
-    weir_http_timeparser_t *tp = tp_new(WEIR_HTTP_TIME_STRING, fmt, tz, utc);
-    int rc = weir_http_timeparser_parse_str(tp, value, strlen(value), NOW, t);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_t *tp = tp_new(WEIR_TIME_STRING, fmt, tz, utc);
+    int rc = weir_timeparser_parse_str(tp, value, strlen(value), NOW, t);
+    weir_timeparser_free(tp);
     return rc;
 }
 
@@ -183,21 +182,21 @@ static void test_mismatches_fail(void **state)
 
 static void test_unsupported_configs(void **state)
 {
-    const char *e = conf_error(WEIR_HTTP_TIME_STRING, "%Y-%m-%d %I:%M %p", NULL, false);
+    const char *e = conf_error(WEIR_TIME_STRING, "%Y-%m-%d %I:%M %p", NULL, false);
     assert_non_null(e);
     assert_non_null(strstr(e, "%I is not supported"));
-    e = conf_error(WEIR_HTTP_TIME_STRING, NULL, "+09:00", false);
+    e = conf_error(WEIR_TIME_STRING, NULL, "+09:00", false);
     assert_string_equal(e, "specifying timezone requires time format");
-    e = conf_error(WEIR_HTTP_TIME_STRING, NULL, NULL, true);
+    e = conf_error(WEIR_TIME_STRING, NULL, NULL, true);
     assert_string_equal(e, "specifying timezone requires time format");
-    e = conf_error(WEIR_HTTP_TIME_STRING, "%Y", "Nowhere/Atlantis", false);
-    assert_non_null(strstr(e, "unknown timezone 'Nowhere/Atlantis'"));
-    e = conf_error(WEIR_HTTP_TIME_STRING, "%Y", "../../etc/passwd", false);
+    e = conf_error(WEIR_TIME_STRING, "%Y", "Nowhere/Atlantis", false);
+    assert_non_null(strstr(e, "Unsupported timezone 'Nowhere/Atlantis'"));
+    e = conf_error(WEIR_TIME_STRING, "%Y", "../../etc/passwd", false);
     assert_non_null(e);
-    e = conf_error(WEIR_HTTP_TIME_STRING, "%Y-%", NULL, false);
+    e = conf_error(WEIR_TIME_STRING, "%Y-%", NULL, false);
     assert_non_null(e);
     /* numeric types ignore format and zone, as Fluentd's NumericTimeParser does */
-    assert_null(conf_error(WEIR_HTTP_TIME_FLOAT, NULL, "+09:00", true));
+    assert_null(conf_error(WEIR_TIME_FLOAT, NULL, "+09:00", true));
 }
 
 /* time_type string without time_format reads ISO 8601 (Fluentd uses Time.parse there) and
@@ -213,12 +212,12 @@ static void test_iso8601(void **state)
     expect_fail("%iso8601", "2024-05-09 21:00:40Z");
 }
 
-static int parse_obj(weir_http_time_type_t type, const char *fmt, weir_mp_obj_t v, weir_time_t *t,
+static int parse_obj(weir_time_type_t type, const char *fmt, weir_mp_obj_t v, weir_time_t *t,
                      weir_err_t *err)
 {
-    weir_http_timeparser_t *tp = tp_new(type, fmt, NULL, false);
-    int rc = weir_http_timeparser_parse(tp, &v, NOW, t, err);
-    weir_http_timeparser_free(tp);
+    weir_timeparser_t *tp = tp_new(type, fmt, NULL, false);
+    int rc = weir_timeparser_parse(tp, &v, NOW, t, err);
+    weir_timeparser_free(tp);
     return rc;
 }
 
@@ -233,10 +232,9 @@ static void test_string_type_needs_a_string(void **state)
     weir_time_t t;
     weir_err_t err;
     weir_mp_obj_t v = {.type = WEIR_MP_UINT, .v.u = 12345};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_STRING, "%Y", v, &t, &err), -1);
+    assert_int_equal(parse_obj(WEIR_TIME_STRING, "%Y", v, &t, &err), -1);
     assert_string_equal(err.msg, "value must be string: 12345");
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_STRING, "%Y-%m-%d", str_obj("yesterday"), &t, &err),
-                     -1);
+    assert_int_equal(parse_obj(WEIR_TIME_STRING, "%Y-%m-%d", str_obj("yesterday"), &t, &err), -1);
     assert_non_null(strstr(err.msg, "invalid time format: value = yesterday"));
 }
 
@@ -246,49 +244,48 @@ static void test_float_type(void **state)
 {
     weir_time_t t;
     weir_err_t err;
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, str_obj("1715288440.5"), &t, &err), 0);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, str_obj("1715288440.5"), &t, &err), 0);
     assert_int_equal(t.sec, 1715288440u);
     assert_int_equal(t.nsec, 500000000);
     weir_mp_obj_t f = {.type = WEIR_MP_FLOAT, .v.f = 1715288440.25};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, f, &t, &err), 0);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, f, &t, &err), 0);
     assert_int_equal(t.sec, 1715288440u);
     assert_int_equal(t.nsec, 250000000);
     weir_mp_obj_t i = {.type = WEIR_MP_UINT, .v.u = 1715288440};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, i, &t, &err), 0);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, i, &t, &err), 0);
     assert_int_equal(t.sec, 1715288440u);
     assert_int_equal(t.nsec, 0);
     /* a string that is no number is 0, as Ruby's to_i makes it */
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, str_obj("soon"), &t, &err), 0);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, str_obj("soon"), &t, &err), 0);
     assert_int_equal(t.sec, 0);
     weir_mp_obj_t b = {.type = WEIR_MP_BOOL, .v.b = true};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, b, &t, &err), -1);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, b, &t, &err), -1);
     weir_mp_obj_t n = {.type = WEIR_MP_NIL};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, n, &t, &err), -1);
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, n, &t, &err), -1);
 }
 
 static void test_unixtime_type(void **state)
 {
     weir_time_t t;
     weir_err_t err;
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_UNIXTIME, NULL, str_obj(" 1715288440xyz"), &t, &err),
-                     0);
+    assert_int_equal(parse_obj(WEIR_TIME_UNIXTIME, NULL, str_obj(" 1715288440xyz"), &t, &err), 0);
     assert_int_equal(t.sec, 1715288440u);
     weir_mp_obj_t f = {.type = WEIR_MP_FLOAT, .v.f = 1715288440.9};
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_UNIXTIME, NULL, f, &t, &err), 0);
+    assert_int_equal(parse_obj(WEIR_TIME_UNIXTIME, NULL, f, &t, &err), 0);
     assert_int_equal(t.sec, 1715288440u);
     assert_int_equal(t.nsec, 0);
     /* found by fuzz_http: a float past 2^63 must not reach an integer conversion */
     f.v.f = -3.24661e38;
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_UNIXTIME, NULL, f, &t, &err), -1);
+    assert_int_equal(parse_obj(WEIR_TIME_UNIXTIME, NULL, f, &t, &err), -1);
     assert_non_null(strstr(err.msg, "out of range"));
     f.v.f = 1e300;
-    assert_int_equal(parse_obj(WEIR_HTTP_TIME_FLOAT, NULL, f, &t, &err), 0); /* text rule */
+    assert_int_equal(parse_obj(WEIR_TIME_FLOAT, NULL, f, &t, &err), 0); /* text rule */
 }
 
 static void check_to_s(double d, const char *want)
 {
     char buf[32];
-    weir_http_ruby_float_to_s(d, buf);
+    weir_ruby_float_to_s(d, buf);
     assert_string_equal(buf, want);
 }
 
@@ -309,7 +306,7 @@ static void test_ruby_float_to_s(void **state)
 
 static void check_to_f(const char *s, double want)
 {
-    double got = weir_http_ruby_to_f(s, strlen(s));
+    double got = weir_ruby_to_f(s, strlen(s));
     if (got != want) fail_msg("to_f('%s') = %.17g, want %.17g", s, got, want);
 }
 
@@ -330,15 +327,15 @@ static void test_ruby_to_f(void **state)
 
 static void test_float_text_rule(void **state)
 {
-    weir_time_t t = weir_http_time_from_float_text("1715288440.5", 12);
+    weir_time_t t = weir_time_from_float_text("1715288440.5", 12);
     assert_int_equal(t.sec, 1715288440u);
     assert_int_equal(t.nsec, 500000000);
-    t = weir_http_time_from_float_text("1715288440.000000001", 20);
+    t = weir_time_from_float_text("1715288440.000000001", 20);
     assert_int_equal(t.nsec, 1);
-    t = weir_http_time_from_float_text("1715288440", 10);
+    t = weir_time_from_float_text("1715288440", 10);
     assert_int_equal(t.nsec, 0);
     /* padding comes after what was there: Fluentd's quirk, kept */
-    t = weir_http_time_from_float_text("10.5x", 5);
+    t = weir_time_from_float_text("10.5x", 5);
     assert_int_equal(t.sec, 10);
     assert_int_equal(t.nsec, 5);
 }

@@ -109,10 +109,45 @@ static void test_batch_roundtrip(void **state)
     weir_batch_free(&b);
 }
 
+/* Every type byte, followed by zero bytes (so every length and count is 0): weir_mp_read and
+ * weir_mp_skip take exactly the length weir_mp_hdr gives, and one byte less is incomplete.
+ * The forward scanner reads the same table, so the three agree on where any value ends. */
+static void test_every_type_byte_agrees(void **state)
+{
+    (void)state;
+    char buf[32];
+    for (int c = 0; c < 256; c++) {
+        memset(buf, 0, sizeof buf);
+        buf[0] = (char)c;
+        size_t hlen;
+        uint64_t n;
+        weir_mp_hdr_kind_t k = weir_mp_hdr((const unsigned char *)buf, sizeof buf, &hlen, &n);
+        weir_mp_obj_t o;
+        ssize_t r = weir_mp_read(buf, sizeof buf, &o);
+        if (c == 0xc1) {
+            assert_int_equal(k, WEIR_MP_HDR_RESERVED);
+            assert_int_equal(r, WEIR_MP_INVALID);
+            continue;
+        }
+        /* fix types carry their length or count in the byte; the zeros after it are fixint 0 */
+        size_t payload = k == WEIR_MP_HDR_VALUE ? (size_t)n : 0;
+        size_t elems = k == WEIR_MP_HDR_MAP     ? 2 * (size_t)n
+                       : k == WEIR_MP_HDR_ARRAY ? (size_t)n
+                                                : 0;
+        assert_int_equal(r, (ssize_t)(hlen + payload));
+        assert_int_equal(weir_mp_skip(buf, sizeof buf, 4), (ssize_t)(hlen + payload + elems));
+        assert_int_equal(weir_mp_read(buf, hlen + payload - 1, &o), WEIR_MP_INCOMPLETE);
+        if (hlen > 1)
+            assert_int_equal(weir_mp_hdr((const unsigned char *)buf, hlen - 1, &hlen, &n),
+                             WEIR_MP_HDR_MORE);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type),
+        cmocka_unit_test(test_every_type_byte_agrees),
         cmocka_unit_test(test_ext8_16_32_with_length_8),
         cmocka_unit_test(test_skip_limits),
         cmocka_unit_test(test_batch_roundtrip),

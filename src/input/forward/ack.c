@@ -42,7 +42,7 @@ static void json_string(weir_buf_t *out, const char *s, size_t n)
 static size_t mp_to_json(const char *p, size_t avail, weir_buf_t *out, int depth)
 {
     weir_mp_obj_t o;
-    ssize_t h = fwd_mp_read(p, avail, &o);
+    ssize_t h = weir_mp_read(p, avail, &o);
     if (h <= 0 || depth > FWD_MAX_DEPTH) return 0;
     size_t off = (size_t)h;
     switch (o.type) {
@@ -80,7 +80,7 @@ static size_t mp_to_json(const char *p, size_t avail, weir_buf_t *out, int depth
             size_t n;
             if (map) {
                 weir_mp_obj_t k;
-                if (fwd_mp_read(p + off, avail - off, &k) > 0 &&
+                if (weir_mp_read(p + off, avail - off, &k) > 0 &&
                     (k.type == WEIR_MP_STR || k.type == WEIR_MP_BIN)) {
                     n = mp_to_json(p + off, avail - off, out, depth + 1);
                 } else { /* JSON keys are strings: quote the key's own JSON text */

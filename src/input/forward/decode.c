@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "forward_internal.h"
+#include "weir/inflate.h"
 #include "weir/log.h"
 #include "weir/mp.h"
 
@@ -120,12 +121,12 @@ static time_result_t parse_wrapper(const fwd_dec_t *d, const char *p, size_t len
     }
     size_t tl = extent(p + h, len - h);
     weir_mp_obj_t meta;
-    if (fwd_mp_read(p + h + tl, len - h - tl, &meta) <= 0 || meta.type != WEIR_MP_MAP) {
+    if (weir_mp_read(p + h + tl, len - h - tl, &meta) <= 0 || meta.type != WEIR_MP_MAP) {
         *why = "metadata of a [time, metadata] pair is not a map";
         return TIME_INVALID;
     }
     weir_mp_obj_t o;
-    if (fwd_mp_read(p + h, tl, &o) > 0 && o.type == WEIR_MP_EXT && o.ext_type == 0 && o.len == 8) {
+    if (weir_mp_read(p + h, tl, &o) > 0 && o.type == WEIR_MP_EXT && o.ext_type == 0 && o.len == 8) {
         uint32_t sec = fwd_rd32((const unsigned char *)o.ptr);
         uint32_t nsec = fwd_rd32((const unsigned char *)o.ptr + 4);
         if ((sec == FWD_GROUP_START || sec == FWD_GROUP_END) && nsec == 0) return TIME_MARKER;
@@ -137,7 +138,7 @@ static time_result_t parse_time(const fwd_dec_t *d, const char *p, size_t len, b
                                 weir_time_t *t, const char **why)
 {
     weir_mp_obj_t o;
-    ssize_t h = fwd_mp_read(p, len, &o);
+    ssize_t h = weir_mp_read(p, len, &o);
     if (h <= 0) {
         *why = "time is malformed";
         return TIME_INVALID;
@@ -195,7 +196,7 @@ static bool is_extra_key(const fwd_dec_t *d, const char *k, size_t klen)
     size_t len = c & 0x1f;
     if ((c & 0xe0) != 0xa0) { /* not a fixstr, the usual key: take the general path */
         weir_mp_obj_t o;
-        if (fwd_mp_read(k, klen, &o) <= 0 || o.type != WEIR_MP_STR) return false;
+        if (weir_mp_read(k, klen, &o) <= 0 || o.type != WEIR_MP_STR) return false;
         name = o.ptr;
         len = o.len;
     }
@@ -210,7 +211,7 @@ static bool is_extra_key(const fwd_dec_t *d, const char *k, size_t klen)
 static void emit_rewritten(fwd_dec_t *d, weir_time_t t, const char *rec, size_t rlen)
 {
     weir_mp_obj_t m;
-    size_t off = (size_t)fwd_mp_read(rec, rlen, &m);
+    size_t off = (size_t)weir_mp_read(rec, rlen, &m);
     weir_buf_t *b = &d->out->data;
     const size_t head = 1 + WEIR_EVENTTIME_LEN, gap = 5;
     weir_buf_reserve(b, head + gap + rlen + d->extras.len);
@@ -283,7 +284,7 @@ static void decode_event(fwd_dec_t *d, const char *tp, size_t tlen, const char *
 static void decode_entry(fwd_dec_t *d, const char *p, size_t len)
 {
     weir_mp_obj_t o;
-    ssize_t h = fwd_mp_read(p, len, &o);
+    ssize_t h = weir_mp_read(p, len, &o);
     if (h <= 0 || o.type != WEIR_MP_ARRAY || o.v.n != 2) {
         skip_event(d, "entry is not a [time, record] array");
         return;
@@ -360,7 +361,7 @@ static long long parse_option(fwd_dec_t *d, const char *p, size_t avail, fwd_opt
         return -1;
     }
     weir_mp_obj_t o;
-    size_t off = (size_t)fwd_mp_read(p, (size_t)n, &o);
+    size_t off = (size_t)weir_mp_read(p, (size_t)n, &o);
     if (o.type == WEIR_MP_NIL) return n;
     if (o.type != WEIR_MP_MAP) {
         weir_err_set(d->err, "option is %s, expected a map or nil", type_name(o.type));
@@ -371,7 +372,7 @@ static long long parse_option(fwd_dec_t *d, const char *p, size_t avail, fwd_opt
         size_t vl = extent(p + off + kl, (size_t)n - off - kl);
         const char *v = p + off + kl;
         weir_mp_obj_t k;
-        fwd_mp_read(p + off, kl, &k);
+        weir_mp_read(p + off, kl, &k);
         off += kl + vl;
         if (k.type != WEIR_MP_STR) continue;
         /* a repeated key: the last one wins, as in a Ruby Hash */
@@ -398,7 +399,7 @@ static int compression_of(fwd_dec_t *d, const fwd_option_t *opt, fwd_comp_t *c)
     *c = COMP_NONE;
     if (!opt->compressed) return 0;
     weir_mp_obj_t o;
-    fwd_mp_read(opt->compressed, opt->compressed_len, &o);
+    weir_mp_read(opt->compressed, opt->compressed_len, &o);
     if (o.type == WEIR_MP_NIL) return 0;
     if (o.type != WEIR_MP_STR) {
         weir_err_set(d->err,
@@ -429,7 +430,7 @@ static bool is_signal_payload(const fwd_option_t *opt)
 {
     if (!opt->signal) return false;
     weir_mp_obj_t o;
-    fwd_mp_read(opt->signal, opt->signal_len, &o);
+    weir_mp_read(opt->signal, opt->signal_len, &o);
     return o.type == WEIR_MP_UINT && (o.v.u == 1 || o.v.u == 2);
 }
 
@@ -459,9 +460,8 @@ static int decode_packed(fwd_dec_t *d, const char *payload, size_t plen, const f
     const char *entries = payload;
     size_t elen = plen;
     if (comp != COMP_NONE) {
-        int rc = comp == COMP_GZIP
-                     ? fwd_gunzip(payload, plen, d->opts->max_decompressed, &d->inflated, d->err)
-                     : fwd_unzstd(payload, plen, d->opts->max_decompressed, &d->inflated, d->err);
+        int rc = weir_inflate(comp == COMP_GZIP ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZSTD, payload,
+                              plen, d->opts->max_decompressed, &d->inflated, d->err);
         if (rc < 0) return -1;
         entries = d->inflated.data;
         elen = d->inflated.len;
@@ -475,7 +475,7 @@ static int decode_packed(fwd_dec_t *d, const char *payload, size_t plen, const f
 static ssize_t read_hdr(fwd_dec_t *d, const char *p, size_t avail, weir_mp_obj_t *o,
                         const char *what)
 {
-    ssize_t h = fwd_mp_read(p, avail, o);
+    ssize_t h = weir_mp_read(p, avail, o);
     if (h == WEIR_MP_INCOMPLETE)
         weir_err_set(d->err, "%s: truncated", what);
     else if (h < 0)

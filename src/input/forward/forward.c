@@ -40,6 +40,7 @@ typedef struct fwd_conn {
     uint8_t nonce[FWD_NONCE_LEN];
     uint8_t auth[FWD_NONCE_LEN];
     weir_buf_t jframe;  /* a JSON request converted to msgpack */
+    fwd_json_scan_t js; /* where the scan of a JSON request stopped */
     weir_batch_t batch; /* the frame in flight */
     fwd_frame_info_t info;
     size_t frame_len;        /* bytes of rbuf (or jframe consumed) the in-flight frame occupies */
@@ -396,7 +397,8 @@ static void conn_process(fwd_conn_t *fc)
             size_t consumed = 0;
             weir_err_t err;
             fc->jframe.len = 0;
-            int r = fwd_json_next(p, avail, fc->in->frame_limit, &consumed, &fc->jframe, &err);
+            int r =
+                fwd_json_next(&fc->js, p, avail, fc->in->frame_limit, &consumed, &fc->jframe, &err);
             if (r < 0) {
                 conn_fail(fc, err.msg);
                 return;

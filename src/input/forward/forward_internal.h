@@ -1,6 +1,6 @@
 /* Internal helpers shared by the socket-free part of the forward input: msgpack writers for
- * the few shapes weir produces (headers, strings, ints), the decompressors and the scanner's
- * work counter. Nothing here is part of the public contract in include/weir/forward.h. */
+ * the few shapes weir produces (headers, strings, ints) and the scanners' work counters. Nothing
+ * here is part of the public contract in include/weir/forward.h. */
 #ifndef WEIR_FORWARD_INTERNAL_H
 #define WEIR_FORWARD_INTERNAL_H
 
@@ -16,24 +16,14 @@
  * it to show that a frame delivered one byte at a time costs linear work; nothing else reads
  * it. Thread-local so that concurrent scanners neither race nor disturb a test's count. */
 extern _Thread_local uint64_t fwd_scan_work;
-
-/* Reads one value header (with the payload of str/bin/ext) like weir_mp_read, with the same
- * results, but from the scanner's header table so that the two can never disagree on where a
- * value ends. Returns the bytes consumed, WEIR_MP_INCOMPLETE or WEIR_MP_INVALID (0xc1). */
-ssize_t fwd_mp_read(const char *p, size_t avail, weir_mp_obj_t *o);
+/* Bytes the JSON request scan has examined on this thread, likewise for tests. */
+extern _Thread_local uint64_t fwd_json_scan_work;
 
 /* Length of the one msgpack value at p (which holds `avail` bytes), nesting at most `levels`
  * containers (the value itself counts as one when it is a container). Returns the length,
  * 0 when the value is truncated, or -1 when it is malformed (0xc1, too deep, a declared size
  * that cannot fit in `avail`); *why then names the reason. */
 long long fwd_value_len(const char *p, size_t avail, int levels, const char **why);
-
-/* Decompressors for CompressedPackedForward. Both append to `out` and stop with an error as
- * soon as the output would exceed `limit`, so memory never grows past limit + 1 byte (plus
- * the decompressor's own state). `out` stays valid on error (the caller frees it). Empty input
- * yields empty output. Returns 0 or -1 with err set. */
-int fwd_gunzip(const char *in, size_t len, size_t limit, weir_buf_t *out, weir_err_t *err);
-int fwd_unzstd(const char *in, size_t len, size_t limit, weir_buf_t *out, weir_err_t *err);
 
 /* ---- msgpack writers (big-endian, smallest encoding, as msgpack-ruby packs) ---- */
 

@@ -84,11 +84,11 @@ static bool ping_parse(const char *frame, size_t len, fwd_field_t f[FWD_PING_FIE
     long long total = fwd_value_len(frame, len, FWD_MAX_DEPTH, NULL);
     if (total <= 0 || (size_t)total != len) return false;
     weir_mp_obj_t o;
-    size_t off = (size_t)fwd_mp_read(frame, len, &o);
+    size_t off = (size_t)weir_mp_read(frame, len, &o);
     if (o.type != WEIR_MP_ARRAY || o.v.n != FWD_PING_FIELDS) return false;
     for (int i = 0; i < FWD_PING_FIELDS; i++) {
         size_t n = (size_t)fwd_value_len(frame + off, len - off, FWD_MAX_DEPTH, NULL);
-        fwd_mp_read(frame + off, n, &o);
+        weir_mp_read(frame + off, n, &o);
         f[i].text = o.type == WEIR_MP_STR || o.type == WEIR_MP_BIN;
         f[i].p = f[i].text ? o.ptr : NULL;
         f[i].n = f[i].text ? o.len : 0;

@@ -5,11 +5,12 @@
  * value, as Fluentd does.
  *
  * Finding where a value ends is a plain bracket/string scan, so jansson only ever parses a
- * complete value. The scan restarts at the value's start on every call: O(n) per call, so a
- * value delivered in k pieces costs O(k * n), bounded by max_frame. JSON is a legacy path
- * (Fluentd-only, rare); a resumable scan would need state in the caller's connection, which
- * is what to add if it ever matters. Nesting is capped at FWD_MAX_DEPTH during that scan,
- * which also bounds the recursion of the conversion. */
+ * complete value. The scan keeps its state (offset, depth, inside a string, after a backslash)
+ * in the caller's fwd_json_scan_t and resumes where it stopped, so a value delivered in any
+ * number of pieces is scanned once in total: linear in its size. Nesting is capped at
+ * FWD_MAX_DEPTH during that scan, which also bounds the recursion of the conversion. jansson
+ * hashes object keys with a seed it draws from the system's random source, so a sender cannot
+ * flood its tables either. */
 #include <jansson.h>
 #include <stdbool.h>
 
@@ -20,31 +21,42 @@ static bool json_ws(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* Returns the end offset (one past the closing bracket) of the value starting at `start`,
- * 0 if it is not complete within `len`, or -1 when it nests too deeply. */
-static long long value_end(const char *buf, size_t len, size_t start)
+_Thread_local uint64_t fwd_json_scan_work;
+
+void fwd_json_scan_reset(fwd_json_scan_t *js)
 {
-    int depth = 0;
-    bool in_str = false, esc = false;
-    for (size_t i = start; i < len; i++) {
+    memset(js, 0, sizeof *js);
+}
+
+/* Advances the scan over buf[js->off, len). Returns the end offset (one past the closing
+ * bracket) of the value, 0 if it is not complete yet, or -1 when it nests too deeply. */
+static long long value_end(fwd_json_scan_t *js, const char *buf, size_t len)
+{
+    size_t i = js->off;
+    fwd_json_scan_work += len - i;
+    for (; i < len; i++) {
         char c = buf[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
+        if (js->in_str) {
+            if (js->esc)
+                js->esc = false;
             else if (c == '\\')
-                esc = true;
+                js->esc = true;
             else if (c == '"')
-                in_str = false;
+                js->in_str = false;
             continue;
         }
         if (c == '"') {
-            in_str = true;
+            js->in_str = true;
         } else if (c == '[' || c == '{') {
-            if (++depth > FWD_MAX_DEPTH) return -1;
+            if (++js->depth > FWD_MAX_DEPTH) return -1;
         } else if (c == ']' || c == '}') {
-            if (--depth == 0) return (long long)(i + 1);
+            if (--js->depth == 0) {
+                fwd_json_scan_work -= len - i - 1; /* bytes after the value were not looked at */
+                return (long long)(i + 1);
+            }
         }
     }
+    js->off = len;
     return 0;
 }
 
@@ -90,30 +102,49 @@ static void json_to_mp(const json_t *v, weir_buf_t *out)
     }
 }
 
-int fwd_json_next(const char *buf, size_t len, size_t max_frame, size_t *consumed,
-                  weir_buf_t *frame, weir_err_t *err)
+int fwd_json_next(fwd_json_scan_t *js, const char *buf, size_t len, size_t max_frame,
+                  size_t *consumed, weir_buf_t *frame, weir_err_t *err)
 {
-    size_t start = 0;
-    while (start < len && json_ws(buf[start]))
-        start++;
-    long long end = 0;
-    if (start < len) {
-        if (buf[start] != '[' && buf[start] != '{') {
-            weir_err_set(err, "forward: JSON request does not start with '[' or '{' (byte 0x%02x)",
-                         (unsigned char)buf[start]);
-            return -1;
+    fwd_json_scan_t local;
+    if (!js) {
+        fwd_json_scan_reset(&local);
+        js = &local;
+    }
+    if (len < js->off) fwd_json_scan_reset(js); /* the caller lost bytes: start over */
+    if (!js->started) {
+        size_t start = js->off;
+        while (start < len && json_ws(buf[start]))
+            start++;
+        fwd_json_scan_work += start - js->off;
+        js->off = js->start = start;
+        if (start < len) {
+            if (buf[start] != '[' && buf[start] != '{') {
+                weir_err_set(err,
+                             "forward: JSON request does not start with '[' or '{' (byte 0x%02x)",
+                             (unsigned char)buf[start]);
+                fwd_json_scan_reset(js);
+                return -1;
+            }
+            js->started = true;
         }
-        end = value_end(buf, len, start);
+    }
+    size_t start = js->start;
+    long long end = 0;
+    if (js->started) {
+        end = value_end(js, buf, len);
         if (end < 0) {
             weir_err_set(err, "forward: JSON request nests deeper than %d levels", FWD_MAX_DEPTH);
+            fwd_json_scan_reset(js);
             return -1;
         }
     }
     if (end == 0 ? len > max_frame : (size_t)end - start > max_frame) {
         weir_err_set(err, "forward: JSON request is larger than %zu bytes", max_frame);
+        fwd_json_scan_reset(js);
         return -1;
     }
     if (end == 0) return 0;
+    fwd_json_scan_reset(js); /* the next value starts after this one, at the caller's new 0 */
 
     json_error_t je;
     json_t *v = json_loadb(buf + start, (size_t)end - start, JSON_ALLOW_NUL, &je);

@@ -7,12 +7,21 @@
  * decoded, and any error that Fluentd answers with 400 cuts the batch back to where it was,
  * so nothing of a rejected request is ever emitted. */
 #include <math.h>
+#include <stdio.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "weir/hash.h"
 #include "weir/http_input.h"
 #include "weir/log.h"
+
+/* Records with at most this many keys find repeats and look keys up by comparing with every
+ * earlier key (at most 120 comparisons); larger ones use keyed hash sets, so a record's keys
+ * cost linear time whatever a sender puts in them. */
+#define BODY_LINEAR_KEYS 16
+
+_Thread_local uint64_t weir_http_key_work;
 
 /* One top-level key/value of a record being rewritten. */
 typedef struct rec_ent {
@@ -39,6 +48,10 @@ typedef struct body_ctx {
     weir_buf_t rec;  /* the rewritten record */
     rec_ent_t *ents;
     size_t ents_cap;
+    size_t nents;
+    bool indexed;           /* str_keys holds this record's keys (else find_key scans) */
+    weir_hset_t str_keys;   /* string keys by payload → first entry (large records) */
+    weir_hset_t other_keys; /* other keys by encoding → first entry (large records) */
     bool *extra_used;
     weir_err_t *err;
 } body_ctx_t;
@@ -119,11 +132,11 @@ static void params_free(params_t *ps)
 /* ?time=: Ruby's to_f, 0 means now, else the float-time rule on the float's text. */
 static weir_time_t param_time(const param_t *pa, weir_time_t now)
 {
-    double d = weir_http_ruby_to_f(pa->p, pa->len);
+    double d = weir_ruby_to_f(pa->p, pa->len);
     if (d == 0) return now;
     char text[32];
-    size_t n = weir_http_ruby_float_to_s(d, text);
-    return weir_http_time_from_float_text(text, n);
+    size_t n = weir_ruby_float_to_s(d, text);
+    return weir_time_from_float_text(text, n);
 }
 
 /* ---- record time ---------------------------------------------------------------------------- */
@@ -172,7 +185,7 @@ static int time_at(const weir_mp_obj_t *v, weir_time_t now, weir_time_t *t, weir
                          isnan(v->v.f) ? "NaN" : "Infinity");
             return -1;
         }
-        if (fabs(v->v.f) >= WEIR_HTTP_TIME_FLOAT_MAX) {
+        if (fabs(v->v.f) >= WEIR_TIMEPARSER_FLOAT_MAX) {
             weir_err_set(err, "time value %g is out of range", v->v.f);
             return -1;
         }
@@ -191,9 +204,27 @@ static int time_at(const weir_mp_obj_t *v, weir_time_t now, weir_time_t *t, weir
 
 /* ---- one record ----------------------------------------------------------------------------- */
 
+/* A value dropped without failing the request (see weir_http_body_skips_t). */
+static void skipped(body_ctx_t *c, const char *why)
+{
+    weir_debug("http: skipped %s", why);
+    weir_http_body_skips_t *sk = c->in->skips;
+    if (sk && sk->count++ == 0) weir_err_set(&sk->first, "%s", why);
+}
+
 static bool key_is(const rec_ent_t *e, const char *k, size_t klen)
 {
     return e->kstr && e->kstr_len == klen && memcmp(e->kstr, k, klen) == 0;
+}
+
+/* Two keys are the same when both are strings with the same payload (however their length was
+ * encoded, as msgpack-ruby decodes both to one Ruby String) or both are other values with the
+ * same encoding. */
+static bool same_key(const rec_ent_t *a, const rec_ent_t *b)
+{
+    weir_http_key_work++;
+    if (a->kstr || b->kstr) return b->kstr && key_is(a, b->kstr, b->kstr_len);
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
 }
 
 /* Splits a map into its entries. The bytes were validated before, so every read succeeds. */
@@ -221,30 +252,63 @@ static size_t read_entries(body_ctx_t *c, const char *p, size_t len)
         e->val_len = (size_t)weir_mp_skip(p + off, len - off, WEIR_MP_MAX_DEPTH);
         off += e->val_len;
     }
+    c->nents = n;
     return n;
 }
 
-/* A repeated key keeps its first place and its last value, as a Ruby Hash does. Quadratic,
- * but only for msgpack bodies (JSON is deduplicated while it is converted). */
-static void dedupe_entries(rec_ent_t *ents, size_t n)
+/* A repeat of entry `first` found at entry i: the first place keeps the last value. */
+static void merge_repeat(rec_ent_t *ents, size_t first, size_t i)
 {
-    for (size_t i = 1; i < n; i++) {
-        for (size_t k = 0; k < i; k++) {
-            if (ents[k].drop || ents[k].key_len != ents[i].key_len ||
-                memcmp(ents[k].key, ents[i].key, ents[i].key_len) != 0)
-                continue;
-            ents[k].val = ents[i].val;
-            ents[k].val_len = ents[i].val_len;
-            ents[i].drop = true;
-            break;
+    ents[first].val = ents[i].val;
+    ents[first].val_len = ents[i].val_len;
+    ents[i].drop = true;
+}
+
+/* Removes repeated keys, as a Ruby Hash does: a repeated key keeps its first place and its
+ * last value. For large records this also fills the key sets that find_key() then uses. JSON
+ * records come without repeats (the converter removes them): they are indexed only when
+ * there are added keys to look up (the time key alone is one scan, cheaper than a set). */
+static void index_entries(body_ctx_t *c, bool may_repeat)
+{
+    rec_ent_t *ents = c->ents;
+    size_t n = c->nents;
+    c->indexed = n > BODY_LINEAR_KEYS && (may_repeat || c->in->nextras > 0);
+    if (!c->indexed) {
+        for (size_t i = 1; i < n && may_repeat; i++) {
+            for (size_t k = 0; k < i; k++) {
+                if (ents[k].drop || !same_key(&ents[k], &ents[i])) continue;
+                merge_repeat(ents, k, i);
+                break;
+            }
         }
+        return;
+    }
+    weir_hset_clear(&c->str_keys);
+    weir_hset_clear(&c->other_keys);
+    for (size_t i = 0; i < n; i++) {
+        rec_ent_t *e = &ents[i];
+        size_t first;
+        bool added = e->kstr ? weir_hset_add(&c->str_keys, e->kstr, e->kstr_len, i, &first)
+                             : weir_hset_add(&c->other_keys, e->key, e->key_len, i, &first);
+        weir_http_key_work++;
+        if (!added) merge_repeat(ents, first, i);
     }
 }
 
-static rec_ent_t *find_key(rec_ent_t *ents, size_t n, const char *k, size_t klen)
+/* The entry whose key is the string k, unless it was dropped (a repeat, or the time key). */
+static rec_ent_t *find_key(body_ctx_t *c, const char *k, size_t klen)
 {
-    for (size_t i = 0; i < n; i++)
+    rec_ent_t *ents = c->ents;
+    if (c->indexed) {
+        size_t i;
+        weir_http_key_work++;
+        if (!weir_hset_get(&c->str_keys, k, klen, &i)) return NULL;
+        return ents[i].drop ? NULL : &ents[i];
+    }
+    for (size_t i = 0; i < c->nents; i++) {
+        weir_http_key_work++;
         if (!ents[i].drop && key_is(&ents[i], k, klen)) return &ents[i];
+    }
     return NULL;
 }
 
@@ -260,7 +324,7 @@ static bool nulled(const body_ctx_t *c, const weir_mp_obj_t *v)
 }
 
 /* The record's time, per docs/http-input.md 2.5; drops the time key where Fluentd does. */
-static int record_time(body_ctx_t *c, rec_ent_t *ents, size_t n, weir_time_t *t)
+static int record_time(body_ctx_t *c, weir_time_t *t)
 {
     const weir_http_body_opts_t *o = c->o;
     const char *tk = o->time_key ? o->time_key : "time";
@@ -269,14 +333,13 @@ static int record_time(body_ctx_t *c, rec_ent_t *ents, size_t n, weir_time_t *t)
         *t = c->param_time; /* default mode leaves the record's time field alone */
         return 0;
     }
-    rec_ent_t *e = find_key(ents, n, tk, strlen(tk));
+    rec_ent_t *e = find_key(c, tk, strlen(tk));
     if (e) {
         weir_mp_obj_t v;
         weir_mp_read(e->val, e->val_len, &v);
         if (!o->keep_time_key) e->drop = true;
-        int rc = o->time_parser
-                     ? weir_http_timeparser_parse(o->time_parser, &v, c->in->now, t, c->err)
-                     : time_at(&v, c->in->now, t, c->err);
+        int rc = o->time_parser ? weir_timeparser_parse(o->time_parser, &v, c->in->now, t, c->err)
+                                : time_at(&v, c->in->now, t, c->err);
         if (rc != 0) return -1;
     }
     if (c->have_param_time) *t = c->param_time;
@@ -302,9 +365,9 @@ static int emit_record(body_ctx_t *c, const char *p, size_t len)
     }
     size_t n = read_entries(c, p, len);
     rec_ent_t *ents = c->ents;
-    if (!c->from_json) dedupe_entries(ents, n);
+    index_entries(c, !c->from_json);
     weir_time_t t;
-    if (record_time(c, ents, n, &t) != 0) return -1;
+    if (record_time(c, &t) != 0) return -1;
     for (size_t i = 0; i < n && c->o->parse_json; i++) {
         weir_mp_obj_t v;
         if (!ents[i].drop && weir_mp_read(ents[i].val, ents[i].val_len, &v) > 0 && nulled(c, &v))
@@ -313,7 +376,7 @@ static int emit_record(body_ctx_t *c, const char *p, size_t len)
     size_t kept = 0, added = 0;
     for (size_t x = 0; x < c->in->nextras; x++) {
         const weir_http_extra_t *ex = &c->in->extras[x];
-        rec_ent_t *e = find_key(ents, n, ex->key, ex->key_len);
+        rec_ent_t *e = find_key(c, ex->key, ex->key_len);
         c->extra_used[x] = e != NULL;
         if (e)
             e->extra = (int)x;
@@ -357,7 +420,7 @@ static int emit_value(body_ctx_t *c, const char *p, size_t len)
     if (h <= 0) return 0;
     if (o.type == WEIR_MP_MAP) return emit_record(c, p, len);
     if (o.type != WEIR_MP_ARRAY) {
-        weir_debug("http: skipped a body value that is not a map or an array");
+        skipped(c, "a body value that is not a map or an array");
         return 0;
     }
     size_t off = (size_t)h;
@@ -366,6 +429,8 @@ static int emit_value(body_ctx_t *c, const char *p, size_t len)
         weir_mp_obj_t e;
         if (weir_mp_read(p + off, len - off, &e) > 0 && e.type == WEIR_MP_MAP) {
             if (emit_record(c, p + off, (size_t)el) != 0) return -1;
+        } else {
+            skipped(c, "an array element that is not a map");
         }
         off += (size_t)el;
     }
@@ -380,7 +445,7 @@ static int decode_json(body_ctx_t *c, const char *s, size_t len)
     c->conv.len = 0;
     if (weir_http_json_to_msgpack(s, len, c->o->max_depth, &c->conv, &jerr) != 0) {
         /* Fluentd >= 1.17 skips a record its parser cannot read and still answers 200 */
-        weir_debug("http: skipped invalid JSON: %s", jerr.msg);
+        skipped(c, jerr.msg); /* "invalid JSON at byte N: why" */
         return 0;
     }
     c->from_json = true;
@@ -411,7 +476,10 @@ static int decode_msgpack(body_ctx_t *c, const char *s, size_t len)
     while (off < len) {
         ssize_t n = weir_mp_skip(s + off, len - off, c->o->max_depth);
         if (n == WEIR_MP_INCOMPLETE) {
-            weir_debug("http: ignored %zu bytes of an incomplete msgpack value", len - off);
+            char why[80];
+            snprintf(why, sizeof why, "an incomplete msgpack value (%zu bytes) at the end",
+                     len - off);
+            skipped(c, why);
             return 0;
         }
         if (n < 0) {
@@ -447,9 +515,12 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     c.in = in;
     c.out = out;
     c.err = err;
+    if (in->skips) memset(in->skips, 0, sizeof *in->skips);
     c.extra_used = weir_calloc(in->nextras + 1, sizeof *c.extra_used);
     weir_buf_init(&c.conv);
     weir_buf_init(&c.rec);
+    weir_hset_init(&c.str_keys);
+    weir_hset_init(&c.other_keys);
     params_t ps;
     memset(&ps, 0, sizeof ps);
     size_t len0 = out->data.len;
@@ -473,5 +544,7 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     weir_buf_free(&c.rec);
     free(c.ents);
     free(c.extra_used);
+    weir_hset_free(&c.str_keys);
+    weir_hset_free(&c.other_keys);
     return rc;
 }

@@ -14,9 +14,10 @@
  * thousands ever matter. */
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "weir/hash.h"
 #include "weir/http_input.h"
+#include "weir/inflate.h"
 #include "weir/log.h"
 #include "weir/net.h"
 #include "weir/plugin.h"
@@ -24,7 +25,6 @@
 #define HTTP_COMPACT_MIN (64 * 1024) /* move unread bytes to the front past this offset */
 #define HTTP_TICK_MS_MAX 1000        /* idle check period; shorter for short timeouts */
 #define HTTP_TICK_MS_MIN 50
-#define HTTP_INFLATE_STEP (64 * 1024)
 /* weir_conn has no "everything written" callback, so a connection that stopped reading its
  * responses is looked at again this often, and only while one is in that state. */
 #define HTTP_DRAIN_POLL_MS 10
@@ -83,7 +83,7 @@ struct http_input {
     weir_tls_opts_t tls;
     /* <parse> */
     weir_http_body_opts_t bopts;
-    weir_http_timeparser_t *tparser;
+    weir_timeparser_t *tparser;
     char *time_key;
     regex_t null_re;
     bool have_null_re;
@@ -97,6 +97,7 @@ struct http_input {
     void (*stop_done)(void *);
     void *stop_arg;
     weir_ratelimit_t warn_rl;
+    weir_counter_t *parse_errors; /* weir_input_parse_errors_total */
 };
 
 static void conn_process(http_conn_t *hc);
@@ -132,7 +133,7 @@ static int read_time_conf(http_input_t *in, weir_conf_section_t *p, bool json, w
 {
     static const char *const types[] = {"string", "unixtime", "float", NULL};
     int type = -1;
-    weir_http_time_conf_t tc = {.localtime = true};
+    weir_timeparser_conf_t tc = {.localtime = true};
     bool localtime = true, utc = false;
     int rl, ru;
     if (weir_conf_get_enum(p, "time_type", types, &type, err) < 0 ||
@@ -149,16 +150,16 @@ static int read_time_conf(http_input_t *in, weir_conf_section_t *p, bool json, w
     tc.localtime = ru == 1 ? !utc : localtime;
     tc.utc = false;
     if (type >= 0)
-        tc.type = (weir_http_time_type_t)(type == 0   ? WEIR_HTTP_TIME_STRING
-                                          : type == 1 ? WEIR_HTTP_TIME_UNIXTIME
-                                                      : WEIR_HTTP_TIME_FLOAT);
+        tc.type = (weir_time_type_t)(type == 0   ? WEIR_TIME_STRING
+                                     : type == 1 ? WEIR_TIME_UNIXTIME
+                                                 : WEIR_TIME_FLOAT);
     else if (json)
-        tc.type = tc.format ? WEIR_HTTP_TIME_STRING : WEIR_HTTP_TIME_FLOAT;
+        tc.type = tc.format ? WEIR_TIME_STRING : WEIR_TIME_FLOAT;
     else
-        tc.type = WEIR_HTTP_TIME_STRING; /* in_http's parser has Fluentd's default, string */
+        tc.type = WEIR_TIME_STRING; /* in_http's parser has Fluentd's default, string */
     /* <parse @type in_http> uses a time parser only when one of these is set */
     if (!json && type < 0 && !tc.format) return 0;
-    in->tparser = weir_http_timeparser_new(&tc, err);
+    in->tparser = weir_timeparser_new(&tc, err);
     if (!in->tparser) {
         weir_err_prefix(err, "%s:%d: <parse>", p->file ? p->file : "(config)", p->line);
         return -1;
@@ -506,39 +507,6 @@ static void space_ready(void *arg)
 
 /* ---- building the batch -------------------------------------------------------------------- */
 
-/* Content-Encoding gzip or deflate (zlib), bounded by decompression_size_limit. */
-static int inflate_body(const weir_buf_t *src, bool gzip, uint64_t limit, weir_buf_t *out)
-{
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, gzip ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) return -1;
-    const unsigned char *in = (const unsigned char *)src->data;
-    size_t left = src->len;
-    int rc = Z_OK;
-    out->len = 0;
-    while (rc != Z_STREAM_END) {
-        if (zs.avail_in == 0) {
-            size_t n = left > (1u << 30) ? (1u << 30) : left;
-            zs.next_in = (Bytef *)in;
-            zs.avail_in = (uInt)n;
-            in += n;
-            left -= n;
-        }
-        weir_buf_reserve(out, HTTP_INFLATE_STEP);
-        zs.next_out = (Bytef *)out->data + out->len;
-        zs.avail_out = HTTP_INFLATE_STEP;
-        rc = inflate(&zs, Z_NO_FLUSH);
-        out->len += HTTP_INFLATE_STEP - zs.avail_out;
-        if (out->len > limit || (rc != Z_OK && rc != Z_STREAM_END)) break;
-        if (rc == Z_OK && zs.avail_in == 0 && left == 0 && zs.avail_out != 0) {
-            rc = Z_DATA_ERROR; /* truncated */
-            break;
-        }
-    }
-    inflateEnd(&zs);
-    return rc == Z_STREAM_END && out->len <= limit ? 0 : -1;
-}
-
 static void upper_key(weir_buf_t *b, const char *prefix, const char *s, size_t n)
 {
     weir_buf_append(b, prefix, strlen(prefix));
@@ -548,19 +516,27 @@ static void upper_key(weir_buf_t *b, const char *prefix, const char *s, size_t n
     }
 }
 
-/* Extras are built as "key\0value\0" runs in one buffer, then pointed at. */
+/* Extras are built as "key\0value\0" runs in one buffer, then pointed at. A query string may
+ * carry thousands of parameters, so repeats are found with the keyed hash set; it points into
+ * `text`, so it is rebuilt whenever `text` moves (amortised linear, as `text` doubles). */
 typedef struct extras {
     weir_buf_t text;
     size_t (*spans)[4]; /* key off, key len, value off (SIZE_MAX = nil), value len */
     size_t n, cap;
+    weir_hset_t keys;        /* key → index into spans */
+    const char *keys_origin; /* text.data when `keys` was built */
 } extras_t;
 
 static int extras_find(extras_t *x, const char *k, size_t kn)
 {
-    for (size_t i = 0; i < x->n; i++)
-        if (x->spans[i][1] == kn && memcmp(x->text.data + x->spans[i][0], k, kn) == 0)
-            return (int)i;
-    return -1;
+    if (x->keys_origin != x->text.data) {
+        weir_hset_clear(&x->keys);
+        for (size_t i = 0; i < x->n; i++)
+            weir_hset_add(&x->keys, x->text.data + x->spans[i][0], x->spans[i][1], i, NULL);
+        x->keys_origin = x->text.data;
+    }
+    size_t i;
+    return weir_hset_get(&x->keys, k, kn, &i) ? (int)i : -1;
 }
 
 /* Adds key = value; a repeated key keeps its first value (WEBrick's first query value) or,
@@ -586,13 +562,16 @@ static void extras_add(extras_t *x, weir_buf_t *key, const char *v, size_t vn, b
         x->cap = x->cap ? x->cap * 2 : 16;
         x->spans = weir_realloc(x->spans, x->cap * sizeof *x->spans);
     }
-    size_t *s = x->spans[x->n++];
+    size_t *s = x->spans[x->n];
     s[0] = x->text.len;
     s[1] = key->len;
     weir_buf_append(&x->text, key->data, key->len);
     s[2] = v ? x->text.len : SIZE_MAX;
     s[3] = vn;
     if (v) weir_buf_append(&x->text, v, vn);
+    if (x->keys_origin == x->text.data)
+        weir_hset_add(&x->keys, x->text.data + s[0], s[1], x->n, NULL);
+    x->n++;
 }
 
 typedef struct query_ctx {
@@ -643,6 +622,18 @@ static void build_extras(http_conn_t *hc, const char *query, size_t qlen, extras
     weir_buf_free(&key);
 }
 
+/* Values of an accepted request that did not parse are dropped with 200, as Fluentd does:
+ * count them and say so (rate-limited), so that an operator sees events being lost. */
+static void warn_skips(http_conn_t *hc, const weir_http_body_skips_t *sk)
+{
+    unsigned long suppressed = 0;
+    weir_counter_add(hc->in->parse_errors, sk->count);
+    if (weir_ratelimit_ok(&hc->in->warn_rl, &suppressed))
+        weir_warn("http: dropped %zu value(s) of a request from %s that did not parse, first: "
+                  "%s (%lu similar warnings suppressed)",
+                  sk->count, weir_conn_peer_addr(hc->c), sk->first.msg, suppressed);
+}
+
 /* Builds the batch of a POST-like request; answers 400 itself. Returns false when the
  * request was answered (or the connection dropped) without a batch to emit. */
 static bool build_batch(http_conn_t *hc)
@@ -661,10 +652,11 @@ static bool build_batch(http_conn_t *hc)
     weir_buf_t plain;
     weir_buf_init(&plain);
     if (gz || df) {
-        if (inflate_body(body, gz, in->decompress_limit, &plain) != 0) {
-            weir_warn("http: fails to decode payload from %s: not valid %s data or over "
-                      "decompression_size_limit",
-                      weir_conn_peer_addr(hc->c), ce->value);
+        weir_err_t zerr;
+        if (weir_inflate(gz ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZLIB, body->data, body->len,
+                         in->decompress_limit, &plain, &zerr) != 0) {
+            weir_warn("http: fails to decode payload from %s: %s", weir_conn_peer_addr(hc->c),
+                      zerr.msg);
             weir_buf_free(&plain);
             respond(hc, "400 Bad Request", NULL, 0, "", 0, true);
             return false;
@@ -673,6 +665,7 @@ static bool build_batch(http_conn_t *hc)
     }
     extras_t x;
     memset(&x, 0, sizeof x);
+    weir_hset_init(&x.keys);
     build_extras(hc, query, qlen, &x);
     weir_http_extra_t *ex = weir_calloc(x.n + 1, sizeof *ex);
     for (size_t i = 0; i < x.n; i++) {
@@ -698,16 +691,20 @@ static bool build_batch(http_conn_t *hc)
     weir_batch_reset(&hc->batch);
     weir_batch_set_tag(&hc->batch, tag.data ? tag.data : "", tag.len);
     weir_err_t err;
+    weir_http_body_skips_t skips;
+    bin.skips = &skips;
     int rc = -1;
     if (tag.len > WEIR_TAG_MAX)
         weir_err_set(&err, "tag of %zu bytes is longer than %d bytes (WEIR_TAG_MAX)", tag.len,
                      WEIR_TAG_MAX);
     else
         rc = weir_http_body_decode(&in->bopts, &bin, &hc->batch, &err);
+    if (rc == 0 && skips.count > 0) warn_skips(hc, &skips);
     weir_buf_free(&tag);
     free(ex);
     free(x.spans);
     weir_buf_free(&x.text);
+    weir_hset_free(&x.keys);
     weir_buf_free(&plain);
     if (rc == 0) return true;
     if (in->dump_error_log) {
@@ -989,6 +986,11 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
     in->pm = weir_engine_plugin_metrics(eng);
     weir_metrics_input_network(in->pm, false);
     weir_metrics_input_timed(in->pm);
+    in->parse_errors = weir_metrics_counter(
+        weir_plugin_metrics_registry(in->pm), in->pm, "weir_input_parse_errors_total",
+        "Values of accepted requests dropped because they did not parse (answered 200, as "
+        "Fluentd does).",
+        weir_plugin_metrics_labels(in->pm));
     in->warn_rl.interval_ms = 5000;
     if (http_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type http>");
@@ -1081,7 +1083,7 @@ static void http_destroy(void *state)
     free(in->label);
     free(in->time_key);
     weir_conf_strv_free(in->cors_origins, in->ncors);
-    weir_http_timeparser_free(in->tparser);
+    weir_timeparser_free(in->tparser);
     if (in->have_null_re) regfree(&in->null_re);
     weir_tls_opts_free(&in->tls);
     free(in);

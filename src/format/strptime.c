@@ -1,16 +1,16 @@
-/* Event time for <source> @type http: the time_type/time_format/timezone rules of Fluentd's
- * TimeParser and NumericTimeParser, and the subset of strptime that the strptime gem (which
- * Fluentd uses for time_format) understands.
+/* Event times read from records (include/weir/strptime.h): the time_type/time_format/timezone
+ * rules of Fluentd's TimeParser and NumericTimeParser, and the subset of strptime that the
+ * strptime gem (which Fluentd uses for time_format) understands. The HTTP input uses it.
  *
  * Invariants: parsing never reads past the value's length (values are not NUL-terminated),
  * and, like the strptime gem, it never looks at input left over after the last directive:
  * "2024-05-09T21:06:21.024Z" with "%Y-%m-%dT%H:%M:%S" is 21:06:21 and the rest is ignored.
  *
- * Wall times without an offset are read in the zone the configuration names: a fixed offset,
- * a zone from the tz database (read from its TZif file once, at start-up), the process's
- * local zone (mktime), or UTC. Fluentd converts with the offset in force when it started;
- * weir uses the offset in force at the parsed instant, which differs only across a DST
- * change. */
+ * Wall times without an offset are read in the zone the configuration names, through the
+ * formatter's zones (weir_tz_t: a fixed offset, a tz database zone read once at start-up, the
+ * process's local zone, or UTC); local wall times go through mktime. Fluentd converts with the
+ * offset in force when it started; weir uses the offset in force at the parsed instant, which
+ * differs only across a DST change. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,12 +19,9 @@
 #include <strings.h>
 #include <time.h>
 
-#include "weir/http_input.h"
+#include "weir/strptime.h"
 
-#define TZ_FILE_MAX (256 * 1024) /* the largest TZif file in tzdata is under 4 KiB */
-#define TZ_NAME_MAX 128
-#define TZ_TRANS_MAX 100000 /* transitions in one TZif file; tzdata's largest has ~300 */
-#define NUM_TEXT_MAX 64     /* digits of a number read by Ruby's to_f that we keep */
+#define NUM_TEXT_MAX 64 /* digits of a number read by Ruby's to_f that we keep */
 
 static bool is_ws(char c)
 {
@@ -83,7 +80,7 @@ static size_t copy_digits(const char *s, size_t len, size_t i, char *buf, size_t
     return i;
 }
 
-double weir_http_ruby_to_f(const char *s, size_t len)
+double weir_ruby_to_f(const char *s, size_t len)
 {
     char local[NUM_TEXT_MAX + 8];
     char *buf = len + 8 <= sizeof local ? local : weir_malloc(len + 8);
@@ -112,7 +109,7 @@ double weir_http_ruby_to_f(const char *s, size_t len)
     return d;
 }
 
-size_t weir_http_ruby_float_to_s(double d, char out[32])
+size_t weir_ruby_float_to_s(double d, char out[32])
 {
     if (isnan(d)) return (size_t)snprintf(out, 32, "NaN");
     if (isinf(d)) return (size_t)snprintf(out, 32, d < 0 ? "-Infinity" : "Infinity");
@@ -174,7 +171,7 @@ size_t weir_http_ruby_float_to_s(double d, char out[32])
     return o;
 }
 
-weir_time_t weir_http_time_from_float_text(const char *s, size_t len)
+weir_time_t weir_time_from_float_text(const char *s, size_t len)
 {
     const char *dot = memchr(s, '.', len);
     weir_time_t t = {(uint32_t)ruby_to_i(s, dot ? (size_t)(dot - s) : len), 0};
@@ -209,162 +206,27 @@ static int64_t days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-/* ---- zones ------------------------------------------------------------------------------- */
+/* ---- zones: the formatter's weir_tz_t ------------------------------------------------------ */
 
-typedef enum tz_kind { TZ_LOCAL, TZ_FIXED, TZ_NAMED } tz_kind_t;
-
-typedef struct tz {
-    tz_kind_t kind;
-    int32_t off; /* TZ_FIXED */
-    /* TZ_NAMED, from the TZif file */
-    int64_t *trans;
-    uint8_t *tidx;
-    size_t ntrans;
-    int32_t *toff;
-    size_t ntypes;
-    bool footer_fixed; /* after the last transition: a fixed offset from the footer */
-    int32_t footer_off;
-} tz_t;
-
-static void tz_free(tz_t *z)
+/* Fluent::Timezone.validate's forms ("+09:00", "+0900", "+09", a tz database name), read by
+ * weir_tz_init; a parser's `timezone` also takes "UTC" and "GMT". */
+static int tz_from_spec(weir_tz_t *z, const char *spec, weir_err_t *err)
 {
-    free(z->trans);
-    free(z->tidx);
-    free(z->toff);
-    memset(z, 0, sizeof *z);
+    if (strcmp(spec, "UTC") == 0 || strcmp(spec, "GMT") == 0)
+        return weir_tz_init(z, NULL, false, err);
+    return weir_tz_init(z, spec, false, err);
 }
 
-static uint32_t be32(const unsigned char *p)
+static int32_t tz_offset_at(const weir_tz_t *z, int64_t t)
 {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static int64_t be64(const unsigned char *p)
-{
-    return (int64_t)(((uint64_t)be32(p) << 32) | be32(p + 4));
-}
-
-typedef struct tzif_counts {
-    uint32_t isut, isstd, leap, time, type, chars;
-} tzif_counts_t;
-
-static size_t tzif_block_size(const tzif_counts_t *c, size_t tsize)
-{
-    return (size_t)c->time * (tsize + 1) + (size_t)c->type * 6 + c->chars +
-           (size_t)c->leap * (tsize + 4) + c->isstd + c->isut;
-}
-
-static int tzif_header(const unsigned char *p, size_t n, tzif_counts_t *c)
-{
-    if (n < 44 || memcmp(p, "TZif", 4) != 0) return -1;
-    c->isut = be32(p + 20);
-    c->isstd = be32(p + 24);
-    c->leap = be32(p + 28);
-    c->time = be32(p + 32);
-    c->type = be32(p + 36);
-    c->chars = be32(p + 40);
-    if (c->time > TZ_TRANS_MAX || c->type == 0 || c->type > 256 || c->leap > TZ_TRANS_MAX ||
-        c->chars > 65536 || c->isut > 256 || c->isstd > 256)
-        return -1;
-    return 0;
-}
-
-/* A POSIX TZ footer without DST rules ("JST-9", "<+0530>-5:30") is a fixed offset. */
-static void tzif_footer(tz_t *z, const char *s, size_t n)
-{
-    size_t i = 0;
-    if (i < n && s[i] == '<') {
-        while (i < n && s[i] != '>')
-            i++;
-        i++;
-    } else {
-        while (i < n && ((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z')))
-            i++;
-    }
-    if (i >= n) return;
-    int sign = 1;
-    if (s[i] == '+' || s[i] == '-') sign = s[i++] == '-' ? -1 : 1;
-    int32_t h = 0, m = 0, sec = 0;
-    if (i >= n || !is_digit(s[i])) return;
-    while (i < n && is_digit(s[i]))
-        h = h * 10 + (s[i++] - '0');
-    if (i < n && s[i] == ':') {
-        for (i++; i < n && is_digit(s[i]); i++)
-            m = m * 10 + (s[i] - '0');
-        if (i < n && s[i] == ':')
-            for (i++; i < n && is_digit(s[i]); i++)
-                sec = sec * 10 + (s[i] - '0');
-    }
-    if (i != n || h > 167) return; /* more after the offset: DST rules, not handled */
-    z->footer_fixed = true;
-    z->footer_off = -sign * (h * 3600 + m * 60 + sec); /* POSIX offsets are west-positive */
-}
-
-static int tzif_parse(tz_t *z, const unsigned char *p, size_t n)
-{
-    tzif_counts_t c;
-    if (tzif_header(p, n, &c) != 0) return -1;
-    size_t tsize = 4, off = 44;
-    if (p[4] >= '2') {
-        off += tzif_block_size(&c, 4);
-        if (off > n || tzif_header(p + off, n - off, &c) != 0) return -1;
-        off += 44;
-        tsize = 8;
-    }
-    size_t need = tzif_block_size(&c, tsize);
-    if (need > n - off) return -1;
-    const unsigned char *t = p + off, *idx = t + (size_t)c.time * tsize, *tt = idx + c.time;
-    z->kind = TZ_NAMED;
-    z->ntrans = c.time;
-    z->ntypes = c.type;
-    z->trans = weir_calloc(c.time ? c.time : 1, sizeof *z->trans);
-    z->tidx = weir_calloc(c.time ? c.time : 1, 1);
-    z->toff = weir_calloc(c.type, sizeof *z->toff);
-    for (size_t i = 0; i < c.time; i++) {
-        z->trans[i] = tsize == 8 ? be64(t + i * 8) : (int32_t)be32(t + i * 4);
-        z->tidx[i] = idx[i];
-        if (idx[i] >= c.type) return -1;
-    }
-    for (size_t i = 0; i < c.type; i++)
-        z->toff[i] = (int32_t)be32(tt + i * 6);
-    off += need;
-    if (tsize == 8 && off < n && p[off] == '\n') {
-        const char *f = (const char *)p + off + 1;
-        const char *e = memchr(f, '\n', n - off - 1);
-        if (e) tzif_footer(z, f, (size_t)(e - f));
-    }
-    return 0;
-}
-
-static int32_t tz_offset_at(const tz_t *z, int64_t t)
-{
-    if (z->kind == TZ_FIXED) return z->off;
-    if (z->kind == TZ_LOCAL) {
-        time_t tt = (time_t)t;
-        struct tm tm;
-        if (!localtime_r(&tt, &tm)) return 0;
-        return (int32_t)tm.tm_gmtoff;
-    }
-    if (z->ntrans == 0 || t < z->trans[0])
-        return z->ntrans == 0 && z->footer_fixed ? z->footer_off : z->toff[0];
-    if (t >= z->trans[z->ntrans - 1] && z->footer_fixed) return z->footer_off;
-    size_t lo = 0, hi = z->ntrans; /* the last transition <= t */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (z->trans[mid] <= t)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return z->toff[z->tidx[lo]];
+    return weir_tz_offset(z, t, NULL);
 }
 
 /* Seconds since the epoch of a wall time (given as seconds as if it were UTC) in zone z. In
  * a DST gap or overlap it picks one of the candidates, as mktime does. */
-static int64_t tz_wall_to_utc(const tz_t *z, int64_t wall)
+static int64_t tz_wall_to_utc(const weir_tz_t *z, int64_t wall)
 {
-    if (z->kind == TZ_FIXED) return wall - z->off;
-    if (z->kind == TZ_LOCAL) {
+    if (z->kind == WEIR_TZ_LOCAL) {
         time_t tt = (time_t)wall;
         struct tm tm;
         if (!gmtime_r(&tt, &tm)) return wall;
@@ -374,71 +236,6 @@ static int64_t tz_wall_to_utc(const tz_t *z, int64_t wall)
     }
     int64_t t0 = wall - tz_offset_at(z, wall);
     return wall - tz_offset_at(z, t0);
-}
-
-static bool zone_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n >= TZ_NAME_MAX || name[0] == '/') return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '/' ||
-                  c == '_' || c == '+' || c == '-';
-        if (!ok) return false; /* no '.', so no ".." either */
-    }
-    return true;
-}
-
-static int tz_load_named(tz_t *z, const char *name, weir_err_t *err)
-{
-    const char *dir = getenv("TZDIR");
-    if (!dir || !*dir) dir = "/usr/share/zoneinfo";
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        weir_err_set(err, "unknown timezone '%s' (no %s)", name, path);
-        return -1;
-    }
-    unsigned char *buf = weir_malloc(TZ_FILE_MAX);
-    size_t n = fread(buf, 1, TZ_FILE_MAX, f);
-    fclose(f);
-    int rc = tzif_parse(z, buf, n);
-    free(buf);
-    if (rc != 0) {
-        tz_free(z);
-        weir_err_set(err, "timezone '%s': %s is not a TZif file weir can read", name, path);
-    }
-    return rc;
-}
-
-/* Fluent::Timezone.validate's forms: "+09:00", "+0900", "+09", or a zone name. */
-static int tz_from_spec(tz_t *z, const char *spec, weir_err_t *err)
-{
-    memset(z, 0, sizeof *z);
-    size_t n = strlen(spec);
-    if (n >= 3 && (spec[0] == '+' || spec[0] == '-') && is_digit(spec[1]) && is_digit(spec[2])) {
-        int h = (spec[1] - '0') * 10 + (spec[2] - '0'), m = 0;
-        const char *r = spec + 3;
-        if (*r == ':') r++;
-        if (is_digit(r[0]) && is_digit(r[1]) && r[2] == '\0' && (n == 5 || n == 6))
-            m = (r[0] - '0') * 10 + (r[1] - '0');
-        else if (n != 3)
-            goto bad;
-        if (m > 59) goto bad;
-        z->kind = TZ_FIXED;
-        z->off = (spec[0] == '-' ? -1 : 1) * (h * 3600 + m * 60);
-        return 0;
-    }
-    if (strcmp(spec, "UTC") == 0 || strcmp(spec, "GMT") == 0) {
-        z->kind = TZ_FIXED;
-        return 0;
-    }
-    if (zone_name_ok(spec)) return tz_load_named(z, spec, err);
-bad:
-    weir_err_set(
-        err, "timezone '%s': expected an offset like +09:00 or a zone name like Asia/Tokyo", spec);
-    return -1;
 }
 
 /* ---- the strptime subset ----------------------------------------------------------------- */
@@ -833,8 +630,8 @@ static void fill_defaults(tf_fields_t *f, int64_t now_wall)
     }
 }
 
-static int tf_exec(const tf_t *fm, const tz_t *zone, const char *s, size_t len, weir_time_t now,
-                   weir_time_t *out)
+static int tf_exec(const tf_t *fm, const weir_tz_t *zone, const char *s, size_t len,
+                   weir_time_t now, weir_time_t *out)
 {
     tf_fields_t f = {.mon = -1, .mday = -1, .hour = -1, .min = -1, .sec = -1, .yday = -1};
     size_t si = 0;
@@ -859,7 +656,8 @@ static int tf_exec(const tf_t *fm, const tz_t *zone, const char *s, size_t len, 
 /* ISO 8601 date-times, for time_type string without time_format (Fluentd calls Ruby's
  * Time.parse there; weir reads the ISO 8601 / RFC 3339 forms it is used with) and for
  * "%iso8601" (strict: nothing may follow). */
-static int iso_parse(const tz_t *zone, bool strict, const char *s, size_t len, weir_time_t *out)
+static int iso_parse(const weir_tz_t *zone, bool strict, const char *s, size_t len,
+                     weir_time_t *out)
 {
     tf_fields_t f = {.hour = 0, .min = 0, .sec = 0};
     size_t i = 0;
@@ -909,19 +707,19 @@ static int iso_parse(const tz_t *zone, bool strict, const char *s, size_t len, w
 
 /* ---- the time parser --------------------------------------------------------------------- */
 
-struct weir_http_timeparser {
-    weir_http_time_type_t type;
+struct weir_timeparser {
+    weir_time_type_t type;
     tf_t *fmt;       /* NULL: ISO 8601 */
     bool iso_strict; /* "%iso8601" */
-    tz_t zone;       /* wall times without an offset are read here */
+    weir_tz_t zone;  /* wall times without an offset are read here */
 };
 
-weir_http_timeparser_t *weir_http_timeparser_new(const weir_http_time_conf_t *c, weir_err_t *err)
+weir_timeparser_t *weir_timeparser_new(const weir_timeparser_conf_t *c, weir_err_t *err)
 {
-    weir_http_timeparser_t *tp = weir_calloc(1, sizeof *tp);
+    weir_timeparser_t *tp = weir_calloc(1, sizeof *tp);
     tp->type = c->type;
     bool localtime = c->localtime && !c->utc && !c->timezone;
-    if (c->type != WEIR_HTTP_TIME_STRING) return tp; /* numeric types ignore format and zone */
+    if (c->type != WEIR_TIME_STRING) return tp; /* numeric types ignore format and zone */
     if (!c->format && (c->timezone || !localtime)) {
         weir_err_set(err, "specifying timezone requires time format");
         goto err;
@@ -929,7 +727,7 @@ weir_http_timeparser_t *weir_http_timeparser_new(const weir_http_time_conf_t *c,
     if (c->timezone) {
         if (tz_from_spec(&tp->zone, c->timezone, err) != 0) goto err;
     } else {
-        tp->zone.kind = localtime ? TZ_LOCAL : TZ_FIXED;
+        weir_tz_init(&tp->zone, NULL, localtime, err); /* cannot fail without a name */
     }
     if (c->format && strcmp(c->format, "%iso8601") == 0) {
         tp->iso_strict = true;
@@ -939,20 +737,20 @@ weir_http_timeparser_t *weir_http_timeparser_new(const weir_http_time_conf_t *c,
     }
     return tp;
 err:
-    weir_http_timeparser_free(tp);
+    weir_timeparser_free(tp);
     return NULL;
 }
 
-void weir_http_timeparser_free(weir_http_timeparser_t *tp)
+void weir_timeparser_free(weir_timeparser_t *tp)
 {
     if (!tp) return;
     tf_free(tp->fmt);
-    tz_free(&tp->zone);
+    weir_tz_free(&tp->zone);
     free(tp);
 }
 
-int weir_http_timeparser_parse_str(const weir_http_timeparser_t *tp, const char *s, size_t len,
-                                   weir_time_t now, weir_time_t *out)
+int weir_timeparser_parse_str(const weir_timeparser_t *tp, const char *s, size_t len,
+                              weir_time_t now, weir_time_t *out)
 {
     if (tp->fmt) return tf_exec(tp->fmt, &tp->zone, s, len, now, out);
     return iso_parse(&tp->zone, tp->iso_strict, s, len, out);
@@ -973,7 +771,7 @@ static void brief(const weir_mp_obj_t *v, char *buf, size_t n)
         snprintf(buf, n, "%lld", (long long)v->v.i);
         break;
     case WEIR_MP_FLOAT:
-        weir_http_ruby_float_to_s(v->v.f, buf);
+        weir_ruby_float_to_s(v->v.f, buf);
         break;
     case WEIR_MP_BOOL:
         snprintf(buf, n, "%s", v->v.b ? "true" : "false");
@@ -993,18 +791,18 @@ static void brief(const weir_mp_obj_t *v, char *buf, size_t n)
     }
 }
 
-static int numeric_time(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v, weir_time_t *out,
+static int numeric_time(const weir_timeparser_t *tp, const weir_mp_obj_t *v, weir_time_t *out,
                         weir_err_t *err)
 {
     char text[256];
     switch (v->type) {
     case WEIR_MP_STR:
     case WEIR_MP_BIN:
-        if (tp->type == WEIR_HTTP_TIME_UNIXTIME) {
+        if (tp->type == WEIR_TIME_UNIXTIME) {
             *out = (weir_time_t){(uint32_t)ruby_to_i(v->ptr, v->len), 0};
             return 0;
         }
-        *out = weir_http_time_from_float_text(v->ptr, v->len);
+        *out = weir_time_from_float_text(v->ptr, v->len);
         return 0;
     case WEIR_MP_UINT:
         *out = (weir_time_t){(uint32_t)v->v.u, 0};
@@ -1013,8 +811,8 @@ static int numeric_time(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v
         *out = (weir_time_t){(uint32_t)v->v.i, 0};
         return 0;
     case WEIR_MP_FLOAT:
-        if (tp->type == WEIR_HTTP_TIME_UNIXTIME) {
-            if (!isfinite(v->v.f) || fabs(v->v.f) >= WEIR_HTTP_TIME_FLOAT_MAX) {
+        if (tp->type == WEIR_TIME_UNIXTIME) {
+            if (!isfinite(v->v.f) || fabs(v->v.f) >= WEIR_TIMEPARSER_FLOAT_MAX) {
                 brief(v, text, sizeof text);
                 weir_err_set(err, "invalid time value: %s is out of range", text);
                 return -1;
@@ -1022,8 +820,8 @@ static int numeric_time(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v
             *out = (weir_time_t){(uint32_t)(int64_t)v->v.f, 0};
             return 0;
         } else {
-            size_t n = weir_http_ruby_float_to_s(v->v.f, text);
-            *out = weir_http_time_from_float_text(text, n);
+            size_t n = weir_ruby_float_to_s(v->v.f, text);
+            *out = weir_time_from_float_text(text, n);
             return 0;
         }
     default:
@@ -1034,17 +832,17 @@ static int numeric_time(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v
     return -1;
 }
 
-int weir_http_timeparser_parse(const weir_http_timeparser_t *tp, const weir_mp_obj_t *v,
-                               weir_time_t now, weir_time_t *out, weir_err_t *err)
+int weir_timeparser_parse(const weir_timeparser_t *tp, const weir_mp_obj_t *v, weir_time_t now,
+                          weir_time_t *out, weir_err_t *err)
 {
-    if (tp->type != WEIR_HTTP_TIME_STRING) return numeric_time(tp, v, out, err);
+    if (tp->type != WEIR_TIME_STRING) return numeric_time(tp, v, out, err);
     char text[256];
     brief(v, text, sizeof text);
     if (v->type != WEIR_MP_STR && v->type != WEIR_MP_BIN) {
         weir_err_set(err, "value must be string: %s", text);
         return -1;
     }
-    if (weir_http_timeparser_parse_str(tp, v->ptr, v->len, now, out) != 0) {
+    if (weir_timeparser_parse_str(tp, v->ptr, v->len, now, out) != 0) {
         weir_err_set(err,
                      "invalid time format: value = %s, error_class = ArgumentError, error = "
                      "string doesn't match",
