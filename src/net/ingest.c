@@ -91,6 +91,7 @@ struct weir_ingest {
 };
 
 static void conn_process(weir_ingest_conn_t *ic);
+static void conn_cancel(weir_ingest_conn_t *ic);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
@@ -185,9 +186,7 @@ static void on_close(weir_conn_t *c, const char *reason)
 {
     weir_ingest_conn_t *ic = weir_conn_get_data(c);
     weir_ingest_t *ing = ic->ing;
-    ic->closing = true;
-    if (ic->waiting_space) weir_engine_cancel_space(ing->eng, &ic->waiter);
-    ic->waiting_space = false;
+    conn_cancel(ic);
     if (ic->budget_blocked) ing->nblocked--;
     ic->budget_blocked = false;
     if (ic->prev)
@@ -205,17 +204,27 @@ static void on_close(weir_conn_t *c, const char *reason)
     ic->hostname = NULL;
     ic->batch = NULL;
     ic->c = NULL;
-    if (ic->emit_active) ic->emit_cancelled = true; /* the output holds it: see on_emitted */
     if (ing->nblocked > 0 && ing->held <= ing->o.memory_limit) unblock_budget(ing);
     conn_maybe_free(ic);
     stop_check(ing);
     ingest_release(ing);
 }
 
+/* Closing cancels what the connection waits for: a space waiter is removed, an emit the
+ * output holds completes into a cancelled request (on_emitted), so no answer is written to a
+ * connection that is going away and the input never hears of it again. */
+static void conn_cancel(weir_ingest_conn_t *ic)
+{
+    ic->closing = true;
+    if (ic->waiting_space) weir_engine_cancel_space(ic->ing->eng, &ic->waiter);
+    ic->waiting_space = false;
+    if (ic->emit_active) ic->emit_cancelled = true;
+}
+
 void weir_ingest_conn_close(weir_ingest_conn_t *ic, const char *why)
 {
     if (ic->closing) return;
-    ic->closing = true;
+    conn_cancel(ic);
     weir_conn_close(ic->c, why);
 }
 
@@ -233,7 +242,7 @@ void weir_ingest_conn_fail(weir_ingest_conn_t *ic, const char *why)
 static void conn_abort(weir_ingest_conn_t *ic, const char *why)
 {
     if (ic->closing) return;
-    ic->closing = true;
+    conn_cancel(ic);
     weir_conn_abort(ic->c, why);
 }
 

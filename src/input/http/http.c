@@ -374,6 +374,19 @@ static void respond_error(http_conn_t *hc, const char *status, const char *msg)
     weir_buf_free(&body);
 }
 
+/* RFC 9112's 400 for a request it calls invalid, then the connection ends. */
+static void respond_error_close(http_conn_t *hc, const char *msg)
+{
+    weir_buf_t body;
+    weir_buf_init(&body);
+    weir_buf_printf(&body, "400 Bad Request\n%s\n", msg);
+    weir_http_hdr_t h[1] = {{"Connection", "close"}};
+    hc->scratch.len = 0;
+    weir_http_response(&hc->scratch, "400 Bad Request", h, 1, body.data, body.len);
+    write_bytes(hc, hc->scratch.data, hc->scratch.len);
+    weir_buf_free(&body);
+}
+
 static void respond_too_large(http_conn_t *hc)
 {
     respond(hc, "413 Request Entity Too Large", NULL, 0, "Too large", 9, true);
@@ -717,7 +730,10 @@ static weir_ingest_res_t http_frame(weir_ingest_conn_t *ic, const char *p, size_
         return WEIR_INGEST_CLOSE;
     case WEIR_HTTP_EV_ERROR:
         f->why = hc->req.error ? hc->req.error : "malformed HTTP request";
-        return WEIR_INGEST_ERROR;
+        if (!hc->req.rfc9112) return WEIR_INGEST_ERROR; /* in_http closes without an answer */
+        respond_error_close(hc, f->why);
+        weir_ingest_conn_fail(ic, f->why); /* logged; closes after the 400 went out */
+        return WEIR_INGEST_CLOSE;
     case WEIR_HTTP_EV_NONE:
     default:
         if (f->consumed == 0) { /* never loop forever */
