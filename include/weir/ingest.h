@@ -149,6 +149,7 @@ typedef struct weir_ingest_opts {
     double auth_timeout;       /* seconds */
     size_t preauth_limit;      /* unread bytes before authentication */
     uint64_t memory_limit;     /* bytes held by this input's connections together */
+    bool memory_limit_set;     /* given in the configuration */
     size_t max_unsent;         /* answer bytes a peer has not read before it is not read
                                   either; 0 = no limit */
     bool resolve_hostname;     /* reverse lookup before .open */
@@ -159,6 +160,11 @@ typedef struct weir_ingest_opts {
  * max_connections, progress_timeout, handshake_timeout, connection_memory_limit. Marks them
  * used; errors name the parameter and its line. */
 int weir_ingest_conf_read(weir_ingest_opts_t *o, weir_conf_section_t *sec, weir_err_t *err);
+/* A unit (frame, body) of `unit_limit` bytes must fit in the budget: without an explicit
+ * connection_memory_limit the budget becomes at least twice the unit limit; an explicit one
+ * below it is an error naming `param` ("chunk_size_limit"). */
+int weir_ingest_conf_unit_limit(weir_ingest_opts_t *o, weir_conf_section_t *sec,
+                                uint64_t unit_limit, const char *param, weir_err_t *err);
 /* Defaults: the constants above, port 0, bind 0.0.0.0, linger -1, no auth. */
 void weir_ingest_opts_init(weir_ingest_opts_t *o);
 /* RLIMIT_NOFILE / WEIR_INGEST_NOFILE_SHARE, at least WEIR_INGEST_MIN_CONNECTIONS. */

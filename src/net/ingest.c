@@ -661,7 +661,23 @@ int weir_ingest_conf_read(weir_ingest_opts_t *o, weir_conf_section_t *sec, weir_
     }
     o->max_connections = (size_t)maxc;
     o->memory_limit = mem;
+    o->memory_limit_set = weir_conf_find(sec, "connection_memory_limit") != NULL;
     return 0;
+}
+
+int weir_ingest_conf_unit_limit(weir_ingest_opts_t *o, weir_conf_section_t *sec,
+                                uint64_t unit_limit, const char *param, weir_err_t *err)
+{
+    if (!o->memory_limit_set) {
+        if (o->memory_limit < 2 * unit_limit) o->memory_limit = 2 * unit_limit;
+        return 0;
+    }
+    if (o->memory_limit >= unit_limit) return 0;
+    weir_conf_errorf(err, weir_conf_find(sec, "connection_memory_limit"),
+                     "connection_memory_limit (%llu) is below %s (%llu): a unit that large "
+                     "could never be read",
+                     (unsigned long long)o->memory_limit, param, (unsigned long long)unit_limit);
+    return -1;
 }
 
 static uint64_t tick_period(const weir_ingest_opts_t *o)

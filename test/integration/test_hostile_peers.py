@@ -195,7 +195,7 @@ def test_idle_flood_under_low_fd_limit():
 # ---- everything against one process, in sequence ------------------------------------------
 
 def test_hostile_sequence():
-    w = Hostile(extra_fwd="  progress_timeout 3\n  connection_memory_limit 8m",
+    w = Hostile(extra_fwd="  progress_timeout 3\n  chunk_size_limit 4m\n  connection_memory_limit 8m",
                 extra_sec="  handshake_timeout 2",
                 extra_http="  max_connections 4\n  keepalive_timeout 30\n  progress_timeout 3")
     try:
@@ -271,10 +271,10 @@ def test_hostile_sequence():
             s.close()
         w.legit(sender)
 
-        # 4. memory: 20 peers each hold a 2 MiB partial frame (40 MiB, with a per-connection
-        # cap of 256 MiB). connection_memory_limit 8m stops reading them past 8 MiB.
+        # 4. memory: 20 peers each hold a 2 MiB partial frame (40 MiB; each is within the
+        # per-connection cap). connection_memory_limit 8m stops reading them past 8 MiB.
         hogs = []
-        blob = partial_frame(2 << 20, 100 << 20)
+        blob = partial_frame(2 << 20, 3 << 20)
         for _ in range(20):
             h = connect(w.p_fwd)
             h.setblocking(False)
@@ -325,5 +325,29 @@ def test_hostile_sequence():
         w.kill()
 
 
+def test_limit_parameters_checked():
+    """A budget below the largest unit could never read that unit: refused at start, as are
+    nonsense values; an explicit budget at the unit limit is fine."""
+    d = tempfile.mkdtemp(prefix="weir-hostile-conf-")
+    cases = [
+        ("@type forward\n  chunk_size_limit 4m\n  connection_memory_limit 4m", None),
+        ("@type forward\n  chunk_size_limit 4m\n  connection_memory_limit 3m",
+         "connection_memory_limit (3145728) is below chunk_size_limit (4194304)"),
+        ("@type http\n  connection_memory_limit 1m", "is below body_size_limit"),
+        ("@type forward\n  max_connections 0", "max_connections must be at least 1"),
+        ("@type forward\n  handshake_timeout 0", "handshake_timeout must be positive"),
+    ]
+    for body, want in cases:
+        path = os.path.join(d, "c.conf")
+        with open(path, "w") as f:
+            f.write("<source>\n  %s\n</source>\n<match **>\n  @type null\n</match>\n" % body)
+        rc, err = weirtest.dry_run(path)
+        if want is None:
+            assert rc == 0, err
+        else:
+            assert rc != 0 and want in err, err
+
+
 if __name__ == "__main__":
-    weirtest.run_tests([test_idle_flood_under_low_fd_limit, test_hostile_sequence])
+    weirtest.run_tests([test_limit_parameters_checked, test_idle_flood_under_low_fd_limit,
+                        test_hostile_sequence])

@@ -138,6 +138,9 @@ static int fwd_read_conf(fwd_input_t *in, weir_conf_section_t *sec, weir_err_t *
                          "chunk_size_limit is too small");
         return -1;
     }
+    if (weir_ingest_conf_unit_limit(&in->limits, sec, in->frame_limit, "chunk_size_limit", err) !=
+        0)
+        return -1;
     weir_conf_section_t *tr = weir_conf_child(sec, "transport", 0);
     if (tr) {
         weir_conf_section_use(tr);

@@ -250,6 +250,8 @@ static int http_read_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t
                          "add_tag_prefix must not be empty");
         return -1;
     }
+    if (weir_ingest_conf_unit_limit(&in->limits, sec, in->body_limit, "body_size_limit", err) != 0)
+        return -1;
     weir_conf_section_t *tr = weir_conf_child(sec, "transport", 0);
     if (tr) {
         weir_conf_section_use(tr);
