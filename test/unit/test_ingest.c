@@ -113,16 +113,18 @@ static weir_ingest_t *start(weir_ingest_opts_t *o)
     return ing;
 }
 
+static bool g_stopped;
+
 static void stopped(void *arg)
 {
-    *(bool *)arg = true;
+    g_stopped = true;
 }
 
 static void finish(weir_ingest_t *ing)
 {
-    bool done = false;
-    weir_ingest_stop(ing, stopped, &done);
-    RUN_UNTIL(done);
+    g_stopped = false;
+    weir_ingest_stop(ing, stopped, NULL);
+    RUN_UNTIL(g_stopped);
     weir_ingest_free(ing);
     run_for(5);
 }
