@@ -38,6 +38,7 @@ class Hostile:
     def __init__(self, extra_fwd="", extra_http="", extra_sec=""):
         self.dir = tempfile.mkdtemp(prefix="weir-hostile-")
         self.p_fwd, self.p_sec, self.p_http = free_port(), free_port(), free_port()
+        self.p_prom = free_port()
         conf = """
 <source>
   @type forward
@@ -61,6 +62,11 @@ class Hostile:
   bind 127.0.0.1
 %s
 </source>
+<source>
+  @type prometheus
+  port %d
+  bind 127.0.0.1
+</source>
 <match **>
   @type file
   path %s/out/${tag}
@@ -75,14 +81,15 @@ class Hostile:
     flush_at_shutdown true
   </buffer>
 </match>
-""" % (self.p_fwd, extra_fwd, self.p_sec, extra_sec, self.p_http, extra_http, self.dir, self.dir)
+""" % (self.p_fwd, extra_fwd, self.p_sec, extra_sec, self.p_http, extra_http, self.p_prom,
+       self.dir, self.dir)
         self.conf = os.path.join(self.dir, "fluent.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
         self.err = open(os.path.join(self.dir, "stderr.log"), "ab")
         self.proc = subprocess.Popen([weirtest.WEIR_BIN, "-c", self.conf], stdout=self.err,
                                      stderr=self.err, cwd=self.dir, preexec_fn=low_nofile)
-        for p in (self.p_fwd, self.p_sec, self.p_http):
+        for p in (self.p_fwd, self.p_sec, self.p_http, self.p_prom):
             wait_port(p)
         self.seq = 0
         self.tags = 0
@@ -90,6 +97,21 @@ class Hostile:
     def log(self):
         with open(os.path.join(self.dir, "stderr.log"), "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def metric(self, name, plugin_type):
+        s = connect(self.p_prom)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        s.close()
+        for line in data.decode().splitlines():
+            if line.startswith(name + "{") and 'type="%s"' % plugin_type in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
@@ -312,6 +334,7 @@ def test_hostile_sequence():
         conns[3].settimeout(5)
         assert conns[3].recv(100).startswith(b"HTTP/1.1 200")
         assert "max_connections 4" in w.log()
+        assert w.metric("weir_input_connections_refused_total", "http") == 1
         for c in conns:
             c.close()
         w.legit(sender)
