@@ -75,9 +75,10 @@
  * its body) to arrive whole once its first byte did, and for a new connection's first byte.
  * Not reset by each byte: a peer trickling a byte a second is closed at the deadline. */
 #define WEIR_INGEST_PROGRESS_TIMEOUT_DEFAULT 60.0
-/* Default budget, bytes, for what the connections of one input hold together (unread bytes,
- * bodies being read, inflated copies). Past it, a connection that holds something stops
- * being read until the total drops; one that holds nothing still reads, so a sender of
+/* Default budget, bytes, for what the connections of every input hold together (unread
+ * bytes, bodies being read, converted copies): process-wide, so N peers cannot multiply the
+ * per-connection caps. Past an input's limit, a connection of that input that holds something
+ * stops being read until the total drops; one that holds nothing still reads, so a sender of
  * small units is served while others hold the budget. */
 #define WEIR_INGEST_MEMORY_LIMIT_DEFAULT (512ull * 1024 * 1024)
 /* A read buffer larger than this is released once it is empty, so one big unit does not pin
@@ -148,7 +149,7 @@ typedef struct weir_ingest_opts {
     bool require_auth;         /* units are only read after weir_ingest_conn_authenticated */
     double auth_timeout;       /* seconds */
     size_t preauth_limit;      /* unread bytes before authentication */
-    uint64_t memory_limit;     /* bytes held by this input's connections together */
+    uint64_t memory_limit;     /* bytes all inputs' connections may hold together */
     bool memory_limit_set;     /* given in the configuration */
     size_t max_unsent;         /* answer bytes a peer has not read before it is not read
                                   either; 0 = no limit */
@@ -177,7 +178,7 @@ int weir_ingest_port(const weir_ingest_t *ing);
 void *weir_ingest_data(const weir_ingest_t *ing);
 bool weir_ingest_stopping(const weir_ingest_t *ing);
 size_t weir_ingest_connections(const weir_ingest_t *ing);
-/* Bytes the connections hold now (the memory budget's count). */
+/* Bytes this input's connections hold now (its share of the process-wide count). */
 uint64_t weir_ingest_held(const weir_ingest_t *ing);
 /* Stops accepting; idle connections close now, one with a unit in flight after its answer;
  * then done(arg), once. */

@@ -11,8 +11,11 @@
  *   embedded requests (the emit, the name lookup) is outstanding. A request whose connection
  *   closed is cancelled: its completion only releases the struct. Everything else the
  *   connection held is freed when it closes.
- * - `held` is what the memory budget counts: unread bytes plus what the input reports; the
- *   input's total is the sum over its connections, kept exact at every change.
+ * - `held` is what the memory budget counts: unread bytes plus what the input reports. The
+ *   budget is process-wide: g_held sums every connection of every input, kept exact at every
+ *   change, and a connection of an input stops reading when g_held passes that input's
+ *   connection_memory_limit (one value on every source is one budget; with several, the
+ *   largest bounds the total).
  *
  * Deadlines are checked by one timer per input that walks the connection list: O(connections)
  * per tick (at most a few per second). That is nothing next to the reads those connections
@@ -34,8 +37,11 @@
 #define INGEST_DRAIN_POLL_MS 10
 #define INGEST_WARN_INTERVAL_MS 5000
 
-/* Connections of every input together, against the descriptor share (loop thread only). */
+/* Connections of every input together, against the descriptor share, and the bytes they
+ * hold together, against the memory budget (loop thread only). */
 static size_t g_open_conns;
+static uint64_t g_held;
+static weir_ingest_t *g_ingests; /* every live input, for unblocking across inputs */
 
 struct weir_ingest_conn {
     weir_ingest_t *ing;
@@ -82,7 +88,8 @@ struct weir_ingest {
     weir_ingest_conn_t *conns;
     size_t nconns;
     size_t nblocked; /* budget_blocked connections */
-    uint64_t held;
+    uint64_t held;   /* this input's share of g_held */
+    weir_ingest_t *gnext;
     bool stopping, freed;
     void (*stop_done)(void *);
     void *stop_arg;
@@ -121,14 +128,27 @@ static void conn_update_reading(weir_ingest_conn_t *ic)
         weir_conn_resume(ic->c);
 }
 
-static void unblock_budget(weir_ingest_t *ing)
+/* The total dropped: every input whose budget it is under again reads its blocked
+ * connections. O(connections) per release, and only while some are blocked. */
+static void unblock_budget(void)
 {
-    for (weir_ingest_conn_t *ic = ing->conns; ic && ing->nblocked > 0; ic = ic->next) {
-        if (!ic->budget_blocked) continue;
-        ic->budget_blocked = false;
-        ing->nblocked--;
-        conn_update_reading(ic);
+    for (weir_ingest_t *ing = g_ingests; ing; ing = ing->gnext) {
+        if (ing->nblocked == 0 || g_held > ing->o.memory_limit) continue;
+        for (weir_ingest_conn_t *ic = ing->conns; ic && ing->nblocked > 0; ic = ic->next) {
+            if (!ic->budget_blocked) continue;
+            ic->budget_blocked = false;
+            ing->nblocked--;
+            conn_update_reading(ic);
+        }
     }
+}
+
+static size_t g_nblocked(void)
+{
+    size_t n = 0;
+    for (weir_ingest_t *ing = g_ingests; ing; ing = ing->gnext)
+        n += ing->nblocked;
+    return n;
 }
 
 /* Recounts what the connection holds; past the budget, one that holds something stops reading
@@ -136,25 +156,26 @@ static void unblock_budget(weir_ingest_t *ing)
 static void conn_account(weir_ingest_conn_t *ic)
 {
     weir_ingest_t *ing = ic->ing;
-    uint64_t h = 0;
+    uint64_t h = 0, old = ic->held;
     if (!ic->closing) {
         h = ic->rbuf.len - ic->rpos;
         if (ing->ops->held) h += ing->ops->held(ic);
     }
     ing->held = ing->held - ic->held + h;
+    g_held = g_held - ic->held + h;
     ic->held = h;
-    if (ing->held > ing->o.memory_limit) {
+    if (g_held > ing->o.memory_limit) {
         if (h > 0 && !ic->budget_blocked && !ic->closing && !conn_busy(ic)) {
             ic->budget_blocked = true;
             ing->nblocked++;
-            weir_debug("%s: %s holds %llu bytes and the input's connections hold %llu (limit "
-                       "%llu): not reading it until they drop",
+            weir_debug("%s: %s holds %llu bytes and all connections hold %llu "
+                       "(connection_memory_limit %llu): not reading it until they drop",
                        ing->ops->name, weir_ingest_conn_peer(ic), (unsigned long long)h,
-                       (unsigned long long)ing->held, (unsigned long long)ing->o.memory_limit);
+                       (unsigned long long)g_held, (unsigned long long)ing->o.memory_limit);
             conn_update_reading(ic);
         }
-    } else if (ing->nblocked > 0) {
-        unblock_budget(ing);
+    } else if (h < old && g_nblocked() > 0) {
+        unblock_budget();
     }
 }
 
@@ -169,6 +190,11 @@ static void stop_check(weir_ingest_t *ing)
 static void ingest_release(weir_ingest_t *ing)
 {
     if (!ing->freed || ing->open_handles > 0 || ing->nconns > 0) return;
+    for (weir_ingest_t **p = &g_ingests; *p; p = &(*p)->gnext) {
+        if (*p != ing) continue;
+        *p = ing->gnext;
+        break;
+    }
     free(ing->label);
     free(ing);
 }
@@ -204,7 +230,7 @@ static void on_close(weir_conn_t *c, const char *reason)
     ic->hostname = NULL;
     ic->batch = NULL;
     ic->c = NULL;
-    if (ing->nblocked > 0 && ing->held <= ing->o.memory_limit) unblock_budget(ing);
+    if (g_nblocked() > 0) unblock_budget();
     conn_maybe_free(ic);
     stop_check(ing);
     ingest_release(ing);
@@ -728,6 +754,8 @@ weir_ingest_t *weir_ingest_new(uv_loop_t *loop, weir_engine_t *eng, const weir_i
             weir_plugin_metrics_registry(o->pm), o->pm, "weir_input_connections_refused_total",
             "Connections closed at once because the input had max_connections open",
             weir_plugin_metrics_labels(o->pm));
+    ing->gnext = g_ingests;
+    g_ingests = ing;
     uv_timer_init(loop, &ing->tick);
     uv_timer_init(loop, &ing->drain_poll);
     ing->tick.data = ing->drain_poll.data = ing;

@@ -298,6 +298,30 @@ static void test_memory_budget(void **state)
     finish(ing);
 }
 
+/* The budget is process-wide: what one input's connections hold stops another input's
+ * connection that holds bytes, and releasing it lets that one read again. */
+static void test_memory_budget_spans_inputs(void **state)
+{
+    weir_ingest_opts_t o;
+    weir_ingest_opts_init(&o);
+    o.memory_limit = 100000;
+    weir_ingest_t *a = start(&o), *b = start(&o);
+    int c1 = cli(a), c2 = cli(b);
+    cli_fill(c1, 80000);
+    RUN_UNTIL(weir_ingest_held(a) == 80000);
+    cli_fill(c2, 30000);
+    RUN_UNTIL(weir_ingest_held(b) == 30000); /* 110000 together: past the budget */
+    cli_fill(c2, 1000);
+    run_for(100);
+    assert_int_equal(weir_ingest_held(b), 30000);
+    close(c1);
+    RUN_UNTIL(weir_ingest_held(b) == 31000);
+    close(c2);
+    RUN_UNTIL(weir_ingest_held(b) == 0);
+    finish(a);
+    finish(b);
+}
+
 /* A unit that does not arrive whole within progress_timeout is cut off, and so is a
  * connection that sends nothing; one that completes its unit in time is answered. */
 static void test_progress_timeout(void **state)
@@ -373,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_preauth_limit),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_memory_budget),
+        cmocka_unit_test(test_memory_budget_spans_inputs),
         cmocka_unit_test(test_progress_timeout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
