@@ -275,6 +275,7 @@ def test_hostile_sequence():
         assert closed, "trickled HTTP headers were not cut off"
         s.close()
         w.legit(sender)
+        peak = max(peak, w.rss_kib())
 
         # 3. handshake: a PING of exactly the pre-auth limit is waited for, one byte more is
         # refused; a peer that never sends its PING is closed at handshake_timeout
@@ -292,6 +293,7 @@ def test_hostile_sequence():
         for s in (at, past, stall):
             s.close()
         w.legit(sender)
+        peak = max(peak, w.rss_kib())
 
         # 4. memory: 20 peers each hold a 2 MiB partial frame (40 MiB; each is within the
         # per-connection cap). connection_memory_limit 8m stops reading them past 8 MiB.
