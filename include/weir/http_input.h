@@ -1,5 +1,6 @@
 /* The pure parts of <source> @type http (Fluentd's in_http), shared by the plugin
- * (src/input/http/) and its tests: the HTTP/1.x request reader over Debian's http_parser, the
+ * (src/input/http/) and its tests: the HTTP/1.x request reader over Debian's http_parser
+ * (also the monitoring server's, src/input/monitor/httpd.c), the
  * body decoders that turn a request into an event batch, the event-time rules, the tag and
  * query-string rules, and the response bytes. Nothing here touches a socket or the loop.
  *
@@ -74,7 +75,13 @@ typedef struct weir_http_req {
     bool in_value;
     bool started; /* the first byte of a request was read */
     bool paused_for_request;
-    const char *error; /* why WEIR_HTTP_EV_ERROR */
+    size_t max_url;          /* WEIR_HTTP_MAX_URL_LEN; a caller may lower it after init */
+    size_t max_header_bytes; /* WEIR_HTTP_MAX_HEADER_BYTES, likewise */
+    bool last_cr;            /* the last head byte read was CR (bare-LF check) */
+    const char *error;       /* why WEIR_HTTP_EV_ERROR */
+    int error_status;        /* the status that error deserves: 400, 414 (URL), 431 (headers) */
+    bool rfc9112;            /* the error is one RFC 9112 answers with 400 (whitespace before
+                                a header's colon, a bare LF line ending) */
     weir_http_ev_t pending;
     /* ------------------------------------------------------------------------------------ */
     enum http_method method;

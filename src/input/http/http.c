@@ -1,61 +1,40 @@
 /* <source> @type http: Fluentd's in_http over HTTP/1.1, optionally TLS with client
  * certificates, as teleport-event-handler uses it (docs/http-input.md).
  *
- * Each connection reads one request at a time (request.c stops after every request), turns it
- * into a batch (body.c) and hands it to the router. While the output makes the batch durable
- * the connection stops reading, and the 200 is written only when the output reports it durable,
- * so a 200 always means "stored". Invariant: at most one request per connection is in flight,
- * so pipelined requests are answered in the order they came, one response each. A connection
- * whose peer does not read its responses stops being read too (WEIR_HTTP_MAX_UNSENT).
- *
- * Idle connections close keepalive_timeout after the last bytes they sent, checked by one
- * timer per input that walks the connection list: O(connections) per tick, which is nothing
- * for the tens of connections an event handler opens; a timer wheel would replace it if
- * thousands ever matter. */
+ * The connections belong to the ingest layer (src/net/ingest.c). This file is the framing -
+ * request.c's reader, stopping after the headers and after every request - the batch (body.c)
+ * and the answer. The layer emits one request per connection at a time with reading paused,
+ * and calls http_answer when the output reports it durable, so a 200 always means "stored"
+ * and pipelined requests are answered in the order they came, one response each. A peer that
+ * does not read its responses is not read either (WEIR_HTTP_MAX_UNSENT); an idle keep-alive
+ * connection closes after keepalive_timeout. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "weir/hash.h"
 #include "weir/http_input.h"
 #include "weir/inflate.h"
+#include "weir/ingest.h"
 #include "weir/log.h"
 #include "weir/net.h"
 #include "weir/plugin.h"
 
-#define HTTP_COMPACT_MIN (64 * 1024) /* move unread bytes to the front past this offset */
-#define HTTP_TICK_MS_MAX 1000        /* idle check period; shorter for short timeouts */
-#define HTTP_TICK_MS_MIN 50
-/* weir_conn has no "everything written" callback, so a connection that stopped reading its
- * responses is looked at again this often, and only while one is in that state. */
-#define HTTP_DRAIN_POLL_MS 10
+#define HTTP_WARN_INTERVAL_MS 5000
 /* After a request, buffers larger than this are released rather than kept for the next one,
  * so one big request does not pin its size on an idle keep-alive connection. */
-#define HTTP_KEEP_BUF_MAX (1024 * 1024)
+#define HTTP_KEEP_BUF_MAX WEIR_INGEST_KEEP_BUF_MAX
 
 static const char *const RESP_100 = "HTTP/1.1 100 Continue\r\n\r\n";
 
 typedef struct http_input http_input_t;
 
+/* The input's part of a connection (weir_ingest_conn_data); the ingest layer owns the rest. */
 typedef struct http_conn {
-    http_input_t *in;
-    weir_conn_t *c;
-    struct http_conn *prev, *next;
-    weir_buf_t rbuf; /* rbuf.data[rpos..len) is not parsed yet */
-    size_t rpos;
+    http_input_t *in; /* NULL until .open */
+    weir_ingest_conn_t *ic;
     weir_http_req_t req;
     weir_batch_t batch; /* the request in flight */
-    weir_buf_t scratch; /* responses, decompressed bodies, extras */
-    bool in_flight;     /* waiting for the output's durable callback */
-    bool waiting_space; /* the output was full: emit again when space frees up */
-    bool write_blocked; /* too many unread response bytes: not reading */
-    bool eof;
-    bool closing;
-    bool dead; /* gone, but the output's callback still holds it */
-    uint64_t last_read_ms;
-    uint64_t req_start_ns; /* when the request in flight was complete (uv_hrtime) */
-    uint64_t blocked_ms;   /* when write_blocked started */
-    size_t blocked_queue;
-    weir_space_waiter_t waiter;
+    weir_buf_t scratch; /* responses */
 } http_conn_t;
 
 struct http_input {
@@ -87,21 +66,12 @@ struct http_input {
     char *time_key;
     regex_t null_re;
     bool have_null_re;
+    weir_ingest_opts_t limits; /* max_connections, the timeouts, the memory budget */
     /* running */
-    weir_listener_t *listener;
-    uv_timer_t *tick;
-    uv_timer_t *drain_poll;
-    http_conn_t *conns;
-    size_t nconns;
-    bool stopping;
-    void (*stop_done)(void *);
-    void *stop_arg;
+    weir_ingest_t *ing;
     weir_ratelimit_t warn_rl;
     weir_counter_t *parse_errors; /* weir_input_parse_errors_total */
 };
-
-static void conn_process(http_conn_t *hc);
-static void on_drain_poll(uv_timer_t *t);
 
 /* ---- configuration ------------------------------------------------------------------------ */
 
@@ -270,7 +240,7 @@ static int http_read_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t
         weir_conf_get_bool(sec, "dump_error_log", &in->dump_error_log, err) < 0 ||
         get_owned_str(sec, "add_tag_prefix", &in->tag_prefix, err) < 0 ||
         weir_conf_get_str(sec, "@label", &label, err) < 0 || read_cors_conf(in, sec, err) != 0 ||
-        read_parse_conf(in, sec, err) != 0)
+        read_parse_conf(in, sec, err) != 0 || weir_ingest_conf_read(&in->limits, sec, err) != 0)
         return -1;
     if (port < 0 || port > 65535) {
         weir_conf_errorf(err, weir_conf_find(sec, "port"), "port must be 0..65535");
@@ -281,6 +251,8 @@ static int http_read_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t
                          "add_tag_prefix must not be empty");
         return -1;
     }
+    if (weir_ingest_conf_unit_limit(&in->limits, sec, in->body_limit, "body_size_limit", err) != 0)
+        return -1;
     weir_conf_section_t *tr = weir_conf_child(sec, "transport", 0);
     if (tr) {
         weir_conf_section_use(tr);
@@ -302,34 +274,22 @@ static int http_read_conf(http_input_t *in, weir_conf_section_t *sec, weir_err_t
 
 static void conn_close(http_conn_t *hc, const char *why)
 {
-    if (hc->closing) return;
-    hc->closing = true;
-    weir_conn_close(hc->c, why);
+    weir_ingest_conn_close(hc->ic, why);
 }
 
 static void conn_drop(http_conn_t *hc, const char *what)
 {
-    unsigned long skipped = 0;
-    if (weir_ratelimit_ok(&hc->in->warn_rl, &skipped))
-        weir_warn("http: closing connection from %s:%d: %s (%lu similar warnings suppressed)",
-                  weir_conn_peer_addr(hc->c), weir_conn_peer_port(hc->c), what, skipped);
-    conn_close(hc, what);
+    weir_ingest_conn_fail(hc->ic, what);
 }
 
 static void write_bytes(http_conn_t *hc, const char *p, size_t n)
 {
-    weir_conn_write(hc->c, p, n);
-    if (weir_conn_write_queue_size(hc->c) <= WEIR_HTTP_MAX_UNSENT || hc->write_blocked) return;
-    /* the peer is not reading what we answer: stop reading what it asks */
-    hc->write_blocked = true;
-    hc->blocked_ms = uv_now(weir_engine_loop(hc->in->eng));
-    hc->blocked_queue = weir_conn_write_queue_size(hc->c);
-    weir_conn_pause(hc->c);
-    if (hc->in->drain_poll && !uv_is_active((uv_handle_t *)hc->in->drain_poll))
-        uv_timer_start(hc->in->drain_poll, on_drain_poll, HTTP_DRAIN_POLL_MS, HTTP_DRAIN_POLL_MS);
-    weir_debug("http: %s:%d is not reading its responses (%zu bytes waiting); not reading its "
-               "requests until it does",
-               weir_conn_peer_addr(hc->c), weir_conn_peer_port(hc->c), hc->blocked_queue);
+    weir_ingest_conn_write(hc->ic, p, n);
+}
+
+static const char *peer_addr(const http_conn_t *hc)
+{
+    return weir_ingest_conn_peer(hc->ic);
 }
 
 /* in_http's send_response, then a close unless the request keeps the connection. */
@@ -385,7 +345,6 @@ static size_t tail_headers(http_conn_t *hc, weir_http_hdr_t *h, size_t n)
 
 static void respond_ok(http_conn_t *hc)
 {
-    weir_metrics_input_ack_latency(hc->in->pm, uv_hrtime() - hc->req_start_ns);
     weir_http_hdr_t h[4];
     size_t n = 0;
     const char *status = "200 OK";
@@ -418,6 +377,19 @@ static void respond_error(http_conn_t *hc, const char *status, const char *msg)
     weir_buf_free(&body);
 }
 
+/* RFC 9112's 400 for a request it calls invalid, then the connection ends. */
+static void respond_error_close(http_conn_t *hc, const char *msg)
+{
+    weir_buf_t body;
+    weir_buf_init(&body);
+    weir_buf_printf(&body, "400 Bad Request\n%s\n", msg);
+    weir_http_hdr_t h[1] = {{"Connection", "close"}};
+    hc->scratch.len = 0;
+    weir_http_response(&hc->scratch, "400 Bad Request", h, 1, body.data, body.len);
+    write_bytes(hc, hc->scratch.data, hc->scratch.len);
+    weir_buf_free(&body);
+}
+
 static void respond_too_large(http_conn_t *hc)
 {
     respond(hc, "413 Request Entity Too Large", NULL, 0, "Too large", 9, true);
@@ -425,7 +397,7 @@ static void respond_too_large(http_conn_t *hc)
 
 /* ---- the request in flight ---------------------------------------------------------------- */
 
-/* The response went out: get ready for the next request, or close. */
+/* The response went out: get ready for the next request. */
 static void request_done(http_conn_t *hc)
 {
     weir_http_req_next(&hc->req);
@@ -434,75 +406,19 @@ static void request_done(http_conn_t *hc)
         weir_buf_free(&hc->batch.data);
         weir_batch_reset(&hc->batch);
     }
-    if (hc->in->stopping) conn_close(hc, NULL);
 }
 
-static void emit_done(void *arg, int status)
+/* The request's events are stored (200), or not (500: the sender retries). */
+static void http_answer(weir_ingest_conn_t *ic, weir_ingest_status_t st)
 {
-    http_conn_t *hc = arg;
-    hc->in_flight = false;
-    if (hc->dead) {
-        free(hc);
-        return;
-    }
-    if (hc->closing) return;
-    if (status != 0)
-        respond_error(hc, "500 Internal Server Error", "the output could not store the events");
+    http_conn_t *hc = weir_ingest_conn_data(ic);
+    if (st == WEIR_INGEST_STORED)
+        respond_ok(hc);
     else
-        respond_ok(hc);
+        respond_error(hc, "500 Internal Server Error",
+                      st == WEIR_INGEST_FAILED ? "the output could not store the events"
+                                               : "the output rejected the events");
     request_done(hc);
-    if (!hc->closing && !hc->write_blocked) {
-        weir_conn_resume(hc->c);
-        conn_process(hc);
-    }
-}
-
-static void space_ready(void *arg);
-
-/* Hands the batch to the router. Returns true when the connection may read on now. */
-static bool conn_emit(http_conn_t *hc)
-{
-    if (hc->batch.count == 0) {
-        respond_ok(hc);
-        request_done(hc);
-        return !hc->closing;
-    }
-    weir_emit_result_t r = weir_engine_emit(hc->in->eng, hc->in->label, &hc->batch, emit_done, hc);
-    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
-        weir_metrics_input_events(hc->in->pm, hc->batch.tag, hc->batch.count, hc->req.body.len);
-    switch (r) {
-    case WEIR_EMIT_DONE:
-        respond_ok(hc);
-        request_done(hc);
-        return !hc->closing;
-    case WEIR_EMIT_PENDING:
-        hc->in_flight = true;
-        weir_conn_pause(hc->c);
-        return false;
-    case WEIR_EMIT_FULL:
-        hc->waiting_space = true;
-        weir_conn_pause(hc->c);
-        hc->waiter.fn = space_ready;
-        hc->waiter.arg = hc;
-        weir_engine_on_space(hc->in->eng, &hc->waiter);
-        return false;
-    case WEIR_EMIT_ERROR:
-    default:
-        respond_error(hc, "500 Internal Server Error", "the output rejected the events");
-        request_done(hc);
-        return !hc->closing;
-    }
-}
-
-static void space_ready(void *arg)
-{
-    http_conn_t *hc = arg;
-    hc->waiting_space = false;
-    if (hc->closing) return;
-    if (conn_emit(hc) && !hc->write_blocked) {
-        weir_conn_resume(hc->c);
-        conn_process(hc);
-    }
 }
 
 /* ---- building the batch -------------------------------------------------------------------- */
@@ -615,7 +531,7 @@ static void build_extras(http_conn_t *hc, const char *query, size_t qlen, extras
             size_t n = comma ? (size_t)(comma - xff->value) : xff->value_len;
             extras_add(x, &key, n ? xff->value : NULL, n, false);
         } else {
-            const char *a = weir_conn_peer_addr(hc->c);
+            const char *a = peer_addr(hc);
             extras_add(x, &key, a, strlen(a), false);
         }
     }
@@ -631,7 +547,7 @@ static void warn_skips(http_conn_t *hc, const weir_http_body_skips_t *sk)
     if (weir_ratelimit_ok(&hc->in->warn_rl, &suppressed))
         weir_warn("http: dropped %zu value(s) of a request from %s that did not parse, first: "
                   "%s (%lu similar warnings suppressed)",
-                  sk->count, weir_conn_peer_addr(hc->c), sk->first.msg, suppressed);
+                  sk->count, peer_addr(hc), sk->first.msg, suppressed);
 }
 
 /* Builds the batch of a POST-like request; answers 400 itself. Returns false when the
@@ -655,8 +571,7 @@ static bool build_batch(http_conn_t *hc)
         weir_err_t zerr;
         if (weir_inflate(gz ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZLIB, body->data, body->len,
                          in->decompress_limit, &plain, &zerr) != 0) {
-            weir_warn("http: fails to decode payload from %s: %s", weir_conn_peer_addr(hc->c),
-                      zerr.msg);
+            weir_warn("http: fails to decode payload from %s: %s", peer_addr(hc), zerr.msg);
             weir_buf_free(&plain);
             respond(hc, "400 Bad Request", NULL, 0, "", 0, true);
             return false;
@@ -712,7 +627,7 @@ static bool build_batch(http_conn_t *hc)
         if (weir_ratelimit_ok(&in->warn_rl, &skipped))
             weir_error("http: failed to process request from %s: %s (%lu similar errors "
                        "suppressed)",
-                       weir_conn_peer_addr(hc->c), err.msg, skipped);
+                       peer_addr(hc), err.msg, skipped);
     }
     respond_error(hc, "400 Bad Request", err.msg);
     request_done(hc);
@@ -748,19 +663,18 @@ static void handle_options(http_conn_t *hc)
     respond(hc, "200 OK", h, n, "", 0, true);
 }
 
-/* A whole request arrived. Returns true when the connection may go on with the next one. */
-static bool handle_request(http_conn_t *hc)
+/* A whole request arrived: its batch to emit, or answered here already. */
+static weir_ingest_res_t handle_request(http_conn_t *hc, weir_ingest_frame_t *f)
 {
     http_input_t *in = hc->in;
     weir_http_req_t *r = &hc->req;
-    hc->req_start_ns = uv_hrtime();
     if (r->method == HTTP_GET) { /* health checks (Azure): 200 and close */
         respond(hc, "200 OK", NULL, 0, "", 0, true);
-        return false;
+        return WEIR_INGEST_CLOSE;
     }
     if (r->method == HTTP_OPTIONS) {
         handle_options(hc);
-        return false;
+        return WEIR_INGEST_CLOSE;
     }
     /* every other method is handled as POST */
     if (in->cors_set && !cors_star(in)) {
@@ -768,11 +682,13 @@ static bool handle_request(http_conn_t *hc)
         if (o && !cors_origin_ok(in, o->value)) {
             weir_http_hdr_t h[1] = {{"Connection", "close"}};
             respond(hc, "403 Forbidden", h, 1, "", 0, true);
-            return false;
+            return WEIR_INGEST_CLOSE;
         }
     }
-    if (!build_batch(hc)) return !hc->closing;
-    return conn_emit(hc);
+    if (!build_batch(hc)) return WEIR_INGEST_NEXT; /* answered (400), or closed */
+    f->batch = &hc->batch;
+    f->wire_bytes = r->body.len;
+    return WEIR_INGEST_EMIT;
 }
 
 /* Headers are in: answer Expect, refuse a body that cannot fit before it arrives. */
@@ -796,184 +712,77 @@ static void handle_headers(http_conn_t *hc)
     if (r->has_length && r->content_length > hc->in->body_limit) respond_too_large(hc);
 }
 
-/* ---- connections --------------------------------------------------------------------------- */
+/* ---- framing (the connection itself is the ingest layer's) ------------------------------- */
 
-static bool conn_busy(const http_conn_t *hc)
+/* The reader stops after the headers (a unit of their own: 100-continue, 413 before the
+ * body) and after each whole request. */
+static weir_ingest_res_t http_frame(weir_ingest_conn_t *ic, const char *p, size_t avail,
+                                    weir_ingest_frame_t *f)
 {
-    return hc->in_flight || hc->waiting_space;
-}
-
-static void compact(http_conn_t *hc)
-{
-    if (hc->rpos == hc->rbuf.len) {
-        hc->rpos = hc->rbuf.len = 0;
-    } else if (hc->rpos >= HTTP_COMPACT_MIN && hc->rpos * 2 >= hc->rbuf.len) {
-        memmove(hc->rbuf.data, hc->rbuf.data + hc->rpos, hc->rbuf.len - hc->rpos);
-        hc->rbuf.len -= hc->rpos;
-        hc->rpos = 0;
-    }
-}
-
-/* Runs the buffered bytes through the reader until a request is in flight, the peer stops
- * reading responses, or the bytes run out. */
-static void conn_process(http_conn_t *hc)
-{
-    while (!hc->closing && !conn_busy(hc) && !hc->write_blocked && hc->rpos < hc->rbuf.len) {
-        weir_http_ev_t ev;
-        size_t avail = hc->rbuf.len - hc->rpos;
-        size_t n = weir_http_req_feed(&hc->req, hc->rbuf.data + hc->rpos, avail, &ev);
-        hc->rpos += n;
-        if (ev == WEIR_HTTP_EV_HEADERS) {
-            handle_headers(hc);
-        } else if (ev == WEIR_HTTP_EV_REQUEST) {
-            handle_request(hc);
-        } else if (ev == WEIR_HTTP_EV_TOO_LARGE) {
-            respond_too_large(hc);
-        } else if (ev == WEIR_HTTP_EV_ERROR) {
-            conn_drop(hc, hc->req.error ? hc->req.error : "malformed HTTP request");
-        } else if (n == 0) {
-            conn_drop(hc, "the HTTP reader made no progress"); /* never loop forever */
+    http_conn_t *hc = weir_ingest_conn_data(ic);
+    weir_http_ev_t ev;
+    f->consumed = weir_http_req_feed(&hc->req, p, avail, &ev);
+    switch (ev) {
+    case WEIR_HTTP_EV_HEADERS:
+        handle_headers(hc);
+        return WEIR_INGEST_NEXT;
+    case WEIR_HTTP_EV_REQUEST:
+        return handle_request(hc, f);
+    case WEIR_HTTP_EV_TOO_LARGE:
+        respond_too_large(hc);
+        return WEIR_INGEST_CLOSE;
+    case WEIR_HTTP_EV_ERROR:
+        f->why = hc->req.error ? hc->req.error : "malformed HTTP request";
+        if (!hc->req.rfc9112) return WEIR_INGEST_ERROR; /* in_http closes without an answer */
+        respond_error_close(hc, f->why);
+        weir_ingest_conn_fail(ic, f->why); /* logged; closes after the 400 went out */
+        return WEIR_INGEST_CLOSE;
+    case WEIR_HTTP_EV_NONE:
+    default:
+        if (f->consumed == 0) { /* never loop forever */
+            f->why = "the HTTP reader made no progress";
+            return WEIR_INGEST_ERROR;
         }
+        return WEIR_INGEST_MORE;
     }
-    compact(hc);
-    if (hc->closing || conn_busy(hc) || hc->write_blocked) return;
-    if (hc->eof) {
-        if (weir_http_req_eof(&hc->req) == WEIR_HTTP_EV_ERROR)
-            weir_debug("http: %s closed in the middle of a request", weir_conn_peer_addr(hc->c));
-        conn_close(hc, NULL);
-        return;
-    }
-    if (hc->in->stopping) conn_close(hc, NULL);
 }
 
-static void on_data(weir_conn_t *c, const char *data, size_t len)
+/* What the request being read holds (its URL, headers and body so far). */
+static size_t http_held(weir_ingest_conn_t *ic)
 {
-    http_conn_t *hc = weir_conn_get_data(c);
-    if (hc->closing) return;
-    hc->last_read_ms = uv_now(weir_engine_loop(hc->in->eng));
-    weir_buf_append(&hc->rbuf, data, len);
-    conn_process(hc);
+    http_conn_t *hc = weir_ingest_conn_data(ic);
+    if (!hc->in || !weir_http_req_started(&hc->req)) return 0;
+    return hc->req.url.len + hc->req.hdata.len + hc->req.body.len;
 }
 
-static void on_eof(weir_conn_t *c)
+static void http_open(weir_ingest_conn_t *ic)
 {
-    http_conn_t *hc = weir_conn_get_data(c);
-    hc->eof = true;
-    if (!hc->closing) conn_process(hc);
+    http_conn_t *hc = weir_ingest_conn_data(ic);
+    hc->in = weir_ingest_data(weir_ingest_conn_ingest(ic));
+    hc->ic = ic;
+    weir_http_req_init(&hc->req, hc->in->body_limit);
+    weir_batch_init(&hc->batch, "", 0);
+    weir_buf_init(&hc->scratch);
 }
 
-static void on_ready(weir_conn_t *c)
+static void http_closed(weir_ingest_conn_t *ic)
 {
-    http_conn_t *hc = weir_conn_get_data(c);
-    hc->last_read_ms = uv_now(weir_engine_loop(hc->in->eng));
-}
-
-static void stop_check(http_input_t *in);
-
-static void on_close(weir_conn_t *c, const char *reason)
-{
-    http_conn_t *hc = weir_conn_get_data(c);
-    http_input_t *in = hc->in;
-    if (hc->waiting_space) weir_engine_cancel_space(in->eng, &hc->waiter);
-    if (hc->prev)
-        hc->prev->next = hc->next;
-    else
-        in->conns = hc->next;
-    if (hc->next) hc->next->prev = hc->prev;
-    in->nconns--;
-    weir_metrics_input_connection(in->pm, -1);
-    weir_buf_free(&hc->rbuf);
+    http_conn_t *hc = weir_ingest_conn_data(ic);
+    if (!hc->in) return; /* closed before it was ready */
     weir_buf_free(&hc->scratch);
     weir_http_req_free(&hc->req);
     weir_batch_free(&hc->batch);
-    hc->closing = true;
-    if (hc->in_flight)
-        hc->dead = true; /* the output still holds hc: its callback frees it */
-    else
-        free(hc);
-    stop_check(in);
 }
 
-static const weir_conn_cbs_t conn_cbs = {
-    .on_data = on_data,
-    .on_eof = on_eof,
-    .on_ready = on_ready,
-    .on_close = on_close,
+static const weir_ingest_ops_t http_ingest_ops = {
+    .name = "http",
+    .conn_size = sizeof(http_conn_t),
+    .open = http_open,
+    .frame = http_frame,
+    .answer = http_answer,
+    .held = http_held,
+    .closed = http_closed,
 };
-
-static void on_accept(weir_listener_t *l, weir_conn_t *c)
-{
-    http_input_t *in = weir_listener_data(l);
-    http_conn_t *hc = weir_calloc(1, sizeof *hc);
-    hc->in = in;
-    hc->c = c;
-    hc->last_read_ms = uv_now(weir_engine_loop(in->eng));
-    weir_http_req_init(&hc->req, in->body_limit);
-    weir_batch_init(&hc->batch, "", 0);
-    hc->next = in->conns;
-    if (in->conns) in->conns->prev = hc;
-    in->conns = hc;
-    in->nconns++;
-    weir_metrics_input_connection(in->pm, 1);
-    weir_conn_setup(c, &conn_cbs, hc);
-}
-
-/* A connection blocked on unread responses reads again once they drained to half the limit,
- * and is dropped when they stop draining for keepalive_timeout. Returns true while it stays
- * blocked. */
-static bool check_blocked(http_conn_t *hc, uint64_t now)
-{
-    size_t q = weir_conn_write_queue_size(hc->c);
-    if (q <= WEIR_HTTP_MAX_UNSENT / 2) {
-        weir_debug("http: %s:%d reads its responses again", weir_conn_peer_addr(hc->c),
-                   weir_conn_peer_port(hc->c));
-        hc->write_blocked = false;
-        hc->last_read_ms = now;
-        weir_conn_resume(hc->c);
-        conn_process(hc);
-        return hc->write_blocked;
-    }
-    if (q < hc->blocked_queue) {
-        hc->blocked_queue = q;
-        hc->blocked_ms = now;
-    } else if (now - hc->blocked_ms >= (uint64_t)(hc->in->keepalive_timeout * 1000)) {
-        hc->closing = true;
-        weir_conn_abort(hc->c, "the peer stopped reading responses");
-        return false;
-    }
-    return true;
-}
-
-static void on_drain_poll(uv_timer_t *t)
-{
-    http_input_t *in = t->data;
-    uint64_t now = uv_now(t->loop);
-    bool any = false;
-    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
-        next = hc->next;
-        if (hc->write_blocked && !hc->closing && !conn_busy(hc)) any |= check_blocked(hc, now);
-    }
-    if (!any) uv_timer_stop(t);
-}
-
-/* Idle connections close keepalive_timeout after the last bytes they sent. */
-static void on_tick(uv_timer_t *t)
-{
-    http_input_t *in = t->data;
-    uint64_t now = uv_now(t->loop);
-    uint64_t idle_ms = (uint64_t)(in->keepalive_timeout * 1000);
-    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
-        next = hc->next;
-        if (hc->closing || conn_busy(hc) || hc->write_blocked) continue;
-        if (now - hc->last_read_ms >= idle_ms) conn_close(hc, NULL);
-    }
-}
-
-static void on_tls_fail(weir_listener_t *l, const char *peer, const char *reason)
-{
-    http_input_t *in = weir_listener_data(l);
-    weir_metrics_input_tls_failure(in->pm);
-}
 
 /* ---- plugin -------------------------------------------------------------------------------- */
 
@@ -991,7 +800,7 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
         "Values of accepted requests dropped because they did not parse (answered 200, as "
         "Fluentd does).",
         weir_plugin_metrics_labels(in->pm));
-    in->warn_rl.interval_ms = 5000;
+    in->warn_rl.interval_ms = HTTP_WARN_INTERVAL_MS;
     if (http_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type http>");
         http_destroy(in);
@@ -1004,80 +813,42 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
 static int http_start(void *state, weir_err_t *err)
 {
     http_input_t *in = state;
-    weir_listener_opts_t lo = {
-        .bind = in->bind,
-        .port = in->port,
-        .backlog = in->backlog,
-        .tls = &in->tls,
-        .linger_timeout = in->linger,
-        .on_accept = on_accept,
-        .on_tls_fail = on_tls_fail,
-        .data = in,
-    };
-    uv_loop_t *loop = weir_engine_loop(in->eng);
-    in->listener = weir_listener_new(loop, &lo, err);
-    if (!in->listener) {
+    weir_ingest_opts_t o = in->limits;
+    o.bind = in->bind;
+    o.port = in->port;
+    o.backlog = in->backlog;
+    o.tls = &in->tls;
+    o.linger_timeout = in->linger;
+    o.label = in->label;
+    o.pm = in->pm;
+    o.idle_timeout = in->keepalive_timeout;
+    o.max_unsent = WEIR_HTTP_MAX_UNSENT;
+    o.data = in;
+    in->ing = weir_ingest_new(weir_engine_loop(in->eng), in->eng, &http_ingest_ops, &o, err);
+    if (!in->ing) {
         weir_err_prefix(err, "http input on %s:%d", in->bind, in->port);
         return -1;
     }
-    uint64_t idle_ms = (uint64_t)(in->keepalive_timeout * 1000);
-    uint64_t tick = idle_ms / 4;
-    if (tick > HTTP_TICK_MS_MAX) tick = HTTP_TICK_MS_MAX;
-    if (tick < HTTP_TICK_MS_MIN) tick = HTTP_TICK_MS_MIN;
-    in->tick = weir_calloc(1, sizeof *in->tick);
-    uv_timer_init(loop, in->tick);
-    in->tick->data = in;
-    uv_timer_start(in->tick, on_tick, tick, tick);
-    uv_unref((uv_handle_t *)in->tick);
-    in->drain_poll = weir_calloc(1, sizeof *in->drain_poll);
-    uv_timer_init(loop, in->drain_poll);
-    in->drain_poll->data = in;
-    uv_unref((uv_handle_t *)in->drain_poll);
-    weir_info("listening on %s:%d (http%s)", in->bind, weir_listener_port(in->listener),
+    weir_info("listening on %s:%d (http%s)", in->bind, weir_ingest_port(in->ing),
               in->tls.enabled ? " over TLS" : "");
     return 0;
-}
-
-static void close_timer(uv_timer_t **t)
-{
-    if (!*t) return;
-    uv_timer_stop(*t);
-    uv_close((uv_handle_t *)*t, (uv_close_cb)free);
-    *t = NULL;
-}
-
-static void stop_check(http_input_t *in)
-{
-    if (!in->stopping || in->nconns > 0 || !in->stop_done) return;
-    void (*done)(void *) = in->stop_done;
-    in->stop_done = NULL;
-    done(in->stop_arg);
 }
 
 static void http_stop(void *state, void (*done)(void *), void *arg)
 {
     http_input_t *in = state;
-    in->stopping = true;
-    in->stop_done = done;
-    in->stop_arg = arg;
-    if (in->listener) weir_listener_close(in->listener);
-    in->listener = NULL;
-    /* idle (or half-read) connections close now; one with a request in flight closes after
-     * its response */
-    for (http_conn_t *hc = in->conns, *next; hc; hc = next) {
-        next = hc->next;
-        if (!conn_busy(hc)) conn_close(hc, NULL);
+    if (!in->ing) {
+        done(arg);
+        return;
     }
-    stop_check(in);
+    weir_ingest_stop(in->ing, done, arg);
 }
 
 static void http_destroy(void *state)
 {
     http_input_t *in = state;
     if (!in) return;
-    if (in->listener) weir_listener_close(in->listener);
-    close_timer(&in->tick);
-    close_timer(&in->drain_poll);
+    weir_ingest_free(in->ing);
     free(in->bind);
     free(in->tag_prefix);
     free(in->label);

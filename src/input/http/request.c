@@ -1,4 +1,5 @@
-/* HTTP/1.x requests for <source> @type http, read with Debian's http_parser, plus the small
+/* HTTP/1.x requests, read with Debian's http_parser - the one reader for <source> @type http
+ * and the monitoring server - plus the small
  * protocol rules of in_http: the tag from the path, WEBrick's query-string parsing, the
  * request-target check of Ruby's URI.parse, and the response bytes.
  *
@@ -22,9 +23,10 @@ static weir_http_req_t *req_of(http_parser *hp)
     return hp->data;
 }
 
-static int fail(weir_http_req_t *r, const char *why)
+static int fail(weir_http_req_t *r, int status, const char *why)
 {
     r->error = why;
+    r->error_status = status;
     return -1;
 }
 
@@ -45,7 +47,7 @@ static int on_message_begin(http_parser *hp)
 static int on_url(http_parser *hp, const char *at, size_t len)
 {
     weir_http_req_t *r = req_of(hp);
-    if (r->url.len + len > WEIR_HTTP_MAX_URL_LEN) return fail(r, "request URL over the limit");
+    if (r->url.len + len > r->max_url) return fail(r, 414, "request URL over the limit");
     r->header_bytes += len;
     weir_buf_append(&r->url, at, len);
     return 0;
@@ -54,8 +56,8 @@ static int on_url(http_parser *hp, const char *at, size_t len)
 static int count_header_bytes(weir_http_req_t *r, size_t len)
 {
     r->header_bytes += len;
-    if (r->header_bytes > WEIR_HTTP_MAX_HEADER_BYTES)
-        return fail(r, "request headers over the limit");
+    if (r->header_bytes > r->max_header_bytes)
+        return fail(r, 431, "request headers over the limit");
     return 0;
 }
 
@@ -65,8 +67,14 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     weir_http_req_t *r = req_of(hp);
     if (count_header_bytes(r, len) != 0) return -1;
     if (r->headers_done) return 0; /* trailers: counted, not kept */
+    /* http_parser built without HTTP_PARSER_STRICT takes "Content-Length : 12" as a header
+     * named "Content-Length ": RFC 9112 section 5.1 says 400. */
+    if (memchr(at, ' ', len) || memchr(at, '\t', len)) {
+        r->rfc9112 = true;
+        return fail(r, 400, "whitespace in a header field name (RFC 9112 section 5.1)");
+    }
     if (r->in_value || r->nheaders == 0) {
-        if (r->nheaders == WEIR_HTTP_MAX_HEADERS) return fail(r, "too many request headers");
+        if (r->nheaders == WEIR_HTTP_MAX_HEADERS) return fail(r, 431, "too many request headers");
         if (r->nheaders == r->hcap) {
             r->hcap = r->hcap ? r->hcap * 2 : 16;
             r->hoff = weir_realloc(r->hoff, r->hcap * 2 * sizeof *r->hoff);
@@ -185,6 +193,8 @@ void weir_http_req_init(weir_http_req_t *r, uint64_t body_limit)
     http_parser_init(&r->hp, HTTP_REQUEST);
     r->hp.data = r;
     r->body_limit = body_limit;
+    r->max_url = WEIR_HTTP_MAX_URL_LEN;
+    r->max_header_bytes = WEIR_HTTP_MAX_HEADER_BYTES;
     weir_buf_init(&r->url);
     weir_buf_init(&r->hdata);
     weir_buf_init(&r->body);
@@ -201,6 +211,18 @@ void weir_http_req_free(weir_http_req_t *r)
     r->headers = NULL;
 }
 
+/* RFC 9112 section 2.2: a line ends with CRLF; a bare LF (which http_parser takes) gets 400.
+ * The reader pauses at the end of the headers, so the bytes of one call are all head bytes
+ * (request line, headers) or all body bytes; only head bytes are looked at, once each. */
+static bool bare_lf(weir_http_req_t *r, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (data[i] == '\n' && !(i > 0 ? data[i - 1] == '\r' : r->last_cr)) return true;
+    }
+    if (n > 0) r->last_cr = data[n - 1] == '\r';
+    return false;
+}
+
 size_t weir_http_req_feed(weir_http_req_t *r, const char *data, size_t len, weir_http_ev_t *ev)
 {
     *ev = WEIR_HTTP_EV_NONE;
@@ -208,8 +230,15 @@ size_t weir_http_req_feed(weir_http_req_t *r, const char *data, size_t len, weir
     if (len == 0) return 0;              /* 0 would tell http_parser the peer closed */
     if (HTTP_PARSER_ERRNO(&r->hp) == HPE_PAUSED) http_parser_pause(&r->hp, 0);
     r->pending = WEIR_HTTP_EV_NONE;
+    bool head = !r->headers_done;
     size_t n = http_parser_execute(&r->hp, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->hp);
+    if (head && (e == HPE_OK || e == HPE_PAUSED) && bare_lf(r, data, n)) {
+        r->rfc9112 = true;
+        fail(r, 400, "a line ending in LF without CR (RFC 9112 section 2.2)");
+        *ev = WEIR_HTTP_EV_ERROR;
+        return n;
+    }
     if (e == HPE_OK || e == HPE_PAUSED) {
         *ev = r->pending;
         return n;
@@ -218,7 +247,7 @@ size_t weir_http_req_feed(weir_http_req_t *r, const char *data, size_t len, weir
         *ev = WEIR_HTTP_EV_TOO_LARGE;
         return n;
     }
-    if (!r->error) r->error = http_errno_description(e);
+    if (!r->error) fail(r, 400, http_errno_description(e));
     *ev = WEIR_HTTP_EV_ERROR;
     return n;
 }
@@ -235,7 +264,7 @@ weir_http_ev_t weir_http_req_eof(weir_http_req_t *r)
     http_parser_execute(&r->hp, &settings, NULL, 0);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->hp);
     if (e != HPE_OK && e != HPE_PAUSED) {
-        r->error = "the peer closed the connection in the middle of a request";
+        fail(r, 400, "the peer closed the connection in the middle of a request");
         return WEIR_HTTP_EV_ERROR;
     }
     return WEIR_HTTP_EV_NONE;
@@ -252,6 +281,7 @@ void weir_http_req_next(weir_http_req_t *r)
     r->body.len = 0;
     r->header_bytes = 0;
     r->in_value = false;
+    r->last_cr = false;
     if (HTTP_PARSER_ERRNO(&r->hp) == HPE_PAUSED) http_parser_pause(&r->hp, 0);
 }
 

@@ -1,7 +1,8 @@
 /* What the monitoring sources share: a small HTTP/1.1 server for GET requests on weir's
- * listener/connection layer (httpd.c), the settings every HTTP monitoring source reads, and
- * the health check (health.c). The sources themselves are prometheus.c (`prometheus`,
- * `prometheus_monitor`, `prometheus_output_monitor`) and monitor_agent.c (`monitor_agent`). */
+ * ingest-connection layer with in_http's request reader (httpd.c), the settings every HTTP
+ * monitoring source reads, and the health check (health.c). The sources themselves are prometheus.c
+ * (`prometheus`, `prometheus_monitor`, `prometheus_output_monitor`) and monitor_agent.c
+ * (`monitor_agent`). */
 #ifndef WEIR_MONITOR_INTERNAL_H
 #define WEIR_MONITOR_INTERNAL_H
 
@@ -16,8 +17,8 @@
 #define MON_MAX_URL 4096                 /* 414 past it */
 #define MON_MAX_HEADER_BYTES (16 * 1024) /* 431 past it */
 #define MON_MAX_BODY (64 * 1024)         /* 413 past it (a body is read and ignored) */
-#define MON_MAX_CONNS 64                 /* more are closed at once */
-#define MON_IDLE_TIMEOUT_MS 30000        /* a keep-alive connection idle this long is closed */
+#define MON_MAX_CONNS 64          /* more are refused at once (the layer's max_connections) */
+#define MON_IDLE_TIMEOUT_MS 30000 /* a keep-alive connection idle this long is closed */
 #define MON_HEALTH_FAILING_DEFAULT 300.0 /* seconds: health_failing_threshold */
 
 typedef struct mon_request {
