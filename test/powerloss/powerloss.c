@@ -53,8 +53,8 @@
  * Environment: WEIR_POWERLOSS_LOG (the undo log; unset = the library does nothing),
  * WEIR_POWERLOSS_DIRS (watched directories, ':'-separated), WEIR_POWERLOSS_STASH (the stash
  * directory), and optionally WEIR_POWERLOSS_CRASH_AT=op:substring:n, which SIGKILLs the
- * process just before the n-th watched `op` (open, write, rename, unlink, fsync) whose path
- * contains `substring`, for crashes at an exact point.
+ * process just before the n-th `op` (open, rename or unlink, rmdir included) on a watched
+ * path containing `substring`, for crashes at an exact point.
  *
  * Invariant: every change under a watched directory is preceded in the log by its record;
  * all of them, and the inode set, are serialised by one mutex, so the log's order is the
@@ -393,76 +393,78 @@ static void pl_mark_durable(const struct stat *st, off_t upto)
               (unsigned long long)upto, 0, NULL, 0, NULL, 0);
 }
 
-/* The one write path: off < 0 means at the descriptor's position (or its end with
- * O_APPEND). `flags` are pwritev2's. */
-static ssize_t pl_write(int fd, const struct iovec *iov, int n, off_t off, int flags, int kind)
+typedef enum pl_write_kind { PL_WRITE, PL_PWRITE, PL_WRITEV, PL_PWRITEV, PL_PWRITEV2 } pl_kind_t;
+
+static ssize_t pl_real_write(pl_kind_t kind, int fd, const struct iovec *iov, int n, off_t off,
+                             int flags)
 {
-    struct stat st;
-    if (!pl_active() || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) goto pass;
-    pthread_mutex_lock(&pl_mu);
-    if (!pl_fd_watched(fd, &st)) {
-        pthread_mutex_unlock(&pl_mu);
-        goto pass;
-    }
-    pl_crash_point("write", "");
-    int fl = fcntl(fd, F_GETFL);
-    off_t at = off;
-    if (at < 0 || (flags & RWF_APPEND))
-        at = (fl & O_APPEND) || (flags & RWF_APPEND) ? st.st_size : lseek(fd, 0, SEEK_CUR);
-    pl_record_data(&st, at, (off_t)iov_total(iov, n));
-    ssize_t r;
     switch (kind) {
-    case 0:
-        r = get_writev()(fd, iov, n);
-        break;
-    case 1:
-        r = get_pwritev()(fd, iov, n, off);
-        break;
-    default:
-        r = get_pwritev2()(fd, iov, n, off, flags);
-        break;
-    }
-    int e = errno;
-    if (r > 0 && ((fl & (O_SYNC | O_DSYNC)) || (flags & (RWF_SYNC | RWF_DSYNC))))
-        pl_mark_durable(&st, pl_log_pos());
-    pthread_mutex_unlock(&pl_mu);
-    errno = e;
-    return r;
-pass:
-    switch (kind) {
-    case 0:
+    case PL_WRITE:
+        return get_write()(fd, iov[0].iov_base, iov[0].iov_len);
+    case PL_PWRITE:
+        return get_pwrite()(fd, iov[0].iov_base, iov[0].iov_len, off);
+    case PL_WRITEV:
         return get_writev()(fd, iov, n);
-    case 1:
+    case PL_PWRITEV:
         return get_pwritev()(fd, iov, n, off);
     default:
         return get_pwritev2()(fd, iov, n, off, flags);
     }
 }
 
+/* The one write path. `off` is the position for the p* calls (pwritev2: -1 = the
+ * descriptor's position); `flags` are pwritev2's. */
+static ssize_t pl_write(pl_kind_t kind, int fd, const struct iovec *iov, int n, off_t off,
+                        int flags)
+{
+    struct stat st;
+    if (!pl_active() || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return pl_real_write(kind, fd, iov, n, off, flags);
+    pthread_mutex_lock(&pl_mu);
+    if (!pl_fd_watched(fd, &st)) {
+        pthread_mutex_unlock(&pl_mu);
+        return pl_real_write(kind, fd, iov, n, off, flags);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    bool positioned = kind == PL_PWRITE || kind == PL_PWRITEV || (kind == PL_PWRITEV2 && off >= 0);
+    off_t at = off;
+    /* Linux appends even a pwrite on an O_APPEND descriptor */
+    if ((fl & O_APPEND) || (flags & RWF_APPEND))
+        at = st.st_size;
+    else if (!positioned)
+        at = lseek(fd, 0, SEEK_CUR);
+    pl_record_data(&st, at, (off_t)iov_total(iov, n));
+    ssize_t r = pl_real_write(kind, fd, iov, n, off, flags);
+    int e = errno;
+    if (r > 0 && ((fl & (O_SYNC | O_DSYNC)) || (flags & (RWF_SYNC | RWF_DSYNC))))
+        pl_mark_durable(&st, pl_log_pos());
+    pthread_mutex_unlock(&pl_mu);
+    errno = e;
+    return r;
+}
+
 ssize_t write(int fd, const void *buf, size_t n)
 {
-    if (!pl_active()) return get_write()(fd, buf, n);
     struct iovec v = {(void *)buf, n};
-    return pl_write(fd, &v, 1, -1, 0, 0);
+    return pl_write(PL_WRITE, fd, &v, 1, -1, 0);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    if (!pl_active()) return get_pwrite()(fd, buf, n, off);
     struct iovec v = {(void *)buf, n};
-    return pl_write(fd, &v, 1, off, 0, 1);
+    return pl_write(PL_PWRITE, fd, &v, 1, off, 0);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) __attribute__((alias("pwrite")));
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-    return pl_write(fd, iov, n, -1, 0, 0);
+    return pl_write(PL_WRITEV, fd, iov, n, -1, 0);
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-    return pl_write(fd, iov, n, off, 0, 1);
+    return pl_write(PL_PWRITEV, fd, iov, n, off, 0);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
@@ -470,7 +472,7 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
 
 ssize_t pwritev2(int fd, const struct iovec *iov, int n, off_t off, int flags)
 {
-    return pl_write(fd, iov, n, off, flags, 2);
+    return pl_write(PL_PWRITEV2, fd, iov, n, off, flags);
 }
 
 ssize_t pwritev64v2(int fd, const struct iovec *iov, int n, off_t off, int flags)
@@ -517,7 +519,6 @@ static int pl_sync_fd(int fd, bool data_only)
     if (!pl_active() || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
         return data_only ? get_fdatasync()(fd) : get_fsync()(fd);
     pthread_mutex_lock(&pl_mu);
-    pl_crash_point("fsync", "");
     off_t upto = pl_log_pos(); /* only what was logged before the sync began */
     pthread_mutex_unlock(&pl_mu);
     int r = data_only ? get_fdatasync()(fd) : get_fsync()(fd), e = errno;
