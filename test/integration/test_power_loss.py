@@ -153,6 +153,29 @@ def test_harness_drops_exactly_what_was_not_durable():
     assert stats["durable"] == stats["records"], stats
 
 
+PL_MAX_ROOTS = 16  # powerloss.c's limit on watched directories
+
+
+def test_harness_watches_at_most_16_directories():
+    d = tempfile.mkdtemp(prefix="weir-pl-roots-")
+    for n, ok in ((PL_MAX_ROOTS, True), (PL_MAX_ROOTS + 1, False)):
+        roots = ["r%d" % i for i in range(n)]
+        for r in roots:
+            os.makedirs(os.path.join(d, r), exist_ok=True)
+        pl = PowerLoss(d, roots)
+        env = dict(os.environ, **pl.env())
+        last = os.path.join(d, roots[-1], "f")
+        p = subprocess.run([sys.executable, "-c", "open(%r, 'wb').close()" % last], env=env,
+                           capture_output=True)
+        if ok:
+            assert p.returncode == 0, p.stderr
+            assert pl.cut()["creates"] == 1  # the last root is watched: its create undone
+            assert not os.path.exists(last)
+        else:
+            assert p.returncode == -signal.SIGABRT, p
+            assert b"weir_powerloss: too many watched directories" in p.stderr, p.stderr
+
+
 # ---- weir, the buffer and the file output ---------------------------------------------------
 
 def output_seqs(out):
@@ -444,6 +467,7 @@ def main():
     try:
         run_tests([
             test_harness_drops_exactly_what_was_not_durable,
+            test_harness_watches_at_most_16_directories,
             test_control_ack_after_write_loses_acknowledged_events,
             test_acknowledged_events_survive_power_loss,
             test_first_start_creates_the_buffer_directory_durably,
