@@ -421,7 +421,8 @@ def s3_crash_after_put(name, key_format_lines):
     sent = s3t.records("pl", 30)
     assert s3t.fwd_send(port, "app", sent)
     assert w.proc.wait(30) == -signal.SIGKILL, w.log()
-    first = srv.objects(name)
+    # s3rver answers before its file is written: an object counts once it is complete
+    first = srv.wait_objects(name, lambda o: len(o) >= 1, timeout=10)
     assert len(first) == 1, ("the PUT before the crash", sorted(first))
     pl.cut()
     w = start_weir(conf, d, env, [port])
@@ -429,12 +430,14 @@ def s3_crash_after_put(name, key_format_lines):
     while time.time() < deadline and len(srv.state.requests("PUT", "/%s/pl/" % name)) < 2 \
             and "failed to flush" not in w.log():
         time.sleep(0.1)
-    # the retry's object is complete once s3rver wrote it (objects() checks its MD5)
-    srv.wait_objects(name, lambda o: all(sent[-1]["message"].encode() in v[0] or
-                                         b"pl-29" in v[0] for v in o.values()), timeout=5)
     assert w.stop() == 0, w.log()
     puts = [r[1] for r in srv.state.requests("PUT", "/%s/pl/" % name) if r[5] == 200]
-    return sent, srv.objects(name), puts, w.log()
+    keys = {p[len("/%s/" % name):] for p in puts}
+    # every key a PUT was answered 200 for, complete, and the last PUT's bytes in place
+    objs = srv.wait_objects(name, lambda o: set(o) == keys and all(
+        o[k][0] == srv.state.bodies.get(("PUT", "/%s/%s" % (name, k), ""), o[k][0])
+        for k in keys), timeout=10)
+    return sent, objs, puts, w.log()
 
 
 def object_records(data):
