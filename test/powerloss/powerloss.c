@@ -39,7 +39,7 @@
  *   M pos dev odino ndino ino  0 nold nnew  a directory renamed from odir/<old> to ndir/<new>
  *   F pos dev ino upto 0       0 0 0        fsync of an inode returned; covers records < upto
  *   S pos 0 0 upto 0           0 0 0        sync(): covers every record < upto
- * (the field after isdir is always 0; the line keeps nine fields so parsing stays one split.)
+ * (the seventh field is always 0: every line has nine fields, so parsing is one split.)
  *
  * Calls covered, each under its glibc names (the 64-bit aliases and the _FORTIFY_SOURCE
  * variants included): open, openat, creat, write, pwrite, writev, pwritev, pwritev2,
