@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,13 @@ SEED = int(os.environ.get("WEIR_POWERLOSS_SEED", str(int(time.time()))))
 
 
 WEIRS = []  # every weir started, killed at the end if a failed test left one running
+TMPDIRS = []  # removed at the end when every test passed, kept to look at otherwise
+
+
+def tmpdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    TMPDIRS.append(d)
+    return d
 
 
 def start_weir(conf, d, env=None, ports=()):
@@ -116,7 +124,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def harness_case(sync_all):
-    d = tempfile.mkdtemp(prefix="weir-pl-harness-")
+    d = tmpdir("weir-pl-harness-")
     w = os.path.join(d, "w")
     os.makedirs(os.path.join(w, "sub"))
     os.makedirs(os.path.join(w, "empty"))
@@ -158,7 +166,7 @@ PL_MAX_ROOTS = 16  # powerloss.c's limit on watched directories
 
 
 def test_harness_watches_at_most_16_directories():
-    d = tempfile.mkdtemp(prefix="weir-pl-roots-")
+    d = tmpdir("weir-pl-roots-")
     for n, ok in ((PL_MAX_ROOTS, True), (PL_MAX_ROOTS + 1, False)):
         roots = ["r%d" % i for i in range(n)]
         for r in roots:
@@ -234,7 +242,7 @@ def power_loss_rounds(ack_after, rounds, rng):
     deliver what is left. Returns what happened: the sender (acked, resent), the acked
     events each round's cut lost, the seqs delivered, torn output lines, each cut's counts
     and the last weir's log."""
-    d = tempfile.mkdtemp(prefix="weir-pl-%s-" % ack_after)
+    d = tmpdir("weir-pl-%s-" % ack_after)
     buf, out = os.path.join(d, "buf"), os.path.join(d, "out")
     # the directories exist before weir first runs (an installation makes them), so their
     # own entries are durable; what weir creates inside them is what is tested
@@ -339,7 +347,7 @@ BUFFER_MKDIR_GAP = ("the buffer creates its directory (and backup/) with mkdir a
 def test_first_start_creates_the_buffer_directory_durably():
     """weir makes the buffer directory itself on its first start; events acknowledged into
     it must survive a power loss right after."""
-    d = tempfile.mkdtemp(prefix="weir-pl-first-")
+    d = tmpdir("weir-pl-first-")
     os.makedirs(os.path.join(d, "out"))
     port = free_port()
     conf = forward_to_file(port, os.path.join(d, "out", "events"), os.path.join(d, "buf"),
@@ -369,7 +377,7 @@ BACKUP_GAP = ("a chunk given up is renamed into backup/, but neither backup/ nor
 def test_chunk_given_up_survives_power_loss_in_backup():
     """An output that refuses a chunk for good: the chunk goes to backup/ (the promise: never
     silently lost), and must still be there after a power loss while traffic continues."""
-    d = tempfile.mkdtemp(prefix="weir-pl-backup-")
+    d = tmpdir("weir-pl-backup-")
     with open(os.path.join(d, "out"), "w") as f:
         f.write("a file where the output wants a directory\n")
     os.makedirs(os.path.join(d, "buf"))
@@ -409,7 +417,7 @@ def s3_crash_after_put(name, key_format_lines):
     Returns (sent records, objects in the bucket, the PUT paths in order, the second log)."""
     import test_s3_output as s3t
     srv = s3t.s3()
-    d = tempfile.mkdtemp(prefix="weir-pl-s3-")
+    d = tmpdir("weir-pl-s3-")
     os.makedirs(os.path.join(d, "buf-" + name))
     port = free_port()
     conf = ("<source>\n  @type forward\n  port %d\n  bind 127.0.0.1\n</source>\n" % port +
@@ -475,6 +483,7 @@ def test_s3_retry_after_put_with_chunk_id_and_check_object():
 
 
 def main():
+    passed = False
     try:
         run_tests([
             test_harness_drops_exactly_what_was_not_durable,
@@ -486,13 +495,21 @@ def main():
             test_s3_retry_after_put_writes_the_same_key,
             test_s3_retry_after_put_with_chunk_id_and_check_object,
         ])
+    except SystemExit as e:
+        passed = e.code == 0
+        raise
     finally:
         for w in WEIRS:
             w.__exit__(None, None, None)
         s3t = sys.modules.get("test_s3_output")
-        if s3t and s3t.S3_SERVER and s3t.S3_SERVER.proc.poll() is None:
-            s3t.S3_SERVER.proc.terminate()
-            s3t.S3_SERVER.proc.wait(10)
+        if s3t and s3t.S3_SERVER:
+            if s3t.S3_SERVER.proc.poll() is None:
+                s3t.S3_SERVER.proc.terminate()
+                s3t.S3_SERVER.proc.wait(10)
+            TMPDIRS.append(s3t.S3_SERVER.dir)
+        if passed:
+            for d in TMPDIRS:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
