@@ -13,7 +13,8 @@ import threading
 import time
 
 from fwdclient import AckSender
-from weirtest import Weir, forward_to_file, free_port, json_field, run_tests, wait_port
+from weirtest import (Weir, forward_to_file, free_port, json_field, read_chunk_events, run_tests,
+                      wait_port)
 
 
 def conf(port, d, buf_extra="", buf_path=None):
@@ -259,25 +260,6 @@ def test_one_batch_across_time_buckets_lands_in_each_bucket():
     assert sorted(by_bucket) == ["20231114-221320", "20231114-221321", "20231114-221322"], names
     for i, stamp in enumerate(sorted(by_bucket)):
         assert sorted(by_bucket[stamp]) == list(range(i * 1000, (i + 1) * 1000)), stamp
-
-
-def read_chunk_events(path):
-    """The events of a chunk file, read as docs/buffer-format.md describes it."""
-    import msgpack
-    data = open(path, "rb").read()
-    off, events = 0, []
-    while off + 16 <= len(data):
-        assert data[off:off + 2] == b"WR", data[off:off + 2]
-        typ, n = data[off + 2], int.from_bytes(data[off + 4:off + 8], "big")
-        payload = data[off + 16:off + 16 + n]
-        if typ in (2, 3):
-            u = msgpack.Unpacker(raw=False, ext_hook=lambda code, b: b)
-            u.feed(payload)
-            if typ == 3:
-                next(u)  # the tag of the batch
-            events += [rec for _, rec in u]
-        off += 16 + n
-    return events
 
 
 def test_failing_chunk_goes_to_backup_and_does_not_stall_others():

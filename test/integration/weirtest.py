@@ -144,6 +144,26 @@ def run_tests(tests):
     sys.exit(1 if failed else 0)
 
 
+def known_gap(reason, failure):
+    """Marks a test that fails today because of a gap named in `reason`: the test passes when
+    it fails with an AssertionError whose text contains `failure` (printing the reason), and
+    fails once it passes, so the mark is removed with the fix. Any other failure fails."""
+    def wrap(t):
+        def run():
+            try:
+                t()
+            except AssertionError as e:
+                if failure not in str(e):
+                    raise
+                print("  known gap, failing as expected: %s\n  (%s)" % (reason, str(e)[:300]))
+                return
+            raise AssertionError("%s passes: the gap is closed, remove its known_gap mark (%s)"
+                                 % (t.__name__, reason))
+        run.__name__ = t.__name__
+        return run
+    return wrap
+
+
 def sh(cmd, cwd=None):
     subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE)
@@ -202,3 +222,25 @@ def json_field(pattern, field="seq"):
         with open(f) as fh:
             values += [json.loads(line)[field] for line in fh]
     return values
+
+
+def read_chunk_events(path):
+    """The records of the events in a chunk file, read as docs/buffer-format.md describes it;
+    a torn last record (a crash in the middle of a write, cut at recovery) is left out."""
+    import msgpack
+    data = open(path, "rb").read()
+    off, events = 0, []
+    while off + 16 <= len(data):
+        assert data[off:off + 2] == b"WR", data[off:off + 2]
+        typ, n = data[off + 2], int.from_bytes(data[off + 4:off + 8], "big")
+        if off + 16 + n > len(data):
+            break
+        payload = data[off + 16:off + 16 + n]
+        if typ in (2, 3):
+            u = msgpack.Unpacker(raw=False, ext_hook=lambda code, b: b)
+            u.feed(payload)
+            if typ == 3:
+                next(u)  # the tag of the batch (a chunk of several tags)
+            events += [rec for _, rec in u]
+        off += 16 + n
+    return events
