@@ -325,12 +325,6 @@ def test_control_ack_after_write_loses_acknowledged_events():
         "the control lost nothing: the harness sees no loss"
 
 
-FILE_DIR_GAP = ("issue 10 gap 8: the file output fsyncs a new file but not its directory, and "
-                "the buffer deletes the chunk; a later group commit makes the chunk's unlink "
-                "durable while the output file's name never is, so the file vanishes")
-
-
-@known_gap(FILE_DIR_GAP, "acknowledged events lost after a power loss")
 def test_acknowledged_events_survive_power_loss():
     run = power_loss_rounds("fsync", ROUNDS, RNG)
     lost = summarize("fsync", run)
@@ -338,12 +332,6 @@ def test_acknowledged_events_survive_power_loss():
         len(lost), lost[:20], run.log[-3000:])
 
 
-BUFFER_MKDIR_GAP = ("the buffer creates its directory (and backup/) with mkdir and never fsyncs "
-                    "the parent, so a power loss soon after the first start drops the whole "
-                    "directory with the acknowledged chunks in it")
-
-
-@known_gap(BUFFER_MKDIR_GAP, "acknowledged events lost")
 def test_first_start_creates_the_buffer_directory_durably():
     """weir makes the buffer directory itself on its first start; events acknowledged into
     it must survive a power loss right after."""
@@ -368,12 +356,6 @@ def test_first_start_creates_the_buffer_directory_durably():
     assert not lost, "acknowledged events lost: %s" % lost
 
 
-BACKUP_GAP = ("a chunk given up is renamed into backup/, but neither backup/ nor the buffer "
-              "directory is fsynced for it; the next group commit makes its removal from the "
-              "buffer durable while its name in backup/ never is, so it vanishes")
-
-
-@known_gap(BACKUP_GAP, "given-up chunk lost")
 def test_chunk_given_up_survives_power_loss_in_backup():
     """An output that refuses a chunk for good: the chunk goes to backup/ (the promise: never
     silently lost), and must still be there after a power loss while traffic continues."""
