@@ -10,6 +10,10 @@
 
 #include <sys/types.h>
 
+/* fsync of the directory `dir` itself: makes the entries created, renamed or removed in it
+ * durable. 0, or -1 with errno. */
+int weir_dir_sync(const char *dir);
+
 /* fsync of the directory that holds `path` (the part before its last '/', "/" for "/x", "."
  * when there is no '/'). 0, or -1 with errno. */
 int weir_dir_sync_parent(const char *path);

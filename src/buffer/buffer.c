@@ -79,7 +79,7 @@ int weir_buffer_start(weir_buffer_t *b, weir_err_t *err)
     b->loop = b->env.loop;
     signal(SIGXFSZ, SIG_IGN); /* RLIMIT_FSIZE shows up as EFBIG, handled as a full disk */
     if (b->type == BUF_FILE) {
-        if (buf_mkdir_p(b->path, 0700) != 0) {
+        if (weir_dir_make(b->path, 0700) != 0) {
             weir_err_set(err, "cannot create buffer directory %s: %s", b->path, strerror(errno));
             return -1;
         }

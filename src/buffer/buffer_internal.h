@@ -30,6 +30,7 @@
 
 #include "chunkfile.h"
 #include "weir/buffer.h"
+#include "weir/dirsync.h"
 #include "weir/format.h"
 #include "weir/log.h"
 
@@ -245,7 +246,5 @@ void buf_space_available(weir_buffer_t *b);
 
 /* durable.c */
 int buf_write_full(int fd, struct iovec *iov, int n);
-int buf_fsync_dir(const char *path);
-int buf_mkdir_p(const char *path, mode_t mode);
 
 #endif

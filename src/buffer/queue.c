@@ -96,7 +96,7 @@ void buf_backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
         if (c->path) unlink(c->path);
         return;
     }
-    if (buf_mkdir_p(b->backup_dir, 0700) != 0) {
+    if (weir_dir_make(b->backup_dir, 0700) != 0) {
         weir_error("buffer %s: cannot create backup directory %s: %s; chunk %s stays at %s",
                    b->plugin_id, b->backup_dir, strerror(errno), c->id_hex,
                    c->path ? c->path : "(memory, lost)");
@@ -120,8 +120,8 @@ void buf_backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
     /* The backup is the only copy left once the chunk is freed: fsync backup/ for its entry,
      * then the buffer directory for the name it left (blocking the loop: a given-up chunk is
      * rare). */
-    if (rc == 0) rc = buf_fsync_dir(b->backup_dir);
-    if (rc == 0 && b->path) rc = buf_fsync_dir(b->path);
+    if (rc == 0) rc = weir_dir_sync(b->backup_dir);
+    if (rc == 0 && b->path) rc = weir_dir_sync(b->path);
     if (rc == 0)
         weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
                    b->plugin_id, c->id_hex, c->events, why, dst.data);

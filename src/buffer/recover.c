@@ -41,7 +41,7 @@ static bool parse_chunk_name(const char *name, char *state, char hex[33])
 static int save_damaged_tail(weir_buffer_t *b, int fd, const char *hex, off_t from, off_t size,
                              char **where)
 {
-    if (buf_mkdir_p(b->backup_dir, 0700) != 0) return -1;
+    if (weir_dir_make(b->backup_dir, 0700) != 0) return -1;
     weir_buf_t dst;
     weir_buf_init(&dst);
     weir_buf_printf(&dst, "%s/%s.damaged-at-%lld", b->backup_dir, hex, (long long)from);
@@ -58,7 +58,7 @@ static int save_damaged_tail(weir_buffer_t *b, int fd, const char *hex, off_t fr
         close(out);
     }
     /* the copy's name must be durable before the caller cuts the chunk back */
-    if (rc == 0) rc = buf_fsync_dir(b->backup_dir);
+    if (rc == 0) rc = weir_dir_sync(b->backup_dir);
     *where = dst.data;
     return rc;
 }
@@ -94,7 +94,7 @@ static int recover_one(weir_buffer_t *b, const char *name, char state, const cha
     if (!s.meta_ok) {
         /* nothing can be trusted without the metadata: keep the whole file in backup */
         close(fd);
-        buf_mkdir_p(b->backup_dir, 0700);
+        weir_dir_make(b->backup_dir, 0700);
         weir_buf_t dst;
         weir_buf_init(&dst);
         weir_buf_printf(&dst, "%s/%s.no-metadata", b->backup_dir, hex);
@@ -102,8 +102,8 @@ static int recover_one(weir_buffer_t *b, const char *name, char state, const cha
             weir_warn("buffer %s: %s is empty (a crash right after it was created); removed",
                       b->plugin_id, path);
             unlink(path);
-        } else if (rename(path, dst.data) == 0 && buf_fsync_dir(b->backup_dir) == 0 &&
-                   buf_fsync_dir(b->path) == 0) { /* the moved file's new name made durable */
+        } else if (rename(path, dst.data) == 0 && weir_dir_sync(b->backup_dir) == 0 &&
+                   weir_dir_sync(b->path) == 0) { /* the moved file's new name made durable */
             weir_error("buffer %s: %s has no valid metadata (%lld bytes); moved to %s",
                        b->plugin_id, path, (long long)s.file_size, dst.data);
         } else {

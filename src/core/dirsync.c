@@ -16,17 +16,25 @@
 
 static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
 
+int weir_dir_sync(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 int weir_dir_sync_parent(const char *path)
 {
     const char *slash = strrchr(path, '/');
     char *dir =
         slash ? weir_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : weir_strdup(".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
+    int rc = weir_dir_sync(dir);
     int e = errno;
-    close(fd);
+    free(dir);
     errno = e;
     return rc;
 }
