@@ -8,7 +8,7 @@ BUILD="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libcurl4-opens
 libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev"
 TEST="libcmocka-dev python3 python3-msgpack python3-fluent-logger golang-go
 golang-github-fluent-fluent-logger-golang-dev openssl curl jq zstd clang libclang-rt-14-dev
-clang-format procps util-linux"
+clang-format procps util-linux strace"
 # s3rver (the S3 server of the tests) runs on Node.js; use the one on PATH if there is one
 if [ "${1:-}" = "test" ] && ! command -v node >/dev/null 2>&1; then
     TEST="$TEST nodejs npm"
