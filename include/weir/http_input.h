@@ -41,6 +41,12 @@
 #define WEIR_HTTP_MAX_DEPTH 100
 /* Records one request may carry (a JSON array, ndjson lines, a msgpack stream). */
 #define WEIR_HTTP_MAX_RECORDS 1000000
+/* Bytes one request may decode into (its batch). A body is at most body_size_limit, but
+ * add_query_params / add_http_headers copy every added key into every record, and one
+ * request may carry a million records: without this bound a 32 MiB body with 4,000 query
+ * parameters asks for tens of GB (and as many key lookups). A legitimate request stays far
+ * below it: a million `{}` lines decode to 13 MB. Past it the request gets 400. */
+#define WEIR_HTTP_MAX_BATCH_BYTES (64u * 1024 * 1024)
 /* Response bytes the peer has not read yet: past this the connection stops reading further
  * pipelined requests until the peer catches up. */
 #define WEIR_HTTP_MAX_UNSENT (1024 * 1024)
@@ -175,6 +181,7 @@ typedef struct weir_http_body_opts {
     const regex_t *null_value; /* <parse> @type json only; NULL = off */
     int max_depth;             /* WEIR_HTTP_MAX_DEPTH */
     size_t max_records;        /* WEIR_HTTP_MAX_RECORDS */
+    size_t max_batch_bytes;    /* 0 = WEIR_HTTP_MAX_BATCH_BYTES */
 } weir_http_body_opts_t;
 
 /* Values of a request that were dropped without failing it, as Fluentd >= 1.17 drops them:

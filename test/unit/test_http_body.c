@@ -696,6 +696,38 @@ static void test_json_many_keys_linear(void **state)
     free(ex);
 }
 
+/* Added keys are copied into every record, so a small body can ask for a huge batch: the
+ * batch is bounded. A limit exactly the batch's size is accepted; one byte less refuses the
+ * whole request and leaves the batch as it was. */
+static void test_batch_bytes_limit(void **state)
+{
+    (void)state;
+    weir_http_extra_t ex[2] = {{"QUERY_A", 7, "0123456789", 10}, {"QUERY_B", 7, "x", 1}};
+    const char *body = "[{},{\"k\":1},{}]";
+    weir_http_body_opts_t o = default_opts();
+    decoded_t d;
+    decode_full(&d, &o, "application/json", NULL, body, strlen(body), ex, 2);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(d.b.count, 3);
+    size_t full = d.b.data.len;
+    weir_batch_free(&d.b);
+
+    o.max_batch_bytes = full;
+    decode_full(&d, &o, "application/json", NULL, body, strlen(body), ex, 2);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(d.b.count, 3);
+    assert_int_equal(d.b.data.len, full);
+    weir_batch_free(&d.b);
+
+    o.max_batch_bytes = full - 1;
+    decode_full(&d, &o, "application/json", NULL, body, strlen(body), ex, 2);
+    assert_int_equal(d.rc, -1);
+    assert_non_null(strstr(d.err.msg, "decodes to more than"));
+    assert_int_equal(d.b.count, 0);
+    assert_int_equal(d.b.data.len, 0);
+    weir_batch_free(&d.b);
+}
+
 /* Exactly BODY_LINEAR_KEYS (16) keys and one past it: both ways find the same repeats and the
  * same extras. */
 static void test_msgpack_repeats_at_linear_limit(void **state)
@@ -1322,6 +1354,7 @@ int main(void)
         cmocka_unit_test(test_msgpack_many_keys_linear),
         cmocka_unit_test(test_json_many_keys_linear),
         cmocka_unit_test(test_msgpack_repeats_at_linear_limit),
+        cmocka_unit_test(test_batch_bytes_limit),
         cmocka_unit_test(test_json_escapes),
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_depth_limit),

@@ -40,6 +40,8 @@ typedef struct body_ctx {
     const weir_http_body_opts_t *o;
     const weir_http_body_in_t *in;
     weir_batch_t *out;
+    size_t out_len0;  /* out->data.len on entry: what this request added is past it */
+    size_t max_batch; /* opts' max_batch_bytes, or WEIR_HTTP_MAX_BATCH_BYTES */
     size_t records;
     bool have_param_time;
     weir_time_t param_time;
@@ -408,6 +410,13 @@ static int emit_record(body_ctx_t *c, const char *p, size_t len)
         pack_extra_value(&pk, ex);
     }
     weir_batch_append(c->out, t, c->rec.data, c->rec.len);
+    /* checked per record, so the work done before a refusal is bounded too: each record
+     * costs time in proportion to what it writes (its entries and the added keys). The
+     * caller cuts the batch back to where it was on a refusal. */
+    if (c->out->data.len - c->out_len0 > c->max_batch) {
+        weir_err_set(c->err, "the request decodes to more than %zu bytes of events", c->max_batch);
+        return -1;
+    }
     return 0;
 }
 
@@ -514,6 +523,8 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     c.o = o;
     c.in = in;
     c.out = out;
+    c.out_len0 = out->data.len;
+    c.max_batch = o->max_batch_bytes ? o->max_batch_bytes : WEIR_HTTP_MAX_BATCH_BYTES;
     c.err = err;
     if (in->skips) memset(in->skips, 0, sizeof *in->skips);
     c.extra_used = weir_calloc(in->nextras + 1, sizeof *c.extra_used);
