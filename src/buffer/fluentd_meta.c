@@ -61,11 +61,13 @@ int fluentd_meta_parse(const char *data, size_t len, chunk_meta_t *m, uint64_t *
             m->has_timekey = true;
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
         } else if (str && k.len == 3 && memcmp(k.ptr, "tag", 3) == 0 && v.type == WEIR_MP_STR) {
+            if (m->tag) goto bad; /* a key twice: not a Ruby Hash, not Fluentd's */
             m->tag = weir_strndup(v.ptr, v.len);
         } else if (str && k.len == 1 && k.ptr[0] == 's' && v.type == WEIR_MP_UINT) {
             *records = v.v.u;
         } else if (str && k.len == 9 && memcmp(k.ptr, "variables", 9) == 0 &&
                    v.type == WEIR_MP_MAP && v.v.n <= WEIR_BUFFER_MAX_KEYS) {
+            if (m->var_keys) goto bad;
             const char *q = p + vn;
             m->var_keys = weir_calloc(v.v.n, sizeof(char *));
             m->var_values = weir_calloc(v.v.n, sizeof(char *));
@@ -89,7 +91,8 @@ int fluentd_meta_parse(const char *data, size_t len, chunk_meta_t *m, uint64_t *
         if (skip <= 0) goto bad;
         p = vstart + skip;
     }
-    return have_id ? 0 : -1;
+    if (!have_id) goto bad;
+    return 0;
 bad:
     chunk_meta_free(m);
     return -1;
