@@ -414,6 +414,8 @@ def config_seeds():
     s["syntax_crlf"] = b"<match **>\r\n  @type stdout\r\n</match>\r\n"
     s["syntax_deep"] = b"<a>\n" * 33 + b"</a>\n" * 33
     s["syntax_json_deep"] = b"k " + b"[" * 70 + b"]" * 70 + b"\n"
+    # regressions: what the fuzzer found (see test/fuzz/README.md)
+    s["found_json_then_blank"] = b'd "[] "\n'
     return s
 
 

@@ -1232,6 +1232,8 @@ static void test_dump_round_trip(void **state)
                       "  f \"[not json\"\n"
                       "  g\n"
                       "  h '#hash first'\n"
+                      "  i \"[1, 2] \"\n" /* JSON, then a blank: found by fuzz_config */
+                      "  j \"{}\\n\"\n"
                       "  <buffer tag,time>\n"
                       "    @type file\n"
                       "  </buffer>\n"
