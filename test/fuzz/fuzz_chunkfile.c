@@ -57,13 +57,13 @@ static void repair_crcs(unsigned char *f, size_t len)
     }
 }
 
-/* Walks a payload as delivery does; the count in the header is not checked against it (a
- * foreign file may lie, with a valid checksum), only that walking stays in bounds. */
-static void walk_entries(const weir_buf_t *payload)
+/* Walks a run's entries as delivery does; the count in the header is not checked against
+ * them (a foreign file may lie, with a valid checksum), only that walking stays in bounds. */
+static void walk_entries(const chunk_run_t *run)
 {
     weir_batch_iter_t it;
     weir_entry_t e;
-    weir_batch_iter_init(&it, payload->data, payload->len);
+    weir_batch_iter_init(&it, run->entries, run->len);
     while (weir_batch_iter_next(&it, &e) == 1)
         ;
 }
@@ -100,11 +100,12 @@ static uint32_t read_records(off_t end, uint64_t *events, bool *failed)
     *events = 0;
     *failed = false;
     check(chunk_reader_open(&r, memfd_path, end, &err) == 0, "the reader cannot open the memfd");
-    uint32_t n = 0, count;
+    uint32_t n = 0;
+    chunk_run_t run;
     int rc;
-    while ((rc = chunk_reader_next(&r, &count, &err)) == 1) {
-        walk_entries(&r.payload);
-        *events += count;
+    while ((rc = chunk_reader_next(&r, &run, &err)) == 1) {
+        walk_entries(&run);
+        *events += run.count;
         n++;
     }
     check(rc == 0 || rc == -1, "the reader returned something else than 1, 0 or -1");

@@ -313,6 +313,12 @@ def chunkfile_seeds():
         "empty_batch": chunk_file(chunk_meta(cid), [[]]),
         "empty": b"",
     }
+    # events records with their tag (type 3): a msgpack str, then the entries
+    tagged = chunk_record(1, chunk_meta(cid, tag=None), 0) + chunk_meta(cid, tag=None)
+    for tag, entries in (("app.web", batch[0]), ("app.db", batch[1]), ("x" * 40, batch[2])):
+        payload = mp_s(tag) + b"".join(entries)
+        tagged += chunk_record(3, payload, len(entries)) + payload
+    files["tagged"] = tagged
     good = files["basic"]
     offs, off = [], 0
     while off + 16 <= len(good):
