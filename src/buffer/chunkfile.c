@@ -162,7 +162,7 @@ static char *obj_strdup(const weir_mp_obj_t *o)
 int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *err)
 {
     memset(m, 0, sizeof *m);
-    const char *end = p + len;
+    const char *end = p ? p + len : p; /* NULL + 0 is undefined in C: an empty record */
     weir_mp_obj_t o, k, v;
     ssize_t n = weir_mp_read(p, len, &o);
     bool have_id = false;
@@ -183,11 +183,12 @@ int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *er
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
         } else if (key_is(&k, "tag") && v.type == WEIR_MP_STR) {
             if (v.len > WEIR_TAG_MAX) goto bad; /* the same bound the inputs enforce */
+            if (m->tag) goto bad;               /* a key twice: weir never writes that */
             m->tag = obj_strdup(&v);
         } else if (key_is(&k, "created") && v.type == WEIR_MP_UINT) {
             m->created = (int64_t)v.v.u;
         } else if (key_is(&k, "vars") && v.type == WEIR_MP_MAP) {
-            if (v.v.n > 64) goto bad;
+            if (v.v.n > 64 || m->var_keys) goto bad;
             m->var_keys = weir_calloc(v.v.n, sizeof(char *));
             m->var_values = weir_calloc(v.v.n, sizeof(char *));
             p += n;

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "weir/mp.h"
+#include "fluentd_meta.h"
 
 static bool parse_chunk_name(const char *name, char *state, char hex[33])
 {
@@ -208,100 +208,6 @@ static int cmp_names(const void *a, const void *b)
  * as a queued chunk the output stores as it is: swapping the container keeps what Fluentd
  * had not uploaded yet. A file without a readable .meta is left where it is, with a warning. */
 
-static bool parse_fluentd_name(const char *name, char hex[33])
-{
-    /* buffer.<b|q><32 hex>.log */
-    size_t n = strlen(name);
-    if (strncmp(name, "buffer.", 7) != 0 || n != 7 + 1 + 32 + 4) return false;
-    if ((name[7] != 'b' && name[7] != 'q') || strcmp(name + 40, ".log") != 0) return false;
-    for (int i = 0; i < 32; i++) {
-        char ch = name[8 + i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
-        hex[i] = ch;
-    }
-    hex[32] = '\0';
-    return true;
-}
-
-#define FLUENTD_META_MAX (1024 * 1024) /* a .meta is a few hundred bytes */
-
-/* Reads Fluentd's .meta: C1 00, a u32 length, a msgpack map (or, legacy, the whole file is
- * the map). Fills timekey, tag, variables, id and the record count. */
-static int read_fluentd_meta(const char *path, chunk_meta_t *m, uint64_t *records)
-{
-    memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char *buf = weir_malloc(FLUENTD_META_MAX);
-    ssize_t n = read(fd, buf, FLUENTD_META_MAX);
-    close(fd);
-    const char *p = buf, *end = buf + (n > 0 ? n : 0);
-    if (n >= 6 && (unsigned char)buf[0] == 0xc1 && buf[1] == 0) {
-        uint32_t len = ((uint32_t)(unsigned char)buf[2] << 24) |
-                       ((uint32_t)(unsigned char)buf[3] << 16) |
-                       ((uint32_t)(unsigned char)buf[4] << 8) | (unsigned char)buf[5];
-        if (len > (size_t)(n - 6)) goto bad;
-        p = buf + 6;
-        end = p + len;
-    }
-    weir_mp_obj_t o, k, v;
-    ssize_t h = weir_mp_read(p, (size_t)(end - p), &o);
-    if (h <= 0 || o.type != WEIR_MP_MAP) goto bad;
-    p += h;
-    bool have_id = false;
-    for (uint32_t i = 0; i < o.v.n; i++) {
-        ssize_t kn = weir_mp_read(p, (size_t)(end - p), &k);
-        if (kn <= 0) goto bad;
-        p += kn;
-        const char *vstart = p;
-        ssize_t vn = weir_mp_read(p, (size_t)(end - p), &v);
-        if (vn <= 0) goto bad;
-        bool str = k.type == WEIR_MP_STR;
-        if (str && k.len == 2 && memcmp(k.ptr, "id", 2) == 0 && v.type == WEIR_MP_BIN &&
-            v.len == 16) {
-            memcpy(m->id, v.ptr, 16);
-            have_id = true;
-        } else if (str && k.len == 7 && memcmp(k.ptr, "timekey", 7) == 0 &&
-                   (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
-            m->has_timekey = true;
-            m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
-        } else if (str && k.len == 3 && memcmp(k.ptr, "tag", 3) == 0 && v.type == WEIR_MP_STR) {
-            m->tag = weir_strndup(v.ptr, v.len);
-        } else if (str && k.len == 1 && k.ptr[0] == 's' && v.type == WEIR_MP_UINT) {
-            *records = v.v.u;
-        } else if (str && k.len == 9 && memcmp(k.ptr, "variables", 9) == 0 &&
-                   v.type == WEIR_MP_MAP && v.v.n <= WEIR_BUFFER_MAX_KEYS) {
-            const char *q = p + vn;
-            m->var_keys = weir_calloc(v.v.n, sizeof(char *));
-            m->var_values = weir_calloc(v.v.n, sizeof(char *));
-            for (uint32_t j = 0; j < v.v.n; j++) {
-                weir_mp_obj_t vk, vv;
-                ssize_t a = weir_mp_read(q, (size_t)(end - q), &vk);
-                if (a <= 0 || vk.type != WEIR_MP_STR) goto bad;
-                q += a;
-                ssize_t c = weir_mp_read(q, (size_t)(end - q), &vv);
-                if (c <= 0) goto bad;
-                m->var_keys[m->nvars] = weir_strndup(vk.ptr, vk.len);
-                m->var_values[m->nvars] =
-                    vv.type == WEIR_MP_STR ? weir_strndup(vv.ptr, vv.len) : weir_strdup("");
-                m->nvars++;
-                ssize_t skip = weir_mp_skip(q, (size_t)(end - q), 8);
-                if (skip <= 0) goto bad;
-                q += skip;
-            }
-        }
-        ssize_t skip = weir_mp_skip(vstart, (size_t)(end - vstart), 8);
-        if (skip <= 0) goto bad;
-        p = vstart + skip;
-    }
-    free(buf);
-    return have_id ? 0 : -1;
-bad:
-    free(buf);
-    chunk_meta_free(m);
-    return -1;
-}
-
 /* Adopts one Fluentd chunk as a queued chunk. Returns 1 when adopted. */
 static int adopt_fluentd(weir_buffer_t *b, const char *name)
 {
@@ -313,7 +219,7 @@ static int adopt_fluentd(weir_buffer_t *b, const char *name)
     chunk_meta_t m;
     uint64_t records = 0;
     struct stat st;
-    if (stat(path.data, &st) != 0 || read_fluentd_meta(meta.data, &m, &records) != 0) {
+    if (stat(path.data, &st) != 0 || fluentd_meta_read(meta.data, &m, &records) != 0) {
         weir_warn("buffer %s: %s looks like a Fluentd chunk but its .meta is missing or "
                   "unreadable; left as it is",
                   b->plugin_id, path.data);
@@ -369,7 +275,7 @@ int buf_recover(weir_buffer_t *b, weir_err_t *err)
     while ((de = readdir(d))) {
         char state, hex[33];
         if (!parse_chunk_name(de->d_name, &state, hex)) {
-            if (parse_fluentd_name(de->d_name, hex))
+            if (fluentd_name_parse(de->d_name, hex))
                 foreign += (size_t)adopt_fluentd(b, de->d_name);
             continue;
         }

@@ -1,5 +1,5 @@
 /* Interfaces shared by the files of src/config/ only (lexer, JSON scanner, parser, getters,
- * checks). Nothing outside src/config/ includes this: the public surface is weir/config.h. */
+ * checks), and the config fuzz target. The public surface is weir/config.h. */
 #ifndef WEIR_CONF_INTERNAL_H
 #define WEIR_CONF_INTERNAL_H
 
@@ -68,6 +68,12 @@ int conf_expect_line_end(conf_src_t *s, const char *after, weir_err_t *err);
 int conf_scan_value(conf_src_t *s, char **out, weir_err_t *err);
 /* Same, for places where JSON is not a value kind (the path of @include). */
 int conf_scan_string(conf_src_t *s, char **out, weir_err_t *err);
+
+/* weir_conf_parse_string for the fuzz target (test/fuzz/fuzz_config.c): an @include may name
+ * only a file or glob in the directory of `name`, never a path with a '/', so arbitrary text
+ * cannot make the parser read devices or walk the file system. */
+weir_conf_section_t *conf_parse_string_confined(const char *text, size_t len, const char *name,
+                                                weir_err_t *err);
 
 /* Sets err to "FILE:LINE:COL: message" and returns -1. */
 int conf_errorf_at(weir_err_t *err, const char *file, int line, int col, const char *fmt, ...)

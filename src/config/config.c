@@ -228,14 +228,13 @@ static bool bare_ok(const char *v)
     return prev != ' ' && prev != '\t';
 }
 
-/* A JSON array or hash that re-reads as the same JSON value. */
+/* A JSON array or hash that re-reads as the same string: nothing may follow the value, not
+ * even blanks, since the lexer keeps the JSON text only. */
 static bool json_ok(const char *v)
 {
     if (v[0] != '[' && v[0] != '{') return false;
     conf_json_t j = {.p = v, .end = v + strlen(v)};
-    if (!conf_json_value(&j, 0)) return false;
-    conf_json_ws(&j);
-    return j.p == j.end;
+    return conf_json_value(&j, 0) && j.p == j.end;
 }
 
 static void dump_quoted(const char *v, FILE *out)

@@ -30,6 +30,7 @@ typedef struct conf_parser {
     conf_root_t *root;
     weir_err_t *err;
     int include_depth;
+    bool confined; /* @include may name only files beside the including one */
 } conf_parser_t;
 
 static int parse_body(conf_parser_t *P, conf_src_t *s, weir_conf_section_t *sec, int depth,
@@ -338,6 +339,9 @@ static int include_path(conf_parser_t *P, weir_conf_section_t *sec, int depth, c
                                "file and include it by path",
                                path);
     if (!*path) return conf_src_errorf(s, at, P->err, "@include needs a file path or pattern");
+    if (P->confined && strchr(path, '/'))
+        return conf_src_errorf(
+            s, at, P->err, "@include %s: only a file name beside this file is allowed here", path);
     if (P->include_depth + 1 > WEIR_CONF_MAX_INCLUDE_DEPTH)
         return conf_src_errorf(s, at, P->err,
                                "@include %s: includes nested more than %d deep (does a file "
@@ -439,17 +443,29 @@ static conf_root_t *root_new(void)
     return r;
 }
 
-weir_conf_section_t *weir_conf_parse_string(const char *text, size_t len, const char *name,
-                                            weir_err_t *err)
+static weir_conf_section_t *parse_string(const char *text, size_t len, const char *name,
+                                         bool confined, weir_err_t *err)
 {
     conf_root_t *r = root_new();
-    conf_parser_t P = {.root = r, .err = err};
+    conf_parser_t P = {.root = r, .err = err, .confined = confined};
     r->sec.file = intern_file(&P, name ? name : "(string)");
     if (parse_text(&P, &r->sec, 0, r->sec.file, text, len) < 0) {
         weir_conf_free(&r->sec);
         return NULL;
     }
     return &r->sec;
+}
+
+weir_conf_section_t *weir_conf_parse_string(const char *text, size_t len, const char *name,
+                                            weir_err_t *err)
+{
+    return parse_string(text, len, name, false, err);
+}
+
+weir_conf_section_t *conf_parse_string_confined(const char *text, size_t len, const char *name,
+                                                weir_err_t *err)
+{
+    return parse_string(text, len, name, true, err);
 }
 
 weir_conf_section_t *weir_conf_parse_file(const char *path, weir_err_t *err)

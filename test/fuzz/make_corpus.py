@@ -5,11 +5,15 @@ Usage: make_corpus.py [TARGET] DIR
 
 TARGET is the fuzz target's name (fuzz_forward, ...); with only DIR, every known target's
 seeds are written. Seeds for fuzz_forward are the frames of docs/forward-protocol.md section 7
-(plus the PING of section 2.4 and a few JSON requests). Plain python3, standard library only.
-Add a target by adding a function to SEEDS.
+(plus the PING of section 2.4 and a few JSON requests); for fuzz_chunkfile, chunk files as
+docs/buffer-format.md describes them; for fuzz_fluentd_meta, .meta files as Fluentd's buf_file
+writes them; for fuzz_config, every configuration in examples/, test/data/config and the docs.
+Plain python3, standard library only. Add a target by adding a function to SEEDS.
 """
+import glob
 import gzip
 import os
+import re
 import struct
 import sys
 import zlib
@@ -233,10 +237,201 @@ def inflate_seeds():
     }
 
 
+# ---- chunk files (docs/buffer-format.md) ----------------------------------------------------
+
+def mp_map(pairs):
+    n = len(pairs)
+    head = bytes([0x80 | n]) if n < 16 else b"\xde" + struct.pack(">H", n)
+    return head + b"".join(k + v for k, v in pairs)
+
+
+def mp_int(v):
+    if 0 <= v < 128:
+        return bytes([v])
+    if v >= 0:
+        return b"\xcf" + struct.pack(">Q", v)
+    return b"\xd3" + struct.pack(">q", v)
+
+
+def mp_s(text):
+    return mp_str(text.encode())
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), reflected, as weir_crc32c: 0 to start."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def chunk_record(rtype, payload, count):
+    hdr = struct.pack(">HBBII", 0x5752, rtype, 1, len(payload), count)
+    return hdr + struct.pack(">I", crc32c(hdr + payload))
+
+
+def chunk_meta(cid, timekey=1700000000, tag="app.web", variables=(), created=1700000042):
+    return mp_map([
+        (mp_s("id"), mp_bin(cid)),
+        (mp_s("timekey"), b"\xc0" if timekey is None else mp_int(timekey)),
+        (mp_s("tag"), b"\xc0" if tag is None else mp_s(tag)),
+        (mp_s("vars"), mp_map([(mp_s(k), mp_s(v)) for k, v in variables])),
+        (mp_s("created"), mp_int(created)),
+    ])
+
+
+def chunk_entry(sec, nsec, record):
+    """[EventTime, record], the time as ext 0 of 8 bytes."""
+    return (b"\x92\xd7\x00" + struct.pack(">II", sec, nsec) +
+            mp_map([(mp_s(k), mp_s(v) if isinstance(v, str) else mp_int(v))
+                    for k, v in record.items()]))
+
+
+def chunk_file(meta, batches):
+    out = chunk_record(1, meta, 0) + meta
+    for entries in batches:
+        payload = b"".join(entries)
+        out += chunk_record(2, payload, len(entries)) + payload
+    return out
+
+
+def chunkfile_seeds():
+    """Each file twice: as it is (first byte 0) and with checksums recomputed by the target
+    (first byte 1), so mutations of the payloads are not all stopped by the CRC."""
+    cid = bytes.fromhex("5f32232e76a4d1bdfdbeed36c384b03b")
+    batch = [[chunk_entry(1700000000 + b, i, {"seq": b * 3 + i, "msg": "event %d" % i})
+              for i in range(3)] for b in range(5)]
+    files = {
+        "basic": chunk_file(chunk_meta(cid), batch),
+        "meta_only": chunk_file(chunk_meta(cid), []),
+        "no_timekey_no_tag": chunk_file(chunk_meta(cid, timekey=None, tag=None), batch[:1]),
+        "vars": chunk_file(chunk_meta(cid, variables=[("namespace", "prod"), ("app", "web")]),
+                           batch[:2]),
+        "negative_timekey": chunk_file(chunk_meta(cid, timekey=-3600), batch[:1]),
+        "empty_batch": chunk_file(chunk_meta(cid), [[]]),
+        "empty": b"",
+    }
+    # events records with their tag (type 3): a msgpack str, then the entries
+    tagged = chunk_record(1, chunk_meta(cid, tag=None), 0) + chunk_meta(cid, tag=None)
+    for tag, entries in (("app.web", batch[0]), ("app.db", batch[1]), ("x" * 40, batch[2])):
+        payload = mp_s(tag) + b"".join(entries)
+        tagged += chunk_record(3, payload, len(entries)) + payload
+    files["tagged"] = tagged
+    good = files["basic"]
+    offs, off = [], 0
+    while off + 16 <= len(good):
+        offs.append(off)
+        off += 16 + struct.unpack(">I", good[off + 4:off + 8])[0]
+    files["torn_tail"] = good[:offs[-1] + 20]
+    files["torn_header"] = good[:offs[-1] + 7]
+    flipped = bytearray(good)
+    flipped[offs[3] + 40] ^= 0xFF
+    files["flipped_byte"] = bytes(flipped)
+    files["garbage_meta"] = chunk_record(1, b"\x01\x02", 0) + b"\x01\x02" + good[offs[1]:]
+    files["events_first"] = good[offs[1]:]
+    files["huge_length"] = good[:offs[2]] + struct.pack(">HBBII", 0x5752, 2, 1, 0xFFFFFFF0, 9)
+    # regressions: what the fuzzer found (see test/fuzz/README.md)
+    files["empty_meta_record"] = chunk_record(1, b"", 0)
+    twice = mp_map([(mp_s("id"), mp_bin(cid)), (mp_s("tag"), mp_s("a")), (mp_s("tag"), mp_s("b")),
+                    (mp_s("vars"), mp_map([(mp_s("k"), mp_s("v"))])),
+                    (mp_s("vars"), mp_map([(mp_s("k"), mp_s("v")), (mp_s("l"), mp_s("w"))]))])
+    files["meta_keys_twice"] = chunk_file(twice, batch[:1])
+    s = {}
+    for name, data in files.items():
+        s["chunk_" + name] = b"\x00" + data
+        s["chunk_" + name + "_repair"] = b"\x01" + data
+    return s
+
+
+# ---- Fluentd's .meta (buf_file: C1 00, u32 length, msgpack map) -----------------------------
+
+def fluentd_meta(body, header=True):
+    return (b"\xc1\x00" + struct.pack(">I", len(body)) + body) if header else body
+
+
+def fluentd_meta_seeds():
+    cid = bytes.fromhex("5f32232e76a4d1bdfdbeed36c384b03b")
+    tk = 1704110400
+
+    def body(variables=b"\xc0", tag="app.web", extra=()):
+        return mp_map([(mp_s("timekey"), mp_int(tk)), (mp_s("tag"), mp_s(tag)),
+                       (mp_s("variables"), variables), (mp_s("seq"), mp_int(0)),
+                       (mp_s("id"), mp_bin(cid)), (mp_s("s"), mp_int(3)),
+                       (mp_s("c"), mp_int(tk + 5)), (mp_s("m"), mp_int(tk + 9))] + list(extra))
+
+    variables = mp_map([(mp_s("namespace"), mp_s("prod")), (mp_s("pod"), mp_s("web-0"))])
+    return {
+        "meta_fluentd": fluentd_meta(body()),
+        "meta_legacy_no_header": fluentd_meta(body(), header=False),
+        "meta_variables": fluentd_meta(body(variables)),
+        "meta_variable_not_str": fluentd_meta(body(mp_map([(mp_s("n"), mp_int(7))]))),
+        "meta_no_id": fluentd_meta(mp_map([(mp_s("tag"), mp_s("t")), (mp_s("s"), mp_int(1))])),
+        "meta_short_length": b"\xc1\x00\x00\x00\x01\x00" + body(),
+        "meta_truncated": fluentd_meta(body())[:40],
+        "meta_nil_tag_timekey": fluentd_meta(mp_map([
+            (mp_s("timekey"), b"\xc0"), (mp_s("tag"), b"\xc0"), (mp_s("variables"), b"\xc0"),
+            (mp_s("seq"), mp_int(0)), (mp_s("id"), mp_bin(cid)), (mp_s("s"), mp_int(0))])),
+        "name_q": b"buffer.q5f32232e76a4d1bdfdbeed36c384b03b.log",
+        "name_b": b"buffer.b5f32232e76a4d1bdfdbeed36c384b03c.log",
+    }
+
+
+# ---- fluent.conf ------------------------------------------------------------------------------
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def config_seeds():
+    s = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "examples", "**", "*.conf"), recursive=True) +
+                       glob.glob(os.path.join(ROOT, "test", "data", "config", "*.conf"))):
+        rel = os.path.relpath(path, ROOT).replace(os.sep, "_")
+        with open(path, "rb") as f:
+            s["file_" + rel] = f.read()
+    # the fluent.conf blocks of the docs and the examples' READMEs
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")) +
+                       glob.glob(os.path.join(ROOT, "examples", "*", "README.md"))):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+        n = 0
+        for block in blocks:
+            if re.search(r"^\s*<(source|match|filter|label|system)\b", block, re.M):
+                rel = os.path.relpath(path, ROOT).replace(os.sep, "_")
+                s["doc_%s_%d" % (rel, n)] = block.encode()
+                n += 1
+    # what the lexer and parser know, a few lines each (the fixtures are in fuzz_config.c)
+    s["syntax_values"] = (
+        b"bare text here   # comment\nsingle 'it\\'s'\ndouble \"tab\\t nl\\n \\#{x} \\\"\"\n"
+        b"env \"#{ENV['WEIR_FUZZ']}\"\nenv2 \"#{ENV[\"NOPE\"]}\"\nhash {\"a\": 1, # c\n \"b\": [1, {}]}\n"
+        b"arr [\"x\", \"y\"]\nflag\nsharp #x\njoined \"a\\\nb\"\nsizes 10k\ntime 1.5h\nlist a, b ,c\n"
+        b"kv a:1,b:2\n")
+    s["syntax_sections"] = (
+        b"<system>\n  log_level debug\n</system>\n<source>\n  @type forward\n  <security>\n"
+        b"    shared_key secret\n    <user>\n      password pw\n    </user>\n  </security>\n"
+        b"</source>\n<label @X>\n  <match a.** b.{c,d}>\n    @type file\n  </match>\n</label>\n")
+    s["syntax_include"] = (
+        b"@include params.conf\n<source>\n  @include section.conf\n</source>\n"
+        b"include *.conf\n@include \"open.conf\"\n@include nope.conf\n")
+    s["syntax_include_close"] = b"<source>\n  @include close.conf\n</source>\n"
+    s["syntax_include_bad"] = b"@include bad.conf\n"
+    s["syntax_crlf"] = b"<match **>\r\n  @type stdout\r\n</match>\r\n"
+    s["syntax_deep"] = b"<a>\n" * 33 + b"</a>\n" * 33
+    s["syntax_json_deep"] = b"k " + b"[" * 70 + b"]" * 70 + b"\n"
+    # regressions: what the fuzzer found (see test/fuzz/README.md)
+    s["found_json_then_blank"] = b'd "[] "\n'
+    return s
+
+
 SEEDS = {
     "fuzz_forward": forward_seeds,
     "fuzz_http": http_seeds,
     "fuzz_inflate": inflate_seeds,
+    "fuzz_chunkfile": chunkfile_seeds,
+    "fuzz_fluentd_meta": fluentd_meta_seeds,
+    "fuzz_config": config_seeds,
 }
 
 

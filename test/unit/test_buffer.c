@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1187,6 +1188,80 @@ static void test_unit_recovery_of_every_torn_state(void **state)
     free(pristine);
 }
 
+/* A checksummed metadata record with no payload (found by fuzz_chunkfile): not metadata, and
+ * no pointer arithmetic on the empty buffer's NULL (UBSan stopped the scan). */
+static void test_empty_meta_record_is_not_metadata(void **state)
+{
+    char path[] = "/tmp/weir-chunk-XXXXXX";
+    int fd = mkstemp(path);
+    char hdr[CHUNK_HDR_LEN];
+    chunk_record_header(hdr, CHUNK_REC_META, "", 0, 0);
+    assert_int_equal(write(fd, hdr, sizeof hdr), sizeof hdr);
+    close(fd);
+    chunk_scan_t s;
+    scan_path(path, &s);
+    assert_false(s.meta_ok);
+    assert_true(s.corrupt);
+    assert_int_equal(s.good_end, 0);
+    chunk_meta_t m;
+    assert_int_equal(chunk_meta_decode(NULL, 0, &m, NULL), -1);
+    unlink(path);
+}
+
+/* A metadata map: the id, then "tag" `tags` times and "vars" `vars` times (the i-th with i+1
+ * variables). */
+static void meta_with(weir_buf_t *out, uint32_t tags, uint32_t vars)
+{
+    static const uint8_t id[16] = {1, 2, 3};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, weir_buf_msgpack_write);
+    msgpack_pack_map(&pk, 1 + tags + vars);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_bin_with_body(&pk, id, 16);
+    for (uint32_t i = 0; i < tags; i++) {
+        msgpack_pack_str_with_body(&pk, "tag", 3);
+        msgpack_pack_str_with_body(&pk, "app", 3);
+    }
+    for (uint32_t i = 0; i < vars; i++) {
+        msgpack_pack_str_with_body(&pk, "vars", 4);
+        msgpack_pack_map(&pk, i + 1);
+        for (uint32_t j = 0; j <= i; j++) {
+            msgpack_pack_str_with_body(&pk, "k", 1);
+            msgpack_pack_str_with_body(&pk, "v", 1);
+        }
+    }
+}
+
+/* A metadata map that names a key twice (found by fuzz_chunkfile): weir never writes one, so
+ * it is not metadata. Before, a second "vars" wrote past the first one's arrays and a second
+ * "tag" leaked the first. */
+static void test_meta_with_a_key_twice_is_rejected(void **state)
+{
+    static const uint32_t cases[][3] = {/* tags, vars, decodes */
+                                        {1, 1, 1},
+                                        {2, 0, 0},
+                                        {0, 2, 0},
+                                        {2, 2, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        weir_buf_t b;
+        weir_buf_init(&b);
+        meta_with(&b, cases[i][0], cases[i][1]);
+        chunk_meta_t m;
+        int rc = chunk_meta_decode(b.data, b.len, &m, NULL);
+        if (cases[i][2]) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(m.tag, "app");
+            assert_int_equal(m.nvars, 1);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_null(m.tag);
+            assert_int_equal(m.nvars, 0);
+        }
+        chunk_meta_free(&m);
+        weir_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     loop_thread = pthread_self();
@@ -1201,6 +1276,8 @@ int main(void)
         cmocka_unit_test(test_tagged_records_keep_each_batch_tag),
         cmocka_unit_test(test_tagged_record_past_the_tag_limit_is_damage),
         cmocka_unit_test(test_garbage_is_not_metadata),
+        cmocka_unit_test(test_empty_meta_record_is_not_metadata),
+        cmocka_unit_test(test_meta_with_a_key_twice_is_rejected),
         cmocka_unit_test(test_unit_append_ack_deliver),
         cmocka_unit_test(test_unit_group_commit_covers_exactly_the_acked),
         cmocka_unit_test(test_unit_rollback_leaves_nothing),

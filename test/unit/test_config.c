@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../src/config/conf_internal.h"
 #include "weir/config.h"
 #include "weir/log.h"
 
@@ -750,6 +751,31 @@ static void test_include_remote_not_supported(void **state)
     expect_error("@include\n", "test.conf:1:1", "@include needs a file path");
 }
 
+/* The fuzz target's parser: an @include names a file beside the including one, or nothing. */
+static void test_include_confined(void **state)
+{
+    write_file("side.conf", "k side\n");
+    char name[600];
+    snprintf(name, sizeof name, "%s", tmp_path("main.conf"));
+    const char *t = "@include side.conf\n@include s*.conf\n";
+    weir_conf_section_t *root = conf_parse_string_confined(t, strlen(t), name, &err);
+    if (!root) fail_msg("%s", err.msg);
+    assert_int_equal(root->nparams, 2);
+    assert_string_equal(val(root, "k"), "side");
+    weir_conf_free(root);
+    static const char *const outside[] = {"@include /etc/hostname\n", "@include ../x.conf\n",
+                                          "@include file:///dev/zero\n",
+                                          "@include \"\\/etc/hostname\"\n"};
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++) {
+        memset(&err, 0, sizeof err);
+        root = conf_parse_string_confined(outside[i], strlen(outside[i]), name, &err);
+        assert_null(root);
+        char where[700];
+        snprintf(where, sizeof where, "%s:1:1", name);
+        expect_msg(where, "only a file name beside this file is allowed here");
+    }
+}
+
 /* ---- getters ---- */
 
 static weir_conf_section_t *one(const char *key, const char *value)
@@ -1206,6 +1232,8 @@ static void test_dump_round_trip(void **state)
                       "  f \"[not json\"\n"
                       "  g\n"
                       "  h '#hash first'\n"
+                      "  i \"[1, 2] \"\n" /* JSON, then a blank: found by fuzz_config */
+                      "  j \"{}\\n\"\n"
                       "  <buffer tag,time>\n"
                       "    @type file\n"
                       "  </buffer>\n"
@@ -1385,6 +1413,7 @@ int main(void)
                                         remove_tmpdir),
         cmocka_unit_test_setup_teardown(test_include_depth_limit, make_tmpdir, remove_tmpdir),
         cmocka_unit_test(test_include_remote_not_supported),
+        cmocka_unit_test_setup_teardown(test_include_confined, make_tmpdir, remove_tmpdir),
         cmocka_unit_test(test_get_str_and_absent),
         cmocka_unit_test(test_get_int_and_float),
         cmocka_unit_test(test_get_size),

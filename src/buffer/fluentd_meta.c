@@ -1,0 +1,112 @@
+/* Fluentd's buffer file names and .meta files, for adoption (buffer.c's adopt_fluentd). A
+ * .meta comes from a volume another program wrote, so it is parsed as untrusted bytes: every
+ * msgpack read is bounded by the buffer, and the parser is a pure function of those bytes
+ * (fluentd_meta_parse) so the fuzz target can drive it without files. */
+#include "fluentd_meta.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "weir/buffer.h"
+#include "weir/mp.h"
+
+bool fluentd_name_parse(const char *name, char hex[33])
+{
+    /* buffer.<b|q><32 hex>.log */
+    size_t n = strlen(name);
+    if (strncmp(name, "buffer.", 7) != 0 || n != 7 + 1 + 32 + 4) return false;
+    if ((name[7] != 'b' && name[7] != 'q') || strcmp(name + 40, ".log") != 0) return false;
+    for (int i = 0; i < 32; i++) {
+        char ch = name[8 + i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+        hex[i] = ch;
+    }
+    hex[32] = '\0';
+    return true;
+}
+
+int fluentd_meta_parse(const char *data, size_t len, chunk_meta_t *m, uint64_t *records)
+{
+    memset(m, 0, sizeof *m);
+    const char *p = data, *end = data + len;
+    if (len >= 6 && (unsigned char)data[0] == 0xc1 && data[1] == 0) {
+        uint32_t mlen = ((uint32_t)(unsigned char)data[2] << 24) |
+                        ((uint32_t)(unsigned char)data[3] << 16) |
+                        ((uint32_t)(unsigned char)data[4] << 8) | (unsigned char)data[5];
+        if (mlen > len - 6) goto bad;
+        p = data + 6;
+        end = p + mlen;
+    }
+    weir_mp_obj_t o, k, v;
+    ssize_t h = weir_mp_read(p, (size_t)(end - p), &o);
+    if (h <= 0 || o.type != WEIR_MP_MAP) goto bad;
+    p += h;
+    bool have_id = false;
+    for (uint32_t i = 0; i < o.v.n; i++) {
+        ssize_t kn = weir_mp_read(p, (size_t)(end - p), &k);
+        if (kn <= 0) goto bad;
+        p += kn;
+        const char *vstart = p;
+        ssize_t vn = weir_mp_read(p, (size_t)(end - p), &v);
+        if (vn <= 0) goto bad;
+        bool str = k.type == WEIR_MP_STR;
+        if (str && k.len == 2 && memcmp(k.ptr, "id", 2) == 0 && v.type == WEIR_MP_BIN &&
+            v.len == 16) {
+            memcpy(m->id, v.ptr, 16);
+            have_id = true;
+        } else if (str && k.len == 7 && memcmp(k.ptr, "timekey", 7) == 0 &&
+                   (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
+            m->has_timekey = true;
+            m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
+        } else if (str && k.len == 3 && memcmp(k.ptr, "tag", 3) == 0 && v.type == WEIR_MP_STR) {
+            if (m->tag) goto bad; /* a key twice: not a Ruby Hash, not Fluentd's */
+            m->tag = weir_strndup(v.ptr, v.len);
+        } else if (str && k.len == 1 && k.ptr[0] == 's' && v.type == WEIR_MP_UINT) {
+            *records = v.v.u;
+        } else if (str && k.len == 9 && memcmp(k.ptr, "variables", 9) == 0 &&
+                   v.type == WEIR_MP_MAP && v.v.n <= WEIR_BUFFER_MAX_KEYS) {
+            if (m->var_keys) goto bad;
+            const char *q = p + vn;
+            m->var_keys = weir_calloc(v.v.n, sizeof(char *));
+            m->var_values = weir_calloc(v.v.n, sizeof(char *));
+            for (uint32_t j = 0; j < v.v.n; j++) {
+                weir_mp_obj_t vk, vv;
+                ssize_t a = weir_mp_read(q, (size_t)(end - q), &vk);
+                if (a <= 0 || vk.type != WEIR_MP_STR) goto bad;
+                q += a;
+                ssize_t c = weir_mp_read(q, (size_t)(end - q), &vv);
+                if (c <= 0) goto bad;
+                m->var_keys[m->nvars] = weir_strndup(vk.ptr, vk.len);
+                m->var_values[m->nvars] =
+                    vv.type == WEIR_MP_STR ? weir_strndup(vv.ptr, vv.len) : weir_strdup("");
+                m->nvars++;
+                ssize_t skip = weir_mp_skip(q, (size_t)(end - q), 8);
+                if (skip <= 0) goto bad;
+                q += skip;
+            }
+        }
+        ssize_t skip = weir_mp_skip(vstart, (size_t)(end - vstart), 8);
+        if (skip <= 0) goto bad;
+        p = vstart + skip;
+    }
+    if (!have_id) goto bad;
+    return 0;
+bad:
+    chunk_meta_free(m);
+    return -1;
+}
+
+int fluentd_meta_read(const char *path, chunk_meta_t *m, uint64_t *records)
+{
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char *buf = weir_malloc(FLUENTD_META_MAX);
+    ssize_t n = read(fd, buf, FLUENTD_META_MAX);
+    close(fd);
+    int rc = fluentd_meta_parse(buf, n > 0 ? (size_t)n : 0, m, records);
+    free(buf);
+    return rc;
+}
