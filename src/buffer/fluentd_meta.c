@@ -12,19 +12,25 @@
 #include "weir/buffer.h"
 #include "weir/mp.h"
 
-bool fluentd_name_parse(const char *name, char hex[33])
+bool buffer_file_name_parse(const char *name, const char *suffix, char *state, char hex[33])
 {
-    /* buffer.<b|q><32 hex>.log */
-    size_t n = strlen(name);
-    if (strncmp(name, "buffer.", 7) != 0 || n != 7 + 1 + 32 + 4) return false;
-    if ((name[7] != 'b' && name[7] != 'q') || strcmp(name + 40, ".log") != 0) return false;
+    /* buffer.<b|q><32 hex><suffix> */
+    if (strncmp(name, "buffer.", 7) != 0 || strlen(name) != 7 + 1 + 32 + strlen(suffix))
+        return false;
+    if ((name[7] != 'b' && name[7] != 'q') || strcmp(name + 40, suffix) != 0) return false;
     for (int i = 0; i < 32; i++) {
         char ch = name[8 + i];
         if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
         hex[i] = ch;
     }
     hex[32] = '\0';
+    if (state) *state = name[7];
     return true;
+}
+
+bool fluentd_name_parse(const char *name, char hex[33])
+{
+    return buffer_file_name_parse(name, ".log", NULL, hex);
 }
 
 int fluentd_meta_parse(const char *data, size_t len, chunk_meta_t *m, uint64_t *records)

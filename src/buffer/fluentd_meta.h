@@ -12,7 +12,11 @@
 
 #define FLUENTD_META_MAX (1024 * 1024) /* a .meta is a few hundred bytes */
 
-/* True when `name` is buffer.<b|q><32 lowercase hex>.log; hex receives the id. */
+/* True when `name` is buffer.<b|q><32 lowercase hex><suffix>: weir names its chunk files
+ * (".chunk") as Fluentd names its own (".log"). hex receives the id, *state (may be NULL) the
+ * 'b' (staged) or 'q' (queued). */
+bool buffer_file_name_parse(const char *name, const char *suffix, char *state, char hex[33]);
+/* buffer_file_name_parse for a Fluentd chunk: buffer.<b|q><32 lowercase hex>.log. */
 bool fluentd_name_parse(const char *name, char hex[33]);
 
 /* Parses the bytes of a .meta: C1 00, a u32 length, a msgpack map (or, legacy, the whole

@@ -21,22 +21,6 @@
 
 #include "fluentd_meta.h"
 
-static bool parse_chunk_name(const char *name, char *state, char hex[33])
-{
-    /* buffer.<b|q><32 hex>.chunk */
-    if (strncmp(name, "buffer.", 7) != 0 || strlen(name) != 7 + 1 + 32 + 6) return false;
-    if (name[7] != 'b' && name[7] != 'q') return false;
-    if (strcmp(name + 40, ".chunk") != 0) return false;
-    for (int i = 0; i < 32; i++) {
-        char ch = name[8 + i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
-        hex[i] = ch;
-    }
-    hex[32] = '\0';
-    *state = name[7];
-    return true;
-}
-
 /* Copies bytes [from, EOF) of a damaged chunk into the backup directory. */
 static int save_damaged_tail(weir_buffer_t *b, int fd, const char *hex, off_t from, off_t size,
                              char **where)
@@ -274,7 +258,7 @@ int buf_recover(weir_buffer_t *b, weir_err_t *err)
     struct dirent *de;
     while ((de = readdir(d))) {
         char state, hex[33];
-        if (!parse_chunk_name(de->d_name, &state, hex)) {
+        if (!buffer_file_name_parse(de->d_name, ".chunk", &state, hex)) {
             if (fluentd_name_parse(de->d_name, hex))
                 foreign += (size_t)adopt_fluentd(b, de->d_name);
             continue;
@@ -296,7 +280,7 @@ int buf_recover(weir_buffer_t *b, weir_err_t *err)
     size_t found = 0;
     for (size_t i = 0; i < n; i++) {
         char state, hex[33];
-        parse_chunk_name(names[i], &state, hex);
+        buffer_file_name_parse(names[i], ".chunk", &state, hex);
         found += (size_t)recover_one(b, names[i], state, hex, &key);
         free(names[i]);
     }
