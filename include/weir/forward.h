@@ -14,6 +14,7 @@
 #include "weir/common.h"
 #include "weir/config.h"
 #include "weir/event.h"
+#include "weir/inflate.h"
 
 /* Limits. Each is checked where untrusted bytes enter. */
 #define FWD_FRAME_LIMIT_DEFAULT (256u * 1024 * 1024)      /* accepts Fluentd file-buffer chunks */
@@ -59,6 +60,11 @@ typedef struct fwd_decode_opts {
     const char *const *extra_keys;
     const char *const *extra_values;
     size_t n_extra;
+    /* NULL: a compressed payload is inflated in one call. Else it is inflated in steps of
+     * WEIR_INFLATE_STEP_BUDGET into this caller-kept state, and fwd_decode_frame returns
+     * FWD_DECODE_AGAIN until the last step: the caller calls it again with the same frame
+     * and options (on a later loop turn), then resets the state (weir_inflation_reset). */
+    weir_inflation_t *inflation;
 } fwd_decode_opts_t;
 
 void fwd_decode_opts_init(fwd_decode_opts_t *o);
@@ -86,7 +92,9 @@ typedef struct fwd_frame_info {
 /* Decodes one complete frame into `out` (whose tag is replaced and entries reset). Returns 0
  * on success (the batch may hold 0 events, and an ack is still due if info->chunk is set), or
  * -1 for a fatal frame (err says why; the connection must be closed without an ack, nothing
- * of the frame is committed). Validates and decompresses the whole frame before returning. */
+ * of the frame is committed). Validates and decompresses the whole frame before returning;
+ * with opts->inflation it may return FWD_DECODE_AGAIN (the batch empty) while it inflates. */
+#define FWD_DECODE_AGAIN 1
 int fwd_decode_frame(const char *frame, size_t len, const fwd_decode_opts_t *opts,
                      weir_batch_t *out, fwd_frame_info_t *info, weir_err_t *err);
 

@@ -62,6 +62,27 @@ void weir_inflate_free(weir_inflate_t *z);
 int weir_inflate(weir_inflate_format_t fmt, const char *in, size_t len, size_t limit,
                  weir_buf_t *out, weir_err_t *err);
 
+/* A decompression an input runs across event-loop turns, one step per call of its framing:
+ * the state it keeps between the calls (zeroed, or after weir_inflation_reset, it is idle). */
+typedef struct weir_inflation {
+    weir_inflate_t *z; /* the decoder while in progress */
+    weir_buf_t out;    /* what was produced so far; all of it once done */
+    bool done;
+} weir_inflation_t;
+
+/* One step of about WEIR_INFLATE_STEP_BUDGET output over `in` (the same bytes on every call),
+ * beginning on the first call. Returns 1 when the input is fully decoded (s->out holds it;
+ * later calls return 1 at once), 0 when there is more to do (call again on a later loop turn),
+ * -1 with err set as weir_inflate() sets it (s is reset). */
+int weir_inflation_run(weir_inflation_t *s, weir_inflate_format_t fmt, const char *in, size_t len,
+                       size_t limit, weir_err_t *err);
+/* Frees what s holds and makes it idle. */
+void weir_inflation_reset(weir_inflation_t *s);
+
+/* Test hook: the most output one weir_inflate_step call produced on this thread since it was
+ * last set to 0 (a test's way to see that no caller inflates a whole body in one call). */
+extern _Thread_local size_t weir_inflate_step_max;
+
 /* "gzip", "zlib", "zstd". */
 const char *weir_inflate_format_name(weir_inflate_format_t fmt);
 

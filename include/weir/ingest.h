@@ -16,8 +16,10 @@
  *    tested at and past its edge): connections per input, deadlines (authentication, a unit
  *    that must arrive whole, an idle keep-alive), a budget for the bytes connections hold, a
  *    peer that does not read its answers;
- *  - the drain on stop: idle connections close at once, one with a unit in flight after its
- *    answer.
+ *  - work cut in steps (WEIR_INGEST_AGAIN): a connection whose unit needs more than a slice of
+ *    loop time (a decompression) gets one slice per loop turn, in turn with the others;
+ *  - the drain on stop: idle connections close at once, one with a unit in flight (emitted or
+ *    in steps) after its answer.
  *
  * A new input is a framing function and a few lines of registration. A line-based one:
  *
@@ -98,6 +100,11 @@ typedef enum weir_ingest_res {
                           written, 100-continue): go on with the next bytes */
     WEIR_INGEST_CLOSE, /* handled, and the connection ends (after what was written) */
     WEIR_INGEST_ERROR, /* bad input: f->why is logged (rate-limited) and the connection closed */
+    WEIR_INGEST_AGAIN, /* a unit is complete but its work (a decompression) is cut in steps: call
+                          .frame again with the same bytes, unmoved, on a later loop turn, after
+                          other connections had theirs. f->consumed is ignored; reading pauses
+                          meanwhile; the input keeps its progress in its state (freed in
+                          .closed, which may come instead of the next call) */
 } weir_ingest_res_t;
 
 typedef struct weir_ingest_frame {

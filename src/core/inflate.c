@@ -175,7 +175,9 @@ static int zstd_call(weir_inflate_t *z, weir_err_t *err)
     return 0;
 }
 
-int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err)
+_Thread_local size_t weir_inflate_step_max;
+
+static int step(weir_inflate_t *z, size_t budget, weir_err_t *err)
 {
     if (z->len == 0) return 1;
     size_t start = weir_inflate_produced(z), in_start = z->in_off;
@@ -187,6 +189,15 @@ int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err)
     }
 }
 
+int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err)
+{
+    size_t start = weir_inflate_produced(z);
+    int rc = step(z, budget, err);
+    size_t made = weir_inflate_produced(z) - start;
+    if (made > weir_inflate_step_max) weir_inflate_step_max = made;
+    return rc;
+}
+
 int weir_inflate(weir_inflate_format_t fmt, const char *in, size_t len, size_t limit,
                  weir_buf_t *out, weir_err_t *err)
 {
@@ -195,4 +206,33 @@ int weir_inflate(weir_inflate_format_t fmt, const char *in, size_t len, size_t l
     int rc = weir_inflate_step(z, SIZE_MAX, err);
     weir_inflate_free(z);
     return rc == 1 ? 0 : -1;
+}
+
+void weir_inflation_reset(weir_inflation_t *s)
+{
+    weir_inflate_free(s->z);
+    s->z = NULL;
+    weir_buf_free(&s->out);
+    s->done = false;
+}
+
+int weir_inflation_run(weir_inflation_t *s, weir_inflate_format_t fmt, const char *in, size_t len,
+                       size_t limit, weir_err_t *err)
+{
+    if (s->done) return 1;
+    if (!s->z) {
+        weir_buf_init(&s->out);
+        s->z = weir_inflate_new(fmt, in, len, limit, &s->out, err);
+        if (!s->z) goto fail;
+    }
+    int rc = weir_inflate_step(s->z, WEIR_INFLATE_STEP_BUDGET, err);
+    if (rc == 0) return 0;
+    if (rc < 0) goto fail;
+    weir_inflate_free(s->z);
+    s->z = NULL;
+    s->done = true;
+    return 1;
+fail:
+    weir_inflation_reset(s);
+    return -1;
 }

@@ -17,6 +17,13 @@
  *   connection_memory_limit (one value on every source is one budget; with several, the
  *   largest bounds the total).
  *
+ * - A connection is on its input's `again` list exactly while its framing returned
+ *   WEIR_INGEST_AGAIN and has not been called again: reading is paused and its buffer does not
+ *   move. One uv_idle per input (active only while the list is not empty) calls each listed
+ *   connection's framing once per loop turn, so the loop polls for I/O between slices (an
+ *   active idle handle makes the poll not block) and the others' units are read and answered
+ *   in between. A connection leaves the list when it closes, before anything of it is freed.
+ *
  * Deadlines are checked by one timer per input that walks the connection list: O(connections)
  * per tick (at most a few per second). That is nothing next to the reads those connections
  * cost; a timer wheel would replace it if tens of thousands of connections ever matter. */
@@ -60,6 +67,10 @@ struct weir_ingest_conn {
     bool emit_active, emit_cancelled;
     bool gni_active;
     uv_getnameinfo_t gni;
+    /* on ing->again: .frame is called again with the same bytes on a later turn */
+    bool again;
+    uint64_t again_turn; /* the idle turn it was listed in */
+    weir_ingest_conn_t *again_prev, *again_next;
     char *hostname;
     /* state */
     bool opened;        /* .open ran: units are read */
@@ -84,7 +95,11 @@ struct weir_ingest {
     char *label;
     weir_listener_t *listener;
     uv_timer_t tick, drain_poll;
-    int open_handles; /* the two timers; the struct goes when they and the connections are */
+    uv_idle_t again_idle; /* runs the again list, one call per connection per turn */
+    weir_ingest_conn_t *again_head, *again_tail;
+    uint64_t again_turn;
+    int open_handles; /* the timers and the idle; the struct goes when they and the connections are
+                       */
     weir_ingest_conn_t *conns;
     size_t nconns;
     size_t nblocked; /* budget_blocked connections */
@@ -99,12 +114,20 @@ struct weir_ingest {
 
 static void conn_process(weir_ingest_conn_t *ic);
 static void conn_cancel(weir_ingest_conn_t *ic);
+static void on_again(uv_idle_t *h);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static bool conn_busy(const weir_ingest_conn_t *ic)
+/* A unit was emitted, or waits for space. */
+static bool conn_emitting(const weir_ingest_conn_t *ic)
 {
     return ic->emit_active || ic->waiting_space;
+}
+
+/* A unit is in flight: emitted, waiting for space, or being worked on in steps. */
+static bool conn_busy(const weir_ingest_conn_t *ic)
+{
+    return conn_emitting(ic) || ic->again;
 }
 
 static uint64_t now_ms(const weir_ingest_t *ing)
@@ -199,6 +222,55 @@ static void ingest_release(weir_ingest_t *ing)
     free(ing);
 }
 
+/* ---- work in steps -------------------------------------------------------------------------- */
+
+static void again_list(weir_ingest_conn_t *ic)
+{
+    weir_ingest_t *ing = ic->ing;
+    ic->again = true;
+    ic->again_turn = ing->again_turn;
+    ic->again_next = NULL;
+    ic->again_prev = ing->again_tail;
+    if (ing->again_tail)
+        ing->again_tail->again_next = ic;
+    else
+        ing->again_head = ic;
+    ing->again_tail = ic;
+    if (!uv_is_active((uv_handle_t *)&ing->again_idle)) uv_idle_start(&ing->again_idle, on_again);
+}
+
+static void again_unlist(weir_ingest_conn_t *ic)
+{
+    weir_ingest_t *ing = ic->ing;
+    if (!ic->again) return;
+    ic->again = false;
+    if (ic->again_prev)
+        ic->again_prev->again_next = ic->again_next;
+    else
+        ing->again_head = ic->again_next;
+    if (ic->again_next)
+        ic->again_next->again_prev = ic->again_prev;
+    else
+        ing->again_tail = ic->again_prev;
+    ic->again_prev = ic->again_next = NULL;
+    if (!ing->again_head) uv_idle_stop(&ing->again_idle);
+}
+
+/* One loop turn: every connection listed before it began gets one more call of its framing;
+ * one that answers AGAIN again is listed for the next turn. A connection closed meanwhile has
+ * left the list (conn_cancel), so none is touched after its close. */
+static void on_again(uv_idle_t *h)
+{
+    weir_ingest_t *ing = h->data;
+    uint64_t turn = ++ing->again_turn;
+    weir_ingest_conn_t *ic;
+    while ((ic = ing->again_head) && ic->again_turn < turn) {
+        again_unlist(ic);
+        conn_process(ic);
+        if (!ic->closing && !conn_busy(ic)) conn_update_reading(ic);
+    }
+}
+
 /* ---- the connection's end --------------------------------------------------------------- */
 
 static void conn_maybe_free(weir_ingest_conn_t *ic)
@@ -242,6 +314,7 @@ static void on_close(weir_conn_t *c, const char *reason)
 static void conn_cancel(weir_ingest_conn_t *ic)
 {
     ic->closing = true;
+    again_unlist(ic);
     if (ic->waiting_space) weir_engine_cancel_space(ic->ing->eng, &ic->waiter);
     ic->waiting_space = false;
     if (ic->emit_active) ic->emit_cancelled = true;
@@ -389,6 +462,11 @@ static void conn_process(weir_ingest_conn_t *ic)
         if (r == WEIR_INGEST_ERROR) {
             weir_ingest_conn_fail(ic, f.why ? f.why : "malformed input");
             return;
+        }
+        if (r == WEIR_INGEST_AGAIN) { /* the same bytes again, next turn */
+            again_list(ic);
+            conn_update_reading(ic);
+            break;
         }
         if (r == WEIR_INGEST_EMIT) {
             ic->batch = f.batch;
@@ -578,7 +656,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = now_ms(ing);
     for (weir_ingest_conn_t *ic = ing->conns, *next; ic; ic = next) {
         next = ic->next;
-        if (!ic->closing && !conn_busy(ic)) conn_deadlines(ic, now);
+        if (!ic->closing && !conn_emitting(ic)) conn_deadlines(ic, now);
     }
 }
 
@@ -758,8 +836,9 @@ weir_ingest_t *weir_ingest_new(uv_loop_t *loop, weir_engine_t *eng, const weir_i
     g_ingests = ing;
     uv_timer_init(loop, &ing->tick);
     uv_timer_init(loop, &ing->drain_poll);
-    ing->tick.data = ing->drain_poll.data = ing;
-    ing->open_handles = 2;
+    uv_idle_init(loop, &ing->again_idle);
+    ing->tick.data = ing->drain_poll.data = ing->again_idle.data = ing;
+    ing->open_handles = 3;
     uint64_t tick = tick_period(&ing->o);
     uv_timer_start(&ing->tick, on_tick, tick, tick);
     uv_unref((uv_handle_t *)&ing->tick); /* never keeps the loop alive on its own */
@@ -825,6 +904,7 @@ void weir_ingest_free(weir_ingest_t *ing)
         conn_abort(ic, "shutting down");
     uv_close((uv_handle_t *)&ing->tick, on_timer_closed);
     uv_close((uv_handle_t *)&ing->drain_poll, on_timer_closed);
+    uv_close((uv_handle_t *)&ing->again_idle, on_timer_closed);
 }
 
 /* ---- connection accessors ------------------------------------------------------------------ */

@@ -163,6 +163,33 @@ def test_compressed_packed_forward_multi_member_gzip():
     assert [e[3]["seq"] for e in ev] == list(range(20)), w.log()
 
 
+def test_large_compressed_frame_inflated_in_turns():
+    """A CompressedPackedForward frame that inflates to 32 MiB is inflated a slice per loop turn:
+    a message sent on another connection right after it is stored (and acked) before it, and
+    the big frame's events are all stored, whole, then acked."""
+    port = free_port()
+    n, pad = 256, "x" * (128 * 1024)
+    entries = b"".join(msgpack.packb([eventtime(T, i), {"seq": i, "pad": pad}], use_bin_type=True)
+                       for i in range(n))
+    frame = msgpack.packb(["big", gzip.compress(entries, 9),
+                           {"size": n, "compressed": "gzip", "chunk": "big"}], use_bin_type=True)
+    with Weir(stdout_conf(port)) as w:
+        w.start([port])
+        a = socket.create_connection(("127.0.0.1", port))
+        b = socket.create_connection(("127.0.0.1", port))
+        a.sendall(frame)
+        b.sendall(msgpack.packb(["small", T, {"seq": -1}, {"chunk": "small"}]))
+        assert recv_msgpack(b) == {"ack": "small"}
+        assert recv_msgpack(a, timeout=30) == {"ack": "big"}
+        ev = w.wait_events(n + 1, timeout=30)
+        a.close()
+        b.close()
+        w.stop()
+    assert [e[2] for e in ev[:2]] == ["small", "big"], w.log()  # stored in that order
+    assert [e[3]["seq"] for e in ev[1:]] == list(range(n))
+    assert all(e[3]["pad"] == pad for e in ev[1:])
+
+
 def test_broken_frame_closes_only_that_connection():
     port = free_port()
     with Weir(stdout_conf(port)) as w:
@@ -265,6 +292,7 @@ if __name__ == "__main__":
         test_go_fluent_logger_integer_time,
         test_packed_forward_with_ack_str32_like_fluentd,
         test_compressed_packed_forward_multi_member_gzip,
+        test_large_compressed_frame_inflated_in_turns,
         test_broken_frame_closes_only_that_connection,
         test_handshake_shared_key,
         test_tls_with_python_ssl,

@@ -873,8 +873,30 @@ def test_config_errors():
         assert msg in w.log(), (msg, w.log())
 
 
+def test_large_gzip_body_inflated_in_turns():
+    """A gzip body that inflates to 32 MiB is inflated a slice per loop turn: a request sent on
+    another connection right after it is stored and answered before it, and the big body's
+    events are all stored, whole."""
+    port = free_port()
+    n, pad = 256, "x" * (128 * 1024)
+    body = ("[" + ",".join('{"seq":%d,"pad":"%s"}' % (i, pad) for i in range(n)) + "]").encode()
+    w = start(conf(port, parse=""), port)
+    with w:
+        a, b = Raw(port, timeout=30), Raw(port)
+        a.send(post("/big", gzip.compress(body, 9), extra="Content-Encoding: gzip\r\n"))
+        b.send(post("/small", '{"seq":-1}'))
+        assert b.raw_response_bytes(len(OK_KEEP)) == OK_KEEP
+        assert a.raw_response_bytes(len(OK_KEEP)) == OK_KEEP
+        got = w.wait_events(n + 1, timeout=30)
+        w.stop()
+    assert [tag for _, _, tag, _ in got[:2]] == ["small", "big"], w.log()
+    assert [rec["seq"] for _, _, _, rec in got[1:]] == list(range(n))
+    assert all(rec["pad"] == pad for _, _, _, rec in got[1:])
+
+
 if __name__ == "__main__":
     run_tests([
+        test_large_gzip_body_inflated_in_turns,
         test_curl_mtls_teleport_events,
         test_curl_mtls_pkcs8_key,
         test_go_client_like_teleport_event_handler,

@@ -269,13 +269,71 @@ static void test_steps_count_input(void **state)
     weir_buf_free(&out);
 }
 
+/* weir_inflation_run, the state an input keeps across loop turns: the same bytes as one call,
+ * one step per call, the same error text as one call, and the state is idle after an error
+ * or a reset (the ASan build checks nothing leaks). */
+static void test_inflation_across_calls(void **state)
+{
+    (void)state;
+    const size_t n = 5 * MIB + 123;
+    char *plain = payload(n);
+    for (size_t f = 0; f < 3; f++) {
+        weir_buf_t z;
+        weir_buf_init(&z);
+        pack(FORMATS[f], &z, plain, n);
+        weir_inflation_t s = {0};
+        weir_err_t err;
+        int rc, calls = 0;
+        weir_inflate_step_max = 0;
+        while ((rc = weir_inflation_run(&s, FORMATS[f], z.data, z.len, n, &err)) == 0)
+            calls++;
+        assert_int_equal(rc, 1);
+        assert_int_equal(calls, n / WEIR_INFLATE_STEP_BUDGET);
+        assert_true(weir_inflate_step_max <= WEIR_INFLATE_STEP_BUDGET + WEIR_INFLATE_CHUNK);
+        assert_int_equal(s.out.len, n);
+        assert_memory_equal(s.out.data, plain, n);
+        assert_int_equal(weir_inflation_run(&s, FORMATS[f], z.data, z.len, n, &err), 1);
+        weir_inflation_reset(&s);
+        assert_null(s.z);
+        assert_int_equal(s.out.len, 0);
+
+        /* one byte under the size: the same error as one call, on the call that passes it */
+        weir_err_t one;
+        weir_buf_t out;
+        weir_buf_init(&out);
+        assert_int_equal(weir_inflate(FORMATS[f], z.data, z.len, n - 1, &out, &one), -1);
+        weir_buf_free(&out);
+        while ((rc = weir_inflation_run(&s, FORMATS[f], z.data, z.len, n - 1, &err)) == 0)
+            ;
+        assert_int_equal(rc, -1);
+        assert_string_equal(err.msg, one.msg);
+        assert_null(s.z);
+        assert_int_equal(s.out.len, 0);
+
+        /* truncated: the same error as one call */
+        assert_int_equal(weir_inflate(FORMATS[f], z.data, z.len - 1, n, &out, &one), -1);
+        weir_buf_free(&out);
+        while ((rc = weir_inflation_run(&s, FORMATS[f], z.data, z.len - 1, n, &err)) == 0)
+            ;
+        assert_int_equal(rc, -1);
+        assert_string_equal(err.msg, one.msg);
+
+        /* reset midway frees the decoder and what it produced */
+        assert_int_equal(weir_inflation_run(&s, FORMATS[f], z.data, z.len, n, &err), 0);
+        weir_inflation_reset(&s);
+        assert_null(s.z);
+        weir_buf_free(&z);
+    }
+    free(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_limit_exact_and_past), cmocka_unit_test(test_appends),
         cmocka_unit_test(test_members_and_frames),   cmocka_unit_test(test_truncated_and_trailing),
         cmocka_unit_test(test_steps_bounded),        cmocka_unit_test(test_steps_same_output),
-        cmocka_unit_test(test_steps_count_input),
+        cmocka_unit_test(test_steps_count_input),    cmocka_unit_test(test_inflation_across_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

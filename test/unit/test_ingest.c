@@ -1,8 +1,10 @@
 /* The ingest-connection layer (src/net/ingest.c) with the line input of include/weir/ingest.h's
  * example: one record per "\n"-terminated line, answered "ok\n" once stored in a file buffer.
  * Each limit is tested exactly on its edge and one past it; the cancelled emit is tested by
- * closing a connection while the output holds its batch. Clients are plain blocking sockets;
- * the loop runs in small steps until what a client would see has happened. */
+ * closing a connection while the output holds its batch. The line "big" makes the input inflate
+ * BIG_PLAIN bytes in steps (WEIR_INGEST_AGAIN) before its record, as forward and http inflate a
+ * compressed unit. Clients are plain blocking sockets; the loop runs in small steps until what
+ * a client would see has happened. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,8 +18,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "weir/engine.h"
+#include "weir/inflate.h"
 #include "weir/ingest.h"
 #include "weir/log.h"
 
@@ -29,12 +33,42 @@ static char dir[64];
 static int answers, closes, frames;
 static weir_ingest_conn_t *last_ic;
 
+/* "big": BIG_PLAIN zero bytes, zlib-compressed once in setup, inflated a step per call */
+#define BIG_PLAIN (32u * 1024 * 1024)
+static unsigned char *big_z;
+static uLongf big_zlen;
+static weir_ingest_conn_t *big_ic; /* the connection inflating, while it does */
+static int big_steps;              /* calls of the framing that inflated a step */
+/* the units emitted, in order: 'B' the big one, 's' any other line */
+static char order[16];
+static size_t norder;
+
 /* ---- the line input of the header's example ------------------------------------------------ */
 
 typedef struct line_conn {
     weir_batch_t batch;
     bool init;
+    weir_inflation_t big;
 } line_conn_t;
+
+/* One step of the big unit: AGAIN until the last. */
+static weir_ingest_res_t big_step(weir_ingest_conn_t *ic, line_conn_t *lc, weir_ingest_frame_t *f)
+{
+    weir_err_t err;
+    int rc = weir_inflation_run(&lc->big, WEIR_INFLATE_ZLIB, (const char *)big_z, big_zlen,
+                                BIG_PLAIN, &err);
+    big_steps++;
+    big_ic = ic;
+    if (rc < 0) {
+        f->why = "inflate failed";
+        return WEIR_INGEST_ERROR;
+    }
+    if (rc == 0) return WEIR_INGEST_AGAIN;
+    assert_int_equal(lc->big.out.len, BIG_PLAIN);
+    weir_inflation_reset(&lc->big);
+    big_ic = NULL;
+    return WEIR_INGEST_EMIT;
+}
 
 static weir_ingest_res_t line_frame(weir_ingest_conn_t *ic, const char *p, size_t n,
                                     weir_ingest_frame_t *f)
@@ -42,6 +76,12 @@ static weir_ingest_res_t line_frame(weir_ingest_conn_t *ic, const char *p, size_
     line_conn_t *lc = weir_ingest_conn_data(ic);
     const char *nl = memchr(p, '\n', n);
     if (!nl) return WEIR_INGEST_MORE;
+    bool big = nl - p == 3 && memcmp(p, "big", 3) == 0;
+    if (big) {
+        weir_ingest_res_t r = big_step(ic, lc, f);
+        if (r != WEIR_INGEST_EMIT) return r;
+    }
+    if (norder < sizeof order - 1) order[norder++] = big ? 'B' : 's';
     frames++;
     last_ic = ic;
     f->consumed = (size_t)(nl - p) + 1;
@@ -73,6 +113,8 @@ static void line_closed(weir_ingest_conn_t *ic)
     line_conn_t *lc = weir_ingest_conn_data(ic);
     closes++;
     if (lc->init) weir_batch_free(&lc->batch);
+    weir_inflation_reset(&lc->big);
+    if (big_ic == ic) big_ic = NULL;
 }
 
 static const weir_ingest_ops_t line_ops = {
@@ -109,7 +151,10 @@ static weir_ingest_t *start(weir_ingest_opts_t *o)
     o->bind = "127.0.0.1";
     weir_ingest_t *ing = weir_ingest_new(&loop, eng, &line_ops, o, &err);
     if (!ing) fail_msg("ingest: %s", err.msg);
-    answers = closes = frames = 0;
+    answers = closes = frames = big_steps = 0;
+    norder = 0;
+    memset(order, 0, sizeof order);
+    weir_inflate_step_max = 0;
     return ing;
 }
 
@@ -342,6 +387,76 @@ static void test_progress_timeout(void **state)
     finish(ing);
 }
 
+/* A unit whose work is cut in steps gets one step per loop turn, in turn with the others: a
+ * small unit sent on another connection once the big one has begun is emitted and answered
+ * before the big one is done, and no call inflated more than a step. */
+static void test_again_steps_interleave(void **state)
+{
+    weir_ingest_opts_t o;
+    weir_ingest_opts_init(&o);
+    weir_ingest_t *ing = start(&o);
+    int a = cli(ing), b = cli(ing);
+    cli_send(a, "big\n", 4);
+    RUN_UNTIL(big_steps >= 1);
+    cli_send(b, "small\n", 6);
+    expect_answer(b);
+    assert_string_equal(order, "s"); /* the big one is still inflating */
+    expect_answer(a);
+    assert_string_equal(order, "sB");
+    assert_int_equal(answers, 2);
+    /* every call produced about a step: the whole took many calls, each within the budget */
+    assert_true(big_steps >= (int)(BIG_PLAIN / (WEIR_INFLATE_STEP_BUDGET + WEIR_INFLATE_CHUNK)));
+    assert_true(weir_inflate_step_max <= WEIR_INFLATE_STEP_BUDGET + WEIR_INFLATE_CHUNK);
+    close(a);
+    close(b);
+    finish(ing);
+}
+
+/* A connection closed between two steps is never called again, and what its input kept for
+ * the steps is freed in .closed (the ASan build checks for leaks and use after free). */
+static void test_again_close_midway(void **state)
+{
+    weir_ingest_opts_t o;
+    weir_ingest_opts_init(&o);
+    weir_ingest_t *ing = start(&o);
+    int a = cli(ing);
+    cli_send(a, "big\n", 4);
+    RUN_UNTIL(big_steps >= 2);
+    assert_non_null(big_ic);
+    weir_ingest_conn_close(big_ic, "test");
+    RUN_UNTIL(closes == 1);
+    int steps = big_steps;
+    run_for(20);
+    assert_int_equal(big_steps, steps); /* no step after the close */
+    assert_int_equal(frames, 0);
+    assert_int_equal(answers, 0);
+    assert_int_equal(weir_ingest_held(ing), 0);
+    close(a);
+    finish(ing);
+}
+
+/* Stop waits for a unit in steps as for an emitted one: it is finished and answered, then the
+ * connection closes and the stop completes. */
+static void test_again_stop_waits(void **state)
+{
+    weir_ingest_opts_t o;
+    weir_ingest_opts_init(&o);
+    weir_ingest_t *ing = start(&o);
+    int a = cli(ing);
+    cli_send(a, "big\n", 4);
+    RUN_UNTIL(big_steps >= 1);
+    g_stopped = false;
+    weir_ingest_stop(ing, stopped, NULL);
+    assert_false(g_stopped);
+    expect_answer(a);
+    RUN_UNTIL(g_stopped);
+    assert_string_equal(order, "B");
+    expect_closed(a);
+    close(a);
+    weir_ingest_free(ing);
+    run_for(5);
+}
+
 /* ---- fixture ------------------------------------------------------------------------------------
  */
 
@@ -364,7 +479,12 @@ static int setup(void **state)
         return -1;
     }
     weir_log_set_level(WEIR_LOG_ERROR);
-    return 0;
+    unsigned char *zeros = calloc(1, BIG_PLAIN);
+    big_zlen = compressBound(BIG_PLAIN);
+    big_z = malloc(big_zlen);
+    int zrc = compress(big_z, &big_zlen, zeros, BIG_PLAIN);
+    free(zeros);
+    return zrc == Z_OK ? 0 : -1;
 }
 
 static void engine_stopped(void *arg)
@@ -385,6 +505,7 @@ static int teardown(void **state)
     uv_loop_close(&loop);
     weir_conf_free(eng_root);
     char cmd[128];
+    free(big_z);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -399,6 +520,9 @@ int main(void)
         cmocka_unit_test(test_memory_budget),
         cmocka_unit_test(test_memory_budget_spans_inputs),
         cmocka_unit_test(test_progress_timeout),
+        cmocka_unit_test(test_again_steps_interleave),
+        cmocka_unit_test(test_again_close_midway),
+        cmocka_unit_test(test_again_stop_waits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -460,11 +460,19 @@ static int decode_packed(fwd_dec_t *d, const char *payload, size_t plen, const f
     const char *entries = payload;
     size_t elen = plen;
     if (comp != COMP_NONE) {
-        int rc = weir_inflate(comp == COMP_GZIP ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZSTD, payload,
-                              plen, d->opts->max_decompressed, &d->inflated, d->err);
-        if (rc < 0) return -1;
-        entries = d->inflated.data;
-        elen = d->inflated.len;
+        weir_inflate_format_t fmt = comp == COMP_GZIP ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZSTD;
+        const weir_buf_t *plain = &d->inflated;
+        if (d->opts->inflation) {
+            int rc = weir_inflation_run(d->opts->inflation, fmt, payload, plen,
+                                        d->opts->max_decompressed, d->err);
+            if (rc <= 0) return rc < 0 ? -1 : FWD_DECODE_AGAIN;
+            plain = &d->opts->inflation->out;
+        } else if (weir_inflate(fmt, payload, plen, d->opts->max_decompressed, &d->inflated,
+                                d->err) < 0) {
+            return -1;
+        }
+        entries = plain->data;
+        elen = plain->len;
         d->info->decompressed_len = elen;
     }
     size_t used;
@@ -628,7 +636,11 @@ int fwd_decode_frame(const char *frame, size_t len, const fwd_decode_opts_t *opt
     prepare_extras(&d);
 
     int rc = decode_request(&d, frame, len);
-    if (rc < 0) {
+    if (rc == FWD_DECODE_AGAIN) {
+        weir_batch_reset(out);
+        info->chunk = NULL;
+        info->chunk_len = 0;
+    } else if (rc < 0) {
         weir_err_prefix(err, "forward: broken request");
         weir_batch_reset(out);
         info->chunk = NULL;

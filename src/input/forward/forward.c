@@ -6,7 +6,9 @@
  * never looks at a byte twice; it emits one frame per connection at a time with reading
  * paused, and calls fwd_answer when the output reports the batch durable, so acks go out in
  * request order, one write each. This file is the framing (scanner, JSON, the <security>
- * PING) and the answer (the ack).
+ * PING) and the answer (the ack). A compressed payload is inflated a step per loop turn
+ * (WEIR_INGEST_AGAIN): the frame is called again with the same bytes, and goes straight back
+ * to the decoder with the length it had, without scanning again.
  *
  * Metrics are counted per frame (acks written here; events, bytes and latency by the layer)
  * and per connection, never per event. Warnings about a sender's bad input share one rate
@@ -39,6 +41,10 @@ typedef struct fwd_conn {
     fwd_json_scan_t js; /* where the scan of a JSON request stopped */
     weir_batch_t batch; /* the frame in flight */
     fwd_frame_info_t info;
+    /* a CompressedPackedForward frame being inflated in steps (WEIR_INGEST_AGAIN): its
+     * length, and the bytes of the connection's buffer it came from (0: none) */
+    weir_inflation_t inflation;
+    size_t again_len, again_consume;
     char why[WEIR_ERR_MAX]; /* the last decode error, for the log line */
 } fwd_conn_t;
 
@@ -251,9 +257,18 @@ static weir_ingest_res_t data_frame(weir_ingest_conn_t *ic, fwd_conn_t *fc, cons
     o.extra_keys = keys;
     o.extra_values = vals;
     o.n_extra = n;
+    o.inflation = &fc->inflation;
     weir_err_t err;
-    if (fwd_decode_frame(frame, len, &o, &fc->batch, &fc->info, &err) != 0)
-        return frame_error(fc, f, err.msg);
+    int rc = fwd_decode_frame(frame, len, &o, &fc->batch, &fc->info, &err);
+    if (rc == FWD_DECODE_AGAIN) {
+        fc->again_len = len;
+        fc->again_consume = consume;
+        f->consumed = 0;
+        return WEIR_INGEST_AGAIN;
+    }
+    fc->again_consume = 0;
+    weir_inflation_reset(&fc->inflation);
+    if (rc != 0) return frame_error(fc, f, err.msg);
     if (fc->info.mode == FWD_MODE_HEARTBEAT) {
         fc->info.chunk = NULL;
         return WEIR_INGEST_NEXT;
@@ -278,6 +293,9 @@ static weir_ingest_res_t fwd_frame(weir_ingest_conn_t *ic, const char *p, size_t
 {
     fwd_conn_t *fc = weir_ingest_conn_data(ic);
     fwd_input_t *in = fc->in;
+    if (fc->again_consume) /* the frame being inflated: its bytes are where they were */
+        return data_frame(ic, fc, fc->proto == PROTO_JSON ? fc->jframe.data : p, fc->again_len,
+                          fc->again_consume, f);
     if (fc->proto == PROTO_UNKNOWN)
         fc->proto =
             (!in->security.enabled && (p[0] == '{' || p[0] == '[')) ? PROTO_JSON : PROTO_MSGPACK;
@@ -323,7 +341,7 @@ static void fwd_answer(weir_ingest_conn_t *ic, weir_ingest_status_t st)
 static size_t fwd_held(weir_ingest_conn_t *ic)
 {
     fwd_conn_t *fc = weir_ingest_conn_data(ic);
-    return fc->jframe.len;
+    return fc->jframe.len + fc->inflation.out.len;
 }
 
 /* Ready (TLS done, name resolved): with <security> the HELO goes first. */
@@ -354,6 +372,7 @@ static void fwd_closed(weir_ingest_conn_t *ic)
     fwd_conn_t *fc = weir_ingest_conn_data(ic);
     if (!fc->in) return; /* closed before it was ready */
     weir_buf_free(&fc->jframe);
+    weir_inflation_reset(&fc->inflation);
     weir_batch_free(&fc->batch);
 }
 

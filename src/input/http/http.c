@@ -7,7 +7,9 @@
  * and calls http_answer when the output reports it durable, so a 200 always means "stored"
  * and pipelined requests are answered in the order they came, one response each. A peer that
  * does not read its responses is not read either (WEIR_HTTP_MAX_UNSENT); an idle keep-alive
- * connection closes after keepalive_timeout. */
+ * connection closes after keepalive_timeout. A gzip or deflate body is inflated a step per loop
+ * turn (WEIR_INGEST_AGAIN): the request is whole in the reader by then, so the frame called
+ * again goes straight back to the request, not to the reader. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +37,10 @@ typedef struct http_conn {
     weir_http_req_t req;
     weir_batch_t batch; /* the request in flight */
     weir_buf_t scratch; /* responses */
+    /* a compressed body being inflated in steps, and the bytes of the connection's buffer
+     * its request came from (0: none) */
+    weir_inflation_t inflation;
+    size_t again_consumed;
 } http_conn_t;
 
 struct http_input {
@@ -550,9 +556,14 @@ static void warn_skips(http_conn_t *hc, const weir_http_body_skips_t *sk)
                   sk->count, peer_addr(hc), sk->first.msg, suppressed);
 }
 
-/* Builds the batch of a POST-like request; answers 400 itself. Returns false when the
- * request was answered (or the connection dropped) without a batch to emit. */
-static bool build_batch(http_conn_t *hc)
+typedef enum http_built {
+    HTTP_BUILT,    /* hc->batch is the request's events */
+    HTTP_ANSWERED, /* answered (400), or the connection dropped: no batch */
+    HTTP_INFLATING /* the body is being inflated: build again on a later loop turn */
+} http_built_t;
+
+/* Builds the batch of a POST-like request; answers 400 itself. */
+static http_built_t build_batch(http_conn_t *hc)
 {
     http_input_t *in = hc->in;
     weir_http_req_t *r = &hc->req;
@@ -560,23 +571,22 @@ static bool build_batch(http_conn_t *hc)
     size_t plen, qlen;
     if (weir_http_split_target(r->url.data, r->url.len, &path, &plen, &query, &qlen) != 0) {
         conn_drop(hc, "request URL that is not a valid URI");
-        return false;
+        return HTTP_ANSWERED;
     }
     const weir_buf_t *body = &r->body;
     const weir_http_header_t *ce = weir_http_req_header(r, "Content-Encoding");
     bool gz = ce && strcmp(ce->value, "gzip") == 0, df = ce && strcmp(ce->value, "deflate") == 0;
-    weir_buf_t plain;
-    weir_buf_init(&plain);
     if (gz || df) {
         weir_err_t zerr;
-        if (weir_inflate(gz ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZLIB, body->data, body->len,
-                         in->decompress_limit, &plain, &zerr) != 0) {
+        int zr = weir_inflation_run(&hc->inflation, gz ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZLIB,
+                                    body->data, body->len, in->decompress_limit, &zerr);
+        if (zr == 0) return HTTP_INFLATING;
+        if (zr < 0) {
             weir_warn("http: fails to decode payload from %s: %s", peer_addr(hc), zerr.msg);
-            weir_buf_free(&plain);
             respond(hc, "400 Bad Request", NULL, 0, "", 0, true);
-            return false;
+            return HTTP_ANSWERED;
         }
-        body = &plain;
+        body = &hc->inflation.out;
     }
     extras_t x;
     memset(&x, 0, sizeof x);
@@ -620,8 +630,8 @@ static bool build_batch(http_conn_t *hc)
     free(x.spans);
     weir_buf_free(&x.text);
     weir_hset_free(&x.keys);
-    weir_buf_free(&plain);
-    if (rc == 0) return true;
+    weir_inflation_reset(&hc->inflation);
+    if (rc == 0) return HTTP_BUILT;
     if (in->dump_error_log) {
         unsigned long skipped = 0;
         if (weir_ratelimit_ok(&in->warn_rl, &skipped))
@@ -631,7 +641,7 @@ static bool build_batch(http_conn_t *hc)
     }
     respond_error(hc, "400 Bad Request", err.msg);
     request_done(hc);
-    return false;
+    return HTTP_ANSWERED;
 }
 
 /* ---- methods ------------------------------------------------------------------------------- */
@@ -685,7 +695,9 @@ static weir_ingest_res_t handle_request(http_conn_t *hc, weir_ingest_frame_t *f)
             return WEIR_INGEST_CLOSE;
         }
     }
-    if (!build_batch(hc)) return WEIR_INGEST_NEXT; /* answered (400), or closed */
+    http_built_t b = build_batch(hc);
+    if (b == HTTP_INFLATING) return WEIR_INGEST_AGAIN;
+    if (b == HTTP_ANSWERED) return WEIR_INGEST_NEXT; /* answered (400), or closed */
     f->batch = &hc->batch;
     f->wire_bytes = r->body.len;
     return WEIR_INGEST_EMIT;
@@ -721,13 +733,22 @@ static weir_ingest_res_t http_frame(weir_ingest_conn_t *ic, const char *p, size_
 {
     http_conn_t *hc = weir_ingest_conn_data(ic);
     weir_http_ev_t ev;
-    f->consumed = weir_http_req_feed(&hc->req, p, avail, &ev);
+    if (hc->again_consumed) { /* the request whose body is being inflated */
+        f->consumed = hc->again_consumed;
+        ev = WEIR_HTTP_EV_REQUEST;
+    } else {
+        f->consumed = weir_http_req_feed(&hc->req, p, avail, &ev);
+    }
+    hc->again_consumed = 0;
     switch (ev) {
     case WEIR_HTTP_EV_HEADERS:
         handle_headers(hc);
         return WEIR_INGEST_NEXT;
-    case WEIR_HTTP_EV_REQUEST:
-        return handle_request(hc, f);
+    case WEIR_HTTP_EV_REQUEST: {
+        weir_ingest_res_t r = handle_request(hc, f);
+        if (r == WEIR_INGEST_AGAIN) hc->again_consumed = f->consumed;
+        return r;
+    }
     case WEIR_HTTP_EV_TOO_LARGE:
         respond_too_large(hc);
         return WEIR_INGEST_CLOSE;
@@ -751,8 +772,10 @@ static weir_ingest_res_t http_frame(weir_ingest_conn_t *ic, const char *p, size_
 static size_t http_held(weir_ingest_conn_t *ic)
 {
     http_conn_t *hc = weir_ingest_conn_data(ic);
-    if (!hc->in || !weir_http_req_started(&hc->req)) return 0;
-    return hc->req.url.len + hc->req.hdata.len + hc->req.body.len;
+    if (!hc->in) return 0;
+    size_t n = hc->inflation.out.len;
+    if (!weir_http_req_started(&hc->req)) return n;
+    return n + hc->req.url.len + hc->req.hdata.len + hc->req.body.len;
 }
 
 static void http_open(weir_ingest_conn_t *ic)
@@ -770,6 +793,7 @@ static void http_closed(weir_ingest_conn_t *ic)
     http_conn_t *hc = weir_ingest_conn_data(ic);
     if (!hc->in) return; /* closed before it was ready */
     weir_buf_free(&hc->scratch);
+    weir_inflation_reset(&hc->inflation);
     weir_http_req_free(&hc->req);
     weir_batch_free(&hc->batch);
 }
