@@ -194,33 +194,6 @@ static const unsigned char byte_class[256] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
 };
 
-/* Length of the well-formed UTF-8 sequence starting at s (s[0] >= 0x80), or 0 if there is none
- * (Unicode table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return len;
-}
-
 static void put_escape(weir_buf_t *out, unsigned char c)
 {
     static const char hex[] = "0123456789abcdef";
@@ -298,7 +271,7 @@ static void put_string_body(weir_buf_t *out, const char *str, size_t n)
     while ((i = skip_plain(s, i, n)) < n) {
         unsigned char cls = byte_class[s[i]];
         if (cls == 2) {
-            size_t k = utf8_seq(s + i, n - i);
+            size_t k = weir_utf8_seq(s + i, n - i);
             if (k) {
                 i += k;
                 continue;
