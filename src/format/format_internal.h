@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "weir/common.h"
+#include "weir/hash.h"
 #include "weir/mp.h"
 
 /* ---- each key once (keys.c) ---- */
@@ -24,8 +25,7 @@ typedef struct weir_fmt_pair {
 typedef struct weir_fmt_keys {
     weir_fmt_pair_t *pairs;
     size_t n, cap;
-    uint32_t *slots;
-    size_t nslots;
+    weir_hset_t seen; /* the keys of a large map (weir_fmt_keys_close) */
 } weir_fmt_keys_t;
 
 /* Maps with at most this many pairs are checked by a filtered scan; larger ones through a set

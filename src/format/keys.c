@@ -13,8 +13,8 @@
  * so a map without repeats, the usual case, costs one small record per pair and a check: no
  * second pass over the msgpack, no copy. The check is a scan for maps up to
  * WEIR_FMT_KEYS_SCAN_MAX pairs (behind a 64-bit filter, so distinct keys are rarely compared)
- * and a hash set keyed with the process's random SipHash key above that, so a record with tens
- * of thousands of keys costs linear time however its sender chose them.
+ * and the keyed set of weir/hash.h (SipHash under the process's random key) above that, so a record
+ * with tens of thousands of keys costs linear time however its sender chose them.
  *
  * Invariant: the pairs of every open map lie on one stack, innermost last; closing a map pops
  * exactly its own pairs and only rewrites output bytes at or after its first pair. */
@@ -27,12 +27,13 @@
 void weir_fmt_keys_init(weir_fmt_keys_t *k)
 {
     memset(k, 0, sizeof *k);
+    weir_hset_init(&k->seen);
 }
 
 void weir_fmt_keys_free(weir_fmt_keys_t *k)
 {
     free(k->pairs);
-    free(k->slots);
+    weir_hset_free(&k->seen);
     memset(k, 0, sizeof *k);
 }
 
@@ -92,37 +93,19 @@ static void find_repeats_scan(const char *text, weir_fmt_pair_t *p, uint32_t n)
     }
 }
 
-/* As find_repeats_scan, through an open-addressing set of pair indices (linear probing, at
- * most half full) hashed with SipHash under the process key. */
+/* As find_repeats_scan, through the keyed set (weir_hset: SipHash under the process key).
+ * The set points into `text`, which does not move while it is used. */
 static bool find_repeats_hashed(weir_fmt_keys_t *k, const char *text, weir_fmt_pair_t *p,
                                 uint32_t n)
 {
-    size_t need = 16;
-    while (need < 2 * (size_t)n)
-        need *= 2;
-    if (k->nslots < need) {
-        free(k->slots);
-        k->slots = weir_malloc(need * sizeof *k->slots);
-        k->nslots = need;
-    }
-    uint32_t *slots = k->slots; /* pair index + 1; 0 is empty */
-    memset(slots, 0, need * sizeof *slots);
-    size_t mask = need - 1;
+    weir_hset_clear(&k->seen);
     bool any = false;
     for (uint32_t i = 0; i < n; i++) {
+        size_t first;
         p[i].first = i;
-        size_t s = (size_t)weir_hash(text + p[i].key, p[i].val - p[i].key) & mask;
-        for (;; s = (s + 1) & mask) {
-            if (slots[s] == 0) {
-                slots[s] = i + 1;
-                break;
-            }
-            uint32_t j = slots[s] - 1;
-            if (same_key(text, &p[j], &p[i])) {
-                p[i].first = j;
-                any = true;
-                break;
-            }
+        if (!weir_hset_add(&k->seen, text + p[i].key, p[i].val - p[i].key, i, &first)) {
+            p[i].first = (uint32_t)first;
+            any = true;
         }
     }
     return any;
