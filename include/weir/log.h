@@ -50,6 +50,9 @@ void weir_log(weir_log_level_t level, const char *fmt, ...) __attribute__((forma
 
 /* A rate limiter for warnings that bad input could otherwise turn into a flood: at most one line
  * per `interval_ms`, with the count of suppressed ones carried into the next line. */
+/* The interval for warnings about what peers send (bad frames, dropped values, refused
+ * connections): one line per 5 s at most, per source of warnings. */
+#define WEIR_WARN_INTERVAL_MS 5000
 typedef struct weir_ratelimit {
     unsigned interval_ms;
     unsigned long long last_ms;

@@ -56,7 +56,7 @@ weir_buffer_t *weir_buffer_new_env(const weir_buffer_env_t *env, weir_conf_secti
     b->sink = *sink;
     b->plugin_id = weir_strdup(plugin_id);
     b->lock_fd = b->dir_fd = -1;
-    b->warn_rl.interval_ms = BUF_WARN_MS;
+    b->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     if (buf_read_conf(b, sec, defaults, err) != 0) {
         weir_buffer_free(b);
         return NULL;

@@ -53,7 +53,6 @@
 #define BUF_STAGED_LIMIT_DEFAULT 512
 /* Warnings a sender can cause (an event stored alone for its size, a tag refused): one per
  * interval, with the count of those not logged. */
-#define BUF_WARN_MS 5000
 #define BUF_STAGED_WARN_MS 60000 /* "staged_chunks_limit reached": one warning per minute */
 
 typedef enum chunk_state { CH_STAGED, CH_QUEUED, CH_WRITING } chunk_state_t;

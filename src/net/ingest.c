@@ -42,7 +42,6 @@
 /* weir_conn has no "everything written" callback, so a connection that stopped reading its
  * answers is looked at again this often, and only while one is in that state. */
 #define INGEST_DRAIN_POLL_MS 10
-#define INGEST_WARN_INTERVAL_MS 5000
 
 /* Connections of every input together, against the descriptor share, and the bytes they
  * hold together, against the memory budget (loop thread only). */
@@ -808,8 +807,8 @@ weir_ingest_t *weir_ingest_new(uv_loop_t *loop, weir_engine_t *eng, const weir_i
     ing->label = o->label ? weir_strdup(o->label) : NULL;
     ing->o.label = ing->label;
     if (!ing->o.max_connections) ing->o.max_connections = weir_ingest_default_max_connections();
-    ing->warn_rl.interval_ms = INGEST_WARN_INTERVAL_MS;
-    ing->refuse_rl.interval_ms = INGEST_WARN_INTERVAL_MS;
+    ing->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
+    ing->refuse_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     weir_listener_opts_t lo = {
         .bind = o->bind,
         .port = o->port,

@@ -9,8 +9,6 @@
 
 #include "net_internal.h"
 
-#define NET_ACCEPT_WARN_INTERVAL_MS 5000 /* e.g. EMFILE under a connection flood */
-
 int weir_net_resolve_bind(const char *bind, int port, struct sockaddr_storage *out, weir_err_t *err)
 {
     memset(out, 0, sizeof *out);
@@ -109,7 +107,7 @@ weir_listener_t *weir_listener_new(uv_loop_t *loop, const weir_listener_opts_t *
     l->on_accept = opts->on_accept;
     l->on_tls_fail = opts->on_tls_fail;
     l->data = opts->data;
-    l->accept_rl.interval_ms = NET_ACCEPT_WARN_INTERVAL_MS;
+    l->accept_rl.interval_ms = WEIR_WARN_INTERVAL_MS; /* e.g. EMFILE under a connection flood */
     double hs = opts->tls_handshake_timeout > 0 ? opts->tls_handshake_timeout
                                                 : NET_TLS_HANDSHAKE_TIMEOUT_DEFAULT;
     l->hs_timeout_ms = (uint64_t)(hs * 1000.0 + 0.5);

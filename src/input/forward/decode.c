@@ -34,9 +34,8 @@
 #define FWD_NSEC_PER_SEC 1000000000u
 #define FWD_GROUP_START 0xffffffffu /* Fluent Bit's group marker times (flb_log_event.h) */
 #define FWD_GROUP_END 0xfffffffeu
-#define FWD_SKIP_WARN_INTERVAL_MS 5000u /* one "skip invalid event" line per 5 s at most */
-#define FWD_TAG_LOG_MAX 64u             /* tag bytes shown in a log line */
-#define FWD_STREAM UINT64_MAX           /* entry count of a Packed payload: until the end */
+#define FWD_TAG_LOG_MAX 64u   /* tag bytes shown in a log line */
+#define FWD_STREAM UINT64_MAX /* entry count of a Packed payload: until the end */
 
 typedef enum time_result { TIME_OK, TIME_INVALID, TIME_MARKER } time_result_t;
 
@@ -53,7 +52,7 @@ typedef struct fwd_dec {
     weir_buf_t inflated;
 } fwd_dec_t;
 
-static _Thread_local weir_ratelimit_t skip_warn_rl = {FWD_SKIP_WARN_INTERVAL_MS, 0, 0};
+static _Thread_local weir_ratelimit_t skip_warn_rl = {WEIR_WARN_INTERVAL_MS, 0, 0};
 
 void fwd_decode_opts_init(fwd_decode_opts_t *o)
 {

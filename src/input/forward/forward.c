@@ -23,8 +23,6 @@
 #include "weir/net.h"
 #include "weir/plugin.h"
 
-#define FWD_WARN_INTERVAL_MS 5000
-
 typedef struct fwd_input fwd_input_t;
 
 typedef enum conn_proto { PROTO_UNKNOWN, PROTO_MSGPACK, PROTO_JSON } conn_proto_t;
@@ -413,7 +411,7 @@ static int fwd_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state
 {
     fwd_input_t *in = weir_calloc(1, sizeof *in);
     in->eng = eng;
-    in->warn_rl.interval_ms = FWD_WARN_INTERVAL_MS;
+    in->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     in->pm = weir_engine_plugin_metrics(eng);
     weir_metrics_input_network(in->pm, true);
     weir_metrics_input_timed(in->pm);

@@ -21,7 +21,6 @@
 #include "weir/net.h"
 #include "weir/plugin.h"
 
-#define HTTP_WARN_INTERVAL_MS 5000
 /* After a request, buffers larger than this are released rather than kept for the next one,
  * so one big request does not pin its size on an idle keep-alive connection. */
 #define HTTP_KEEP_BUF_MAX WEIR_INGEST_KEEP_BUF_MAX
@@ -824,7 +823,7 @@ static int http_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
         "Values of accepted requests dropped because they did not parse (answered 200, as "
         "Fluentd does).",
         weir_plugin_metrics_labels(in->pm));
-    in->warn_rl.interval_ms = HTTP_WARN_INTERVAL_MS;
+    in->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     if (http_read_conf(in, sec, err) != 0) {
         weir_err_prefix(err, "<source @type http>");
         http_destroy(in);
