@@ -550,7 +550,8 @@ def s3():
 
 # ---- weir and the sender --------------------------------------------------------------------
 
-def match_conf(d, name, bucket, creds, path="logs/", extra="", buffer_extra="", pattern="**"):
+def match_conf(d, name, bucket, creds, path="logs/", extra="", buffer_extra="", pattern="**",
+               retry_wait="1s"):
     return """
 <match %s>
   @type s3
@@ -566,12 +567,13 @@ def match_conf(d, name, bucket, creds, path="logs/", extra="", buffer_extra="", 
     path %s/buf-%s
     timekey 1
     timekey_wait 0
-    retry_wait 1s
-    retry_max_interval 2s
+    retry_wait %s
+    retry_max_interval %s
 %s
   </buffer>
 </match>
-""" % (pattern, name, bucket, s3().port, path, creds, extra, d, name, buffer_extra)
+""" % (pattern, name, bucket, s3().port, path, creds, extra, d, name, retry_wait,
+       "2s" if retry_wait == "1s" else retry_wait, buffer_extra)
 
 
 STATIC = "  aws_key_id S3RVER\n  aws_sec_key S3RVER\n"
@@ -982,6 +984,45 @@ FAULT_SCENARIOS = {
                {"credentials": 1}),
 }
 MULTIPART = ("mp", "expire")
+
+
+def test_retry_never_overwrites_another_chunks_object():
+    """A chunk's PUT fails (four 503 SlowDown answers: nothing stored; or four resets: maybe
+    stored), and while it waits for its retry another chunk of the same hour finds _0 free and
+    stores its events there. The retry must not write over that object: it goes to _1. (weir
+    used to remember the key of any PUT it had sent and send the retry to it, overwriting the
+    other chunk's object, whose chunk was already deleted: those events were gone.)"""
+    srv = s3()
+    for name, kind, status, code in (("ow503", "error", 503, "SlowDown"),
+                                     ("owreset", "reset", 0, "")):
+        srv.state.inject(PUT % name, 4, kind, status, code)
+    matches = [lambda d, n=n: match_conf(
+        d, n, "faults", STATIC, path=n + "/", pattern=n + ".**", retry_wait="8s",
+        extra="  <format>\n    @type json\n  </format>\n") for n in ("ow503", "owreset")]
+    w = start_weir(matches)
+    for n in ("ow503", "owreset"):
+        assert fwd_send(w.port, n + ".a", records("a", 10))
+    # the first chunks' attempts end after their fourth failed PUT
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        fired = [i for i in srv.state.injected if i[3].startswith(("/faults/ow503/",
+                                                                   "/faults/owreset/"))]
+        if len(fired) == 8:
+            break
+        time.sleep(0.1)
+    assert len(fired) == 8, (fired, w.log())
+    for n in ("ow503", "owreset"):
+        assert fwd_send(w.port, n + ".b", records("b", 10, start=100))
+
+    def both(objs):
+        return all(sorted(seqs_in(objs, n + "/")) == list(range(10)) + list(range(100, 110))
+                   for n in ("ow503", "owreset"))
+    objs = srv.wait_objects("faults", both, timeout=40)
+    log = stop_weir(w)
+    for n in ("ow503", "owreset"):
+        got = sorted(seqs_in(objs, n + "/"))
+        assert got == list(range(10)) + list(range(100, 110)), (n, got, log)
+        assert len([k for k in objs if k.startswith(n + "/")]) == 2, (n, sorted(objs))
 
 
 def test_s3_faults_every_acked_event_arrives_once():
@@ -1402,6 +1443,7 @@ def main():
             test_fluentd_buffer_chunks_are_uploaded_as_fluentd_formatted_them,
             test_s3_down_then_back_every_acked_event_arrives,
             test_s3_faults_every_acked_event_arrives_once,
+            test_retry_never_overwrites_another_chunks_object,
             test_unstorable_objects_go_to_backup_at_once,
             test_in_request_retry_on_slowdown,
             test_s3_errors_are_logged_with_code_and_message,

@@ -24,16 +24,24 @@
  * by reason in weir_s3_request_errors_total, every request sent again in
  * weir_s3_request_retries_total.
  *
- * A request that may have stored the object (a PUT or a CompleteMultipartUpload whose answer
- * was lost or failed) leaves its key in the output's memo, by chunk id: the chunk's next
- * attempt sends the same key again instead of looking for a free one, so a response that
- * never came does not become a second object with the same events. The memo lives in memory
- * (after a restart the HEAD loop runs again) and holds at most S3_KEY_MEMO_MAX keys.
+ * A request that may have stored the object (a PUT or a CompleteMultipartUpload that got no
+ * answer: a reset, a timeout) leaves its key in the output's memo, by chunk id. An answer, even
+ * an error, says the object was not stored (S3 applies a PUT whole or not at all), and leaves
+ * nothing. The chunk's next attempt takes the remembered key instead of looking for a free
+ * one, so a response that never came does not become a second object with the same events.
+ * With check_object (the HEAD loop), it first asks S3 what is there: nothing, and it stores
+ * there; an object whose ETag is the one this chunk's body gives, and it is done; another
+ * object (another chunk took the free key meanwhile), and it looks for a free key as usual:
+ * never an overwrite, at worst a duplicate (for example where SSE-KMS makes ETags other than
+ * MD5s). The memo lives in memory (after a restart the HEAD loop runs again) and holds at
+ * most S3_KEY_MEMO_MAX keys.
  *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -93,7 +101,8 @@ typedef struct s3_job {
     weir_buf_t xml;
     weir_write_status_t abort_status;
     char abort_msg[WEIR_ERR_MAX];
-    bool maybe_stored;  /* a PUT or Complete was sent: the object may exist under j->key */
+    bool maybe_stored;  /* a PUT or Complete got no answer: the object may exist at j->key */
+    bool verify_memo;   /* the HEAD in flight asks whether a remembered key holds our object */
     bool creds_renewed; /* new credentials were fetched once already */
     bool renew_failed;
     char renew_msg[WEIR_ERR_MAX];
@@ -700,7 +709,6 @@ static void send_request(s3_job_t *j)
         spec.nquery = 1;
         break;
     }
-    if (j->phase == PH_PUT || j->phase == PH_MP_COMPLETE) j->maybe_stored = true;
     s3_http_req_reset(&j->req);
     j->req.done = on_done;
     j->req.arg = j;
@@ -897,9 +905,75 @@ static bool renew_credentials(s3_job_t *j)
     return true;
 }
 
+/* The ETag S3 gives the object this job stores, unquoted, lowercase: the MD5 of the body in
+ * hex, or for a multipart upload the MD5 of the parts' MD5s with "-<parts>" (without SSE-KMS;
+ * with it no ETag matches and a remembered key is never reused, only written again elsewhere). */
+static void expected_etag(const s3_job_t *j, char *out, size_t size)
+{
+    unsigned char raw[3 * (S3_MD5_B64_LEN / 4)], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (j->nparts == 0) {
+        EVP_DecodeBlock(raw, (const unsigned char *)j->md5, S3_MD5_B64_LEN);
+        memcpy(md, raw, 16);
+        mdlen = 16;
+    } else {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+        for (size_t i = 0; i < j->nparts; i++) {
+            EVP_DecodeBlock(raw, (const unsigned char *)j->parts[i].md5, S3_MD5_B64_LEN);
+            EVP_DigestUpdate(ctx, raw, 16);
+        }
+        EVP_DigestFinal_ex(ctx, md, &mdlen);
+        EVP_MD_CTX_free(ctx);
+    }
+    size_t w = 0;
+    for (unsigned i = 0; i < mdlen && w + 3 <= size; i++)
+        w += (size_t)snprintf(out + w, size - w, "%02x", md[i]);
+    if (j->nparts) snprintf(out + w, size - w, "-%zu", j->nparts);
+}
+
+static bool etag_is_ours(const s3_job_t *j, const char *etag)
+{
+    char want[64];
+    expected_etag(j, want, sizeof want);
+    size_t n = strlen(etag);
+    if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+        etag++;
+        n -= 2;
+    }
+    return n == strlen(want) && strncasecmp(etag, want, n) == 0;
+}
+
+/* The answer to the HEAD of a remembered key (see the top of the file). */
+static void memo_checked(s3_job_t *j, const s3_http_req_t *r)
+{
+    j->verify_memo = false;
+    if (r->status == 404) {
+        start_upload(j);
+    } else if (r->status == 200 && etag_is_ours(j, r->etag)) {
+        weir_debug("s3 %s: s3://%s/%s already holds chunk %s (its ETag): the last attempt "
+                   "stored it",
+                   j->o->id, j->o->bucket, j->key.data, weir_chunk_id_hex(j->chunk));
+        succeeded(j);
+    } else if (r->status == 200) {
+        weir_info("s3 %s: s3://%s/%s, where chunk %s may have been stored, holds another "
+                  "object: looking for a free key",
+                  j->o->id, j->o->bucket, j->key.data, weir_chunk_id_hex(j->chunk));
+        j->maybe_stored = false;
+        j->index = 0;
+        j->prev_key.len = 0;
+        head_next(j);
+    } else {
+        fail_request(j, NULL);
+    }
+}
+
 static void on_done(s3_http_req_t *r)
 {
     s3_job_t *j = r->arg;
+    /* no answer: the request may have been applied; any answer says whether it was */
+    if ((j->phase == PH_PUT || j->phase == PH_MP_COMPLETE) && r->curl_code != CURLE_OK)
+        j->maybe_stored = true;
     bool ok2xx = r->curl_code == CURLE_OK && r->status >= 200 && r->status < 300;
     /* CompleteMultipartUpload can answer 200 with an <Error> body */
     bool complete_error = j->phase == PH_MP_COMPLETE && ok2xx && r->resp.len &&
@@ -924,7 +998,9 @@ static void on_done(s3_http_req_t *r)
     }
     switch (j->phase) {
     case PH_HEAD:
-        if (r->status == 200)
+        if (j->verify_memo)
+            memo_checked(j, r);
+        else if (r->status == 200)
             head_next(j);
         else if (r->status == 404)
             start_upload(j);
@@ -998,7 +1074,14 @@ static void prep_after(uv_work_t *req, int status)
         weir_debug("s3 %s: chunk %s goes to s3://%s/%s again: its last attempt may have "
                    "stored it",
                    j->o->id, weir_chunk_id_hex(j->chunk), j->o->bucket, j->key.data);
-        start_upload(j);
+        if (!j->o->check_object) {
+            start_upload(j);
+            return;
+        }
+        j->verify_memo = true;
+        j->phase = PH_HEAD;
+        j->attempt = 0;
+        send_request(j);
         return;
     }
     if (j->o->check_object) {
