@@ -47,9 +47,6 @@
  * parameters asks for tens of GB (and as many key lookups). A legitimate request stays far
  * below it: a million `{}` lines decode to 13 MB. Past it the request gets 400. */
 #define WEIR_HTTP_MAX_BATCH_BYTES (64u * 1024 * 1024)
-/* Response bytes the peer has not read yet: past this the connection stops reading further
- * pipelined requests until the peer catches up. */
-#define WEIR_HTTP_MAX_UNSENT (1024 * 1024)
 
 /* ---- request reader ------------------------------------------------------------------------ */
 

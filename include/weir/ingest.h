@@ -71,6 +71,11 @@
 /* Bytes a peer may send before it has authenticated (the forward PING): a few KiB, never a
  * frame of chunk_size_limit. Exactly this many unread bytes are allowed. */
 #define WEIR_INGEST_PREAUTH_LIMIT 8192
+/* Answer bytes a peer has not read yet (acks, responses, metrics pages): past this the
+ * connection stops reading further units until the peer catches up, and is dropped if it
+ * never does. Without it a peer that pipelines cheap requests (a GET /metrics, a forward
+ * frame with a long `chunk` to echo) and reads nothing grows weir's write queue without end. */
+#define WEIR_INGEST_MAX_UNSENT (1024 * 1024)
 /* Default deadline, seconds, for an authentication handshake (forward <security>). */
 #define WEIR_INGEST_AUTH_TIMEOUT_DEFAULT 10.0
 /* Default deadline, seconds, for a unit (a forward frame, an HTTP request's headers and then
@@ -159,7 +164,7 @@ typedef struct weir_ingest_opts {
     uint64_t memory_limit;     /* bytes all inputs' connections may hold together */
     bool memory_limit_set;     /* given in the configuration */
     size_t max_unsent;         /* answer bytes a peer has not read before it is not read
-                                  either; 0 = no limit */
+                                  either (WEIR_INGEST_MAX_UNSENT) */
     bool resolve_hostname;     /* reverse lookup before .open */
     void *data;                /* weir_ingest_data() */
 } weir_ingest_opts_t;

@@ -68,6 +68,7 @@ struct weir_ingest_conn {
     uv_getnameinfo_t gni;
     /* on ing->again: .frame is called again with the same bytes on a later turn */
     bool again;
+    bool in_steps;       /* its framing answered AGAIN for the unit at rpos, not yet done */
     uint64_t again_turn; /* the idle turn it was listed in */
     weir_ingest_conn_t *again_prev, *again_next;
     char *hostname;
@@ -445,7 +446,11 @@ static void space_ready(void *arg)
 
 static bool conn_can_read_units(const weir_ingest_conn_t *ic)
 {
-    return !ic->closing && ic->opened && !conn_busy(ic) && !ic->write_blocked;
+    /* once the input stops, a connection finishes the unit it has begun (emitted, or in
+     * steps), answers it and closes: a sender streaming units would otherwise hold the stop
+     * (and a reload) for ever */
+    return !ic->closing && ic->opened && !conn_busy(ic) && !ic->write_blocked &&
+           (!ic->ing->stopping || ic->in_steps);
 }
 
 /* Runs every whole unit in the buffer, until one is in flight or the bytes run out. */
@@ -457,6 +462,7 @@ static void conn_process(weir_ingest_conn_t *ic)
         size_t avail = ic->rbuf.len - ic->rpos;
         weir_ingest_res_t r = ing->ops->frame(ic, ic->rbuf.data + ic->rpos, avail, &f);
         if (ic->closing) return;
+        ic->in_steps = r == WEIR_INGEST_AGAIN;
         if (f.consumed > avail) f.consumed = avail; /* never trust past the bytes handed over */
         if (r == WEIR_INGEST_ERROR) {
             weir_ingest_conn_fail(ic, f.why ? f.why : "malformed input");
@@ -737,6 +743,7 @@ void weir_ingest_opts_init(weir_ingest_opts_t *o)
     o->auth_timeout = WEIR_INGEST_AUTH_TIMEOUT_DEFAULT;
     o->preauth_limit = WEIR_INGEST_PREAUTH_LIMIT;
     o->memory_limit = WEIR_INGEST_MEMORY_LIMIT_DEFAULT;
+    o->max_unsent = WEIR_INGEST_MAX_UNSENT;
 }
 
 int weir_ingest_conf_read(weir_ingest_opts_t *o, weir_conf_section_t *sec, weir_err_t *err)

@@ -455,7 +455,7 @@ def test_pipelined_requests_answered_in_order():
 
 def test_pipelining_peer_that_reads_late():
     """A client that sends many requests before reading any answer: weir stops reading it once
-    WEIR_HTTP_MAX_UNSENT bytes of answers wait, and every answer still arrives, in order."""
+    WEIR_INGEST_MAX_UNSENT bytes of answers wait, and every answer still arrives, in order."""
     port = free_port()
     n = 80000  # ~9 MB of answers: past the limit plus the server's 4 MB socket buffer
     with start("<system>\n  log_level debug\n</system>\n" + conf(port), port) as w:

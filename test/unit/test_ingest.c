@@ -443,7 +443,9 @@ static void test_again_stop_waits(void **state)
     weir_ingest_opts_init(&o);
     weir_ingest_t *ing = start(&o);
     int a = cli(ing);
-    cli_send(a, "big\n", 4);
+    /* a second unit waits behind the first: the stop answers the first and closes, without
+     * reading the second (a sender streaming units would otherwise hold the stop for ever) */
+    cli_send(a, "big\nsmall\n", 10);
     RUN_UNTIL(big_steps >= 1);
     g_stopped = false;
     weir_ingest_stop(ing, stopped, NULL);

@@ -6,7 +6,7 @@
  * and the answer. The layer emits one request per connection at a time with reading paused,
  * and calls http_answer when the output reports it durable, so a 200 always means "stored"
  * and pipelined requests are answered in the order they came, one response each. A peer that
- * does not read its responses is not read either (WEIR_HTTP_MAX_UNSENT); an idle keep-alive
+ * does not read its responses is not read either (WEIR_INGEST_MAX_UNSENT); an idle keep-alive
  * connection closes after keepalive_timeout. A gzip or deflate body is inflated a step per loop
  * turn (WEIR_INGEST_AGAIN): the request is whole in the reader by then, so the frame called
  * again goes straight back to the request, not to the reader. */
@@ -845,7 +845,6 @@ static int http_start(void *state, weir_err_t *err)
     o.label = in->label;
     o.pm = in->pm;
     o.idle_timeout = in->keepalive_timeout;
-    o.max_unsent = WEIR_HTTP_MAX_UNSENT;
     o.data = in;
     in->ing = weir_ingest_new(weir_engine_loop(in->eng), in->eng, &http_ingest_ops, &o, err);
     if (!in->ing) {
