@@ -148,15 +148,42 @@ void chunk_meta_encode(const chunk_meta_t *m, weir_buf_t *out)
     msgpack_pack_int64(&pk, m->created);
 }
 
-static bool key_is(const weir_mp_obj_t *k, const char *s)
+bool chunk_meta_key_is(const weir_mp_obj_t *k, const char *s)
 {
     size_t n = strlen(s);
     return k->type == WEIR_MP_STR && k->len == n && memcmp(k->ptr, s, n) == 0;
 }
 
-static char *obj_strdup(const weir_mp_obj_t *o)
+int chunk_meta_take_tag(chunk_meta_t *m, const weir_mp_obj_t *v)
 {
-    return weir_strndup(o->ptr, o->len);
+    if (v->type != WEIR_MP_STR || v->len > WEIR_TAG_MAX) return -1; /* as the inputs bound it */
+    if (m->tag) return -1; /* a key twice: neither weir nor Fluentd writes that */
+    m->tag = weir_strndup(v->ptr, v->len);
+    return 0;
+}
+
+int chunk_meta_take_vars(chunk_meta_t *m, const char *p, const char *end, uint32_t n,
+                         bool any_value)
+{
+    if (n > WEIR_BUFFER_MAX_KEYS || m->var_keys) return -1;
+    m->var_keys = weir_calloc(n, sizeof(char *));
+    m->var_values = weir_calloc(n, sizeof(char *));
+    for (uint32_t j = 0; j < n; j++) {
+        weir_mp_obj_t vk, vv;
+        ssize_t a = weir_mp_read(p, (size_t)(end - p), &vk);
+        if (a <= 0 || vk.type != WEIR_MP_STR) return -1;
+        p += a;
+        if (weir_mp_read(p, (size_t)(end - p), &vv) <= 0) return -1;
+        if (vv.type != WEIR_MP_STR && !any_value) return -1;
+        ssize_t b = weir_mp_skip(p, (size_t)(end - p), 8);
+        if (b <= 0) return -1;
+        p += b;
+        m->var_keys[m->nvars] = weir_strndup(vk.ptr, vk.len);
+        m->var_values[m->nvars] =
+            vv.type == WEIR_MP_STR ? weir_strndup(vv.ptr, vv.len) : weir_strdup("");
+        m->nvars++;
+    }
+    return 0;
 }
 
 int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *err)
@@ -175,36 +202,19 @@ int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *er
         const char *vstart = p;
         n = weir_mp_read(p, (size_t)(end - p), &v);
         if (n <= 0) goto bad;
-        if (key_is(&k, "id") && v.type == WEIR_MP_BIN && v.len == 16) {
+        if (chunk_meta_key_is(&k, "id") && v.type == WEIR_MP_BIN && v.len == 16) {
             memcpy(m->id, v.ptr, 16);
             have_id = true;
-        } else if (key_is(&k, "timekey") && (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
+        } else if (chunk_meta_key_is(&k, "timekey") &&
+                   (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
             m->has_timekey = true;
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
-        } else if (key_is(&k, "tag") && v.type == WEIR_MP_STR) {
-            if (v.len > WEIR_TAG_MAX) goto bad; /* the same bound the inputs enforce */
-            if (m->tag) goto bad;               /* a key twice: weir never writes that */
-            m->tag = obj_strdup(&v);
-        } else if (key_is(&k, "created") && v.type == WEIR_MP_UINT) {
+        } else if (chunk_meta_key_is(&k, "tag") && v.type == WEIR_MP_STR) {
+            if (chunk_meta_take_tag(m, &v) != 0) goto bad;
+        } else if (chunk_meta_key_is(&k, "created") && v.type == WEIR_MP_UINT) {
             m->created = (int64_t)v.v.u;
-        } else if (key_is(&k, "vars") && v.type == WEIR_MP_MAP) {
-            if (v.v.n > 64 || m->var_keys) goto bad;
-            m->var_keys = weir_calloc(v.v.n, sizeof(char *));
-            m->var_values = weir_calloc(v.v.n, sizeof(char *));
-            p += n;
-            for (uint32_t j = 0; j < v.v.n; j++) {
-                weir_mp_obj_t vk, vv;
-                ssize_t a = weir_mp_read(p, (size_t)(end - p), &vk);
-                if (a <= 0 || vk.type != WEIR_MP_STR) goto bad;
-                p += a;
-                ssize_t b = weir_mp_read(p, (size_t)(end - p), &vv);
-                if (b <= 0 || vv.type != WEIR_MP_STR) goto bad;
-                p += b;
-                m->var_keys[m->nvars] = obj_strdup(&vk);
-                m->var_values[m->nvars] = obj_strdup(&vv);
-                m->nvars++;
-            }
-            continue;
+        } else if (chunk_meta_key_is(&k, "vars") && v.type == WEIR_MP_MAP) {
+            if (chunk_meta_take_vars(m, p + n, end, v.v.n, false) != 0) goto bad;
         }
         ssize_t skip = weir_mp_skip(vstart, (size_t)(end - vstart), 8);
         if (skip <= 0) goto bad;

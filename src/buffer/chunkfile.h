@@ -18,6 +18,7 @@
 #include "weir/buffer.h"
 #include "weir/common.h"
 #include "weir/event.h"
+#include "weir/mp.h"
 
 #define CHUNK_MAGIC 0x5752
 #define CHUNK_VERSION 1
@@ -53,6 +54,17 @@ void chunk_meta_free(chunk_meta_t *m);
 /* Encodes the meta record payload (msgpack) into out. */
 void chunk_meta_encode(const chunk_meta_t *m, weir_buf_t *out);
 int chunk_meta_decode(const char *p, size_t len, chunk_meta_t *m, weir_err_t *err);
+
+/* The pieces of a metadata map that weir's own meta record and Fluentd's .meta share, so that
+ * both readers hold them to one set of bounds. A string key equal to s: */
+bool chunk_meta_key_is(const weir_mp_obj_t *k, const char *s);
+/* A tag value: a string of at most WEIR_TAG_MAX bytes, once. 0, or -1 when refused. */
+int chunk_meta_take_tag(chunk_meta_t *m, const weir_mp_obj_t *v);
+/* The `n` pairs of a variables map that open at p: string keys, at most WEIR_BUFFER_MAX_KEYS
+ * (as <buffer> allows), once; string values, or with `any_value` any value (read as ""). 0, or
+ * -1 when refused (what was taken stays in m for chunk_meta_free). */
+int chunk_meta_take_vars(chunk_meta_t *m, const char *p, const char *end, uint32_t n,
+                         bool any_value);
 
 /* Writes a record header for `payload` into hdr. */
 void chunk_record_header(char hdr[CHUNK_HDR_LEN], int type, const char *payload, size_t len,

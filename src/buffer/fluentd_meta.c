@@ -57,41 +57,21 @@ int fluentd_meta_parse(const char *data, size_t len, chunk_meta_t *m, uint64_t *
         const char *vstart = p;
         ssize_t vn = weir_mp_read(p, (size_t)(end - p), &v);
         if (vn <= 0) goto bad;
-        bool str = k.type == WEIR_MP_STR;
-        if (str && k.len == 2 && memcmp(k.ptr, "id", 2) == 0 && v.type == WEIR_MP_BIN &&
-            v.len == 16) {
+        if (chunk_meta_key_is(&k, "id") && v.type == WEIR_MP_BIN && v.len == 16) {
             memcpy(m->id, v.ptr, 16);
             have_id = true;
-        } else if (str && k.len == 7 && memcmp(k.ptr, "timekey", 7) == 0 &&
+        } else if (chunk_meta_key_is(&k, "timekey") &&
                    (v.type == WEIR_MP_UINT || v.type == WEIR_MP_INT)) {
             m->has_timekey = true;
             m->timekey = v.type == WEIR_MP_UINT ? (int64_t)v.v.u : v.v.i;
-        } else if (str && k.len == 3 && memcmp(k.ptr, "tag", 3) == 0 && v.type == WEIR_MP_STR) {
-            if (m->tag) goto bad; /* a key twice: not a Ruby Hash, not Fluentd's */
-            m->tag = weir_strndup(v.ptr, v.len);
-        } else if (str && k.len == 1 && k.ptr[0] == 's' && v.type == WEIR_MP_UINT) {
+        } else if (chunk_meta_key_is(&k, "tag") && v.type == WEIR_MP_STR) {
+            if (chunk_meta_take_tag(m, &v) != 0) goto bad;
+        } else if (chunk_meta_key_is(&k, "s") && v.type == WEIR_MP_UINT) {
             *records = v.v.u;
-        } else if (str && k.len == 9 && memcmp(k.ptr, "variables", 9) == 0 &&
-                   v.type == WEIR_MP_MAP && v.v.n <= WEIR_BUFFER_MAX_KEYS) {
-            if (m->var_keys) goto bad;
-            const char *q = p + vn;
-            m->var_keys = weir_calloc(v.v.n, sizeof(char *));
-            m->var_values = weir_calloc(v.v.n, sizeof(char *));
-            for (uint32_t j = 0; j < v.v.n; j++) {
-                weir_mp_obj_t vk, vv;
-                ssize_t a = weir_mp_read(q, (size_t)(end - q), &vk);
-                if (a <= 0 || vk.type != WEIR_MP_STR) goto bad;
-                q += a;
-                ssize_t c = weir_mp_read(q, (size_t)(end - q), &vv);
-                if (c <= 0) goto bad;
-                m->var_keys[m->nvars] = weir_strndup(vk.ptr, vk.len);
-                m->var_values[m->nvars] =
-                    vv.type == WEIR_MP_STR ? weir_strndup(vv.ptr, vv.len) : weir_strdup("");
-                m->nvars++;
-                ssize_t skip = weir_mp_skip(q, (size_t)(end - q), 8);
-                if (skip <= 0) goto bad;
-                q += skip;
-            }
+        } else if (chunk_meta_key_is(&k, "variables") && v.type == WEIR_MP_MAP &&
+                   v.v.n <= WEIR_BUFFER_MAX_KEYS) {
+            /* more variables than <buffer> allows: ignored, the chunk adopted under none */
+            if (chunk_meta_take_vars(m, p + vn, end, v.v.n, true) != 0) goto bad;
         }
         ssize_t skip = weir_mp_skip(vstart, (size_t)(end - vstart), 8);
         if (skip <= 0) goto bad;

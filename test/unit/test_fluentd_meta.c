@@ -150,6 +150,38 @@ static void test_variables_limit(void **state)
     }
 }
 
+/* A tag is held to WEIR_TAG_MAX here as in weir's own metadata and at the inputs: a .meta
+ * from a foreign volume with a longer tag is refused, not adopted into a key S3 cannot take. */
+static void test_tag_at_and_past_the_limit(void **state)
+{
+    for (size_t n = WEIR_TAG_MAX; n <= WEIR_TAG_MAX + 1; n++) {
+        char *tag = malloc(n);
+        memset(tag, 't', n);
+        weir_buf_t body;
+        weir_buf_init(&body);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &body, weir_buf_msgpack_write);
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "id");
+        msgpack_pack_bin_with_body(&pk, ID, 16);
+        pack_str(&pk, "tag");
+        msgpack_pack_str_with_body(&pk, tag, n);
+        chunk_meta_t m;
+        uint64_t records = 0;
+        int rc = fluentd_meta_parse(body.data, body.len, &m, &records);
+        if (n == WEIR_TAG_MAX) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(strlen(m.tag), WEIR_TAG_MAX);
+            chunk_meta_free(&m);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_null(m.tag);
+        }
+        free(tag);
+        weir_buf_free(&body);
+    }
+}
+
 /* What Fluentd never writes is refused with nothing left allocated (found by
  * fuzz_fluentd_meta: a .meta without an id leaked its tag and variables, and a second
  * "variables" wrote past the first one's arrays). */
@@ -203,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_name),
         cmocka_unit_test(test_fluentd_meta_and_legacy),
         cmocka_unit_test(test_variables_limit),
+        cmocka_unit_test(test_tag_at_and_past_the_limit),
         cmocka_unit_test(test_refused_leaves_nothing),
         cmocka_unit_test(test_read_file),
     };
