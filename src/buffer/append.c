@@ -51,8 +51,8 @@ static int append_run(weir_buffer_t *b, weir_chunk_t *c, const weir_batch_t *bat
     if (buf_chunk_put_record(c, type, batch->tag, batch->tag_len, p, len, n) != 0) return -1;
     c->events += n;
     b->bytes_total += c->bytes - before;
-    if (b->type == BUF_MEMORY) return 0;
-    return buf_mark_dirty(b, c); /* on failure the caller rolls the whole append back */
+    if (b->type != BUF_MEMORY) buf_mark_dirty(b, c);
+    return 0;
 }
 
 /* Notes a chunk the current append writes to, once: the chunk's generation says whether it

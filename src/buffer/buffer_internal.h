@@ -45,7 +45,8 @@
 /* Descriptors duplicated for the next sync round, at most. A batch spanning thousands of time
  * buckets would otherwise hold one per chunk until its round and run out of them (a
  * container's soft limit is often 1024, and staged chunks hold up to staged_chunks_limit).
- * Past it a chunk is synced at once, on the loop thread: slower, never wrong. */
+ * Past it (or when dup fails) the next round syncs the buffer's whole file system (syncfs)
+ * instead: never on the loop thread, never wrong, costlier only in that rare round. */
 #define BUF_DIRTY_FDS_MAX 256
 /* Staged chunks open at once (each a file descriptor and a key): senders choose tags and
  * record-key values, so without a bound they choose how many files weir holds open. Past it
@@ -96,6 +97,7 @@ typedef struct sync_round {
     int *fds; /* dup'd descriptors to fdatasync */
     size_t nfds;
     int dirfd; /* -1 = the directory needs no sync */
+    int fsfd;  /* >= 0: syncfs the file system of this descriptor (the buffer's directory) */
     sync_waiter_t *waiters;
     int error; /* errno of the first failure */
 } sync_round_t;
@@ -165,6 +167,7 @@ struct weir_buffer {
     sync_waiter_t *pending, *pending_tail;
     int *dirty_fds;
     size_t ndirty, cap_dirty;
+    bool dirty_past_fds;      /* a chunk was written with no duplicate: the next round syncfs */
     size_t nrunning;          /* sync rounds in flight */
     size_t dir_syncs_running; /* of which fsync the directory */
     /* stop */
@@ -216,7 +219,7 @@ int buf_read_conf(weir_buffer_t *b, weir_conf_section_t *s, const weir_buffer_de
                   weir_err_t *err);
 
 /* commit.c */
-int buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c);
+void buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c);
 void buf_sync_start(weir_buffer_t *b);
 void buf_sync_wait(weir_buffer_t *b, weir_emit_cb cb, void *arg);
 

@@ -1,7 +1,8 @@
 /* Group commit. An append's acknowledgement waits for a sync round: a worker thread
  * fdatasyncs every chunk written since the last round (through duplicated descriptors, so a
- * chunk may be enqueued and closed meanwhile), plus the directory when files were created or
- * renamed, and then every waiter of that round is told. Up to BUF_SYNC_PARALLEL rounds run at
+ * chunk may be enqueued and closed meanwhile; past BUF_DIRTY_FDS_MAX of them, with syncfs),
+ * plus the directory when files were created or renamed, and then every waiter of that round
+ * is told. Up to BUF_SYNC_PARALLEL rounds run at
  * once; past that, the next round collects while they finish.
  *
  * Invariant: a round covers exactly what was written before it started, directory entries
@@ -20,16 +21,18 @@
 /* Notes a chunk written since the last sync snapshot: the next round fdatasyncs a duplicate of
  * its descriptor, so the chunk may be enqueued (and its own descriptor closed) meanwhile. With
  * ack_after write no round ever runs, so nothing is kept (a kept duplicate would hold the
- * chunk's disk space after its deletion, and one descriptor per chunk). Returns 0, or -1 when
- * the chunk can be neither duplicated nor synced here (errno set): the append then fails. */
-int buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
+ * chunk's disk space after its deletion, and one descriptor per chunk). */
+void buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
 {
-    if (c->dirty || c->fd < 0 || b->ack_after_write) return 0;
+    if (c->dirty || c->fd < 0 || b->ack_after_write) return;
     int d = b->ndirty < BUF_DIRTY_FDS_MAX ? dup(c->fd) : -1;
     if (d < 0) {
-        /* a batch touching very many chunks (BUF_DIRTY_FDS_MAX), or out of descriptors: sync
-         * this one now, on the loop thread, rather than acknowledge what no round covers */
-        return fdatasync(c->fd);
+        /* a batch touching very many chunks (BUF_DIRTY_FDS_MAX), or out of descriptors: the
+         * next round syncs the whole file system, which covers this chunk with no descriptor
+         * of its own (and keeps the fdatasync off the loop thread) */
+        b->dirty_past_fds = true;
+        c->dirty = true;
+        return;
     }
     if (b->ndirty == b->cap_dirty) {
         b->cap_dirty = b->cap_dirty ? b->cap_dirty * 2 : 16;
@@ -37,7 +40,6 @@ int buf_mark_dirty(weir_buffer_t *b, weir_chunk_t *c)
     }
     b->dirty_fds[b->ndirty++] = d;
     c->dirty = true;
-    return 0;
 }
 
 static void sync_work(uv_work_t *req)
@@ -48,6 +50,7 @@ static void sync_work(uv_work_t *req)
         close(r->fds[i]);
     }
     if (r->dirfd >= 0 && fsync(r->dirfd) != 0 && !r->error) r->error = errno;
+    if (r->fsfd >= 0 && syncfs(r->fsfd) != 0 && !r->error) r->error = errno;
 }
 
 static void sync_after(uv_work_t *req, int status)
@@ -81,6 +84,8 @@ void buf_sync_start(weir_buffer_t *b)
     r->nfds = b->ndirty;
     b->dirty_fds = NULL;
     b->ndirty = b->cap_dirty = 0;
+    r->fsfd = b->dirty_past_fds ? b->dir_fd : -1;
+    b->dirty_past_fds = false;
     for (weir_chunk_t *c = b->staged.head; c; c = c->next)
         c->dirty = false;
     /* The directory, when files were created or renamed since the last round took it, or
