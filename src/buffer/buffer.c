@@ -135,7 +135,7 @@ static bool only_retry_waits(weir_buffer_t *b)
 void buf_maybe_finish_stop(weir_buffer_t *b)
 {
     if (!b->stopping || !b->stop_done) return;
-    if (b->nrunning || b->pending || b->writing) return;
+    if (b->nrunning || b->pending || b->writing || b->backing_up) return;
     /* with flush_at_shutdown, go on until the queue is empty or only failing chunks remain
      * (they stay on disk for the next start, as Fluentd) */
     if (b->flush_at_shutdown && !b->reload_handover && b->queue.head && !only_retry_waits(b))

@@ -170,6 +170,7 @@ struct weir_buffer {
     bool dirty_past_fds;      /* a chunk was written with no duplicate: the next round syncfs */
     size_t nrunning;          /* sync rounds in flight */
     size_t dir_syncs_running; /* of which fsync the directory */
+    size_t backing_up;        /* given-up chunks on their way to backup/ (queue.c) */
     /* stop */
     bool stopping;
     bool reload_handover;
@@ -232,6 +233,7 @@ void buf_disk_probe_cb(uv_timer_t *t);
 void buf_enqueue_ready(weir_buffer_t *b);
 void buf_tick_cb(uv_timer_t *t);
 void buf_dispatch(weir_buffer_t *b);
+/* Moves a given-up chunk to backup/ on a worker thread, then releases it. */
 void buf_backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why);
 void buf_chunk_delivered(weir_buffer_t *b, weir_chunk_t *c);
 

@@ -85,7 +85,81 @@ static int write_chunk_file(const char *path, const chunk_meta_t *meta, const we
     return rc;
 }
 
-/* Moves a chunk that cannot be delivered to the backup directory. Never deletes it. */
+/* A given-up chunk on its way to backup/: the moves and directory fsyncs run on a worker
+ * thread (senders can cause give-ups, e.g. with names S3 refuses, and each costs two
+ * directory fsyncs), and the chunk, in no list meanwhile, is released after. */
+typedef struct backup_job {
+    uv_work_t req;
+    weir_buffer_t *b;
+    weir_chunk_t *c;
+    char *why;
+    weir_buf_t dst;
+    int rc, err;
+    const char *failed_step;
+} backup_job_t;
+
+static void backup_work(uv_work_t *req)
+{
+    backup_job_t *j = req->data;
+    weir_buffer_t *b = j->b;
+    weir_chunk_t *c = j->c;
+    j->rc = -1;
+    if (weir_dir_make(b->backup_dir, 0700) != 0) {
+        j->err = errno;
+        j->failed_step = "create";
+        return;
+    }
+    if (c->fluentd_meta) {
+        /* Fluentd's own files, moved as they are: Fluentd (or weir) can read them back */
+        const char *base = strrchr(c->path, '/');
+        weir_buf_printf(&j->dst, "%s%s.meta", b->backup_dir, base);
+        if (rename(c->fluentd_meta, j->dst.data) != 0)
+            weir_warn("buffer %s: cannot move %s to backup: %s", b->plugin_id, c->fluentd_meta,
+                      strerror(errno));
+        j->dst.len = 0;
+        weir_buf_printf(&j->dst, "%s%s", b->backup_dir, base);
+    } else {
+        weir_buf_printf(&j->dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
+    }
+    int rc =
+        c->path ? rename(c->path, j->dst.data) : write_chunk_file(j->dst.data, &c->meta, &c->mem);
+    /* The backup is the only copy left once the chunk is freed: fsync backup/ for its entry,
+     * then the buffer directory for the name it left. */
+    if (rc == 0) rc = weir_dir_sync(b->backup_dir);
+    if (rc == 0 && b->path) rc = weir_dir_sync(b->path);
+    j->rc = rc;
+    j->err = rc == 0 ? 0 : errno;
+    j->failed_step = "move";
+}
+
+static void backup_after(uv_work_t *req, int status)
+{
+    (void)status;
+    backup_job_t *j = req->data;
+    weir_buffer_t *b = j->b;
+    weir_chunk_t *c = j->c;
+    if (j->rc == 0)
+        weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
+                   b->plugin_id, c->id_hex, c->events, j->why, j->dst.data);
+    else if (j->failed_step[0] == 'c')
+        weir_error("buffer %s: cannot create backup directory %s: %s; chunk %s stays at %s",
+                   b->plugin_id, b->backup_dir, strerror(j->err), c->id_hex,
+                   c->path ? c->path : "(memory, lost)");
+    else
+        weir_error(
+            "buffer %s: chunk %s given up (%s) but cannot be moved to %s: %s; it stays at %s",
+            b->plugin_id, c->id_hex, j->why, j->dst.data, strerror(j->err),
+            c->path ? c->path : "(memory)");
+    b->backing_up--;
+    buf_chunk_delivered(b, c);
+    weir_buf_free(&j->dst);
+    free(j->why);
+    free(j);
+    buf_maybe_finish_stop(b);
+}
+
+/* Moves a chunk that cannot be delivered to the backup directory (never deletes it, unless
+ * disable_chunk_backup says so), then releases it. */
 void buf_backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
 {
     b->stats.backups++;
@@ -94,43 +168,17 @@ void buf_backup_chunk(weir_buffer_t *b, weir_chunk_t *c, const char *why)
                    "disable_chunk_backup is set, so it is deleted",
                    b->plugin_id, c->id_hex, c->events, why);
         if (c->path) unlink(c->path);
+        buf_chunk_delivered(b, c);
         return;
     }
-    if (weir_dir_make(b->backup_dir, 0700) != 0) {
-        weir_error("buffer %s: cannot create backup directory %s: %s; chunk %s stays at %s",
-                   b->plugin_id, b->backup_dir, strerror(errno), c->id_hex,
-                   c->path ? c->path : "(memory, lost)");
-        return;
-    }
-    weir_buf_t dst;
-    weir_buf_init(&dst);
-    if (c->fluentd_meta) {
-        /* Fluentd's own files, moved as they are: Fluentd (or weir) can read them back */
-        const char *base = strrchr(c->path, '/');
-        weir_buf_printf(&dst, "%s%s.meta", b->backup_dir, base);
-        if (rename(c->fluentd_meta, dst.data) != 0)
-            weir_warn("buffer %s: cannot move %s to backup: %s", b->plugin_id, c->fluentd_meta,
-                      strerror(errno));
-        dst.len = 0;
-        weir_buf_printf(&dst, "%s%s", b->backup_dir, base);
-    } else {
-        weir_buf_printf(&dst, "%s/%s.chunk", b->backup_dir, c->id_hex);
-    }
-    int rc = c->path ? rename(c->path, dst.data) : write_chunk_file(dst.data, &c->meta, &c->mem);
-    /* The backup is the only copy left once the chunk is freed: fsync backup/ for its entry,
-     * then the buffer directory for the name it left (blocking the loop: a given-up chunk is
-     * rare). */
-    if (rc == 0) rc = weir_dir_sync(b->backup_dir);
-    if (rc == 0 && b->path) rc = weir_dir_sync(b->path);
-    if (rc == 0)
-        weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
-                   b->plugin_id, c->id_hex, c->events, why, dst.data);
-    else
-        weir_error(
-            "buffer %s: chunk %s given up (%s) but cannot be moved to %s: %s; it stays at %s",
-            b->plugin_id, c->id_hex, why, dst.data, strerror(errno),
-            c->path ? c->path : "(memory)");
-    weir_buf_free(&dst);
+    backup_job_t *j = weir_calloc(1, sizeof *j);
+    j->req.data = j;
+    j->b = b;
+    j->c = c;
+    j->why = weir_strdup(why);
+    weir_buf_init(&j->dst);
+    b->backing_up++;
+    uv_queue_work(b->loop, &j->req, backup_work, backup_after);
 }
 
 void buf_chunk_delivered(weir_buffer_t *b, weir_chunk_t *c)
@@ -187,7 +235,6 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
     if (give_up) {
         b->stats.queued_chunks--;
         buf_backup_chunk(b, c, msg ? msg : "write failed");
-        buf_chunk_delivered(b, c);
     } else {
         double d = retry_delay(b, c->steps);
         c->steps++;

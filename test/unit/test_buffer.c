@@ -467,6 +467,17 @@ static size_t dir_syncs(const char *path)
     return n;
 }
 
+/* How many completed fsyncs of the directory `path` ran on the loop thread. */
+static size_t dir_syncs_on_loop(const char *path)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&sync_mu);
+    for (size_t i = 0; i < nsyncs; i++)
+        n += syncs[i].dir && syncs[i].on_loop && strcmp(syncs[i].path, path) == 0;
+    pthread_mutex_unlock(&sync_mu);
+    return n;
+}
+
 /* How many fdatasyncs of files ran on the loop thread. */
 static size_t loop_syncs(void)
 {
@@ -924,7 +935,8 @@ static weir_chunk_t *fail_and_check_wait(harness_t *h, double want)
 
 /* Retries are per chunk: a failing chunk waits 1, 2, 4 s (retry_wait 1, base 2, no jitter)
  * while another chunk is delivered meanwhile; when retry_max_times runs out it moves to
- * backup/ whole, and backup/ is fsynced once it holds it (its only copy). */
+ * backup/ whole, and backup/ is fsynced once it holds it (its only copy), on a worker
+ * thread, not the loop's. */
 static void test_unit_retry_schedule_per_chunk(void **state)
 {
     char *dir = mkdtemp_dir();
@@ -960,8 +972,12 @@ static void test_unit_retry_schedule_per_chunk(void **state)
     snprintf(backup, sizeof backup, "%s/%s.chunk", backup_dir, id);
     size_t before = dir_syncs(backup_dir);
     h_answer(&h, 0, WEIR_WRITE_RETRY); /* retry_max_times reached: backup */
+    while (h.b->backing_up)            /* the move runs on a worker thread */
+        uv_run(&h.loop, UV_RUN_ONCE);
     assert_int_equal(chunk_files(dir, NULL, 0), 0);
     assert_true(dir_syncs(backup_dir) > before);
+    assert_int_equal(dir_syncs_on_loop(backup_dir), 0);
+    assert_int_equal(dir_syncs_on_loop(dir), 0);
     int fd = open(backup, O_RDONLY);
     assert_true(fd >= 0);
     chunk_scan_t s;
