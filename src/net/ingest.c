@@ -48,6 +48,10 @@
 static size_t g_open_conns;
 static uint64_t g_held;
 static weir_ingest_t *g_ingests; /* every live input, for unblocking across inputs */
+/* Over the budget, one connection still reads: its unit ends within its own limits and
+ * deadline and frees memory, where blocking every partial unit would hold them all until
+ * progress_timeout. The exemption passes on as that connection's unit completes. */
+static weir_ingest_conn_t *g_exempt;
 
 struct weir_ingest_conn {
     weir_ingest_t *ing;
@@ -174,21 +178,47 @@ static size_t g_nblocked(void)
     return n;
 }
 
-/* Recounts what the connection holds; past the budget, one that holds something stops reading
- * until the total drops below it again. */
+/* The exempt connection finished a unit or closed: a blocked connection of an input still
+ * over its budget reads next, in its place; with none, those under their budget read again. */
+static void pass_exemption(void)
+{
+    g_exempt = NULL;
+    for (weir_ingest_t *ing = g_ingests; ing; ing = ing->gnext) {
+        if (ing->nblocked == 0 || g_held <= ing->o.memory_limit) continue;
+        for (weir_ingest_conn_t *ic = ing->conns; ic; ic = ic->next) {
+            if (!ic->budget_blocked) continue;
+            ic->budget_blocked = false;
+            ing->nblocked--;
+            g_exempt = ic;
+            conn_update_reading(ic);
+            return;
+        }
+    }
+    if (g_nblocked() > 0) unblock_budget();
+}
+
+/* Recounts what the connection holds (unread bytes, the unit in flight, what the input
+ * reports); past the budget, one that holds something stops reading until the total drops
+ * below it again, but for the one exempt connection. */
 static void conn_account(weir_ingest_conn_t *ic)
 {
     weir_ingest_t *ing = ic->ing;
     uint64_t h = 0, old = ic->held;
     if (!ic->closing) {
         h = ic->rbuf.len - ic->rpos;
+        if (ic->batch) h += ic->batch->data.len;
         if (ing->ops->held) h += ing->ops->held(ic);
     }
     ing->held = ing->held - ic->held + h;
     g_held = g_held - ic->held + h;
     ic->held = h;
+    if (ic == g_exempt && (h < old || ic->closing)) {
+        pass_exemption(); /* a unit done (or the connection gone): another's turn */
+        return;
+    }
     if (g_held > ing->o.memory_limit) {
-        if (h > 0 && !ic->budget_blocked && !ic->closing && !conn_busy(ic)) {
+        if (!g_exempt && h > 0 && !ic->closing) g_exempt = ic;
+        if (ic != g_exempt && h > 0 && !ic->budget_blocked && !ic->closing && !conn_busy(ic)) {
             ic->budget_blocked = true;
             ing->nblocked++;
             weir_debug("%s: %s holds %llu bytes and all connections hold %llu "

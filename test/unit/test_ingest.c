@@ -316,7 +316,8 @@ static void test_max_connections(void **state)
 }
 
 /* memory_limit L: connections holding exactly L together still read; past L one that holds
- * bytes stops being read until the total drops, and one that holds nothing is served. */
+ * bytes stops being read until the total drops, but for one (the first past it), which reads
+ * on so that its unit can end; one that holds nothing is served. */
 static void test_memory_budget(void **state)
 {
     weir_ingest_opts_t o;
@@ -330,16 +331,44 @@ static void test_memory_budget(void **state)
     RUN_UNTIL(weir_ingest_held(ing) == 160000); /* at the limit */
     cli_fill(c2, 1);
     RUN_UNTIL(weir_ingest_held(ing) == 160001); /* read at the limit; now past it */
-    cli_fill(c2, 1000);
+    cli_fill(c1, 1000);
+    RUN_UNTIL(weir_ingest_held(ing) == 161001); /* c1 reads once past it, and stops */
+    cli_fill(c1, 1000);
     run_for(100);
-    assert_int_equal(weir_ingest_held(ing), 160001); /* past the limit: not read */
+    assert_int_equal(weir_ingest_held(ing), 161001); /* past the limit: c1 is not read */
+    cli_fill(c2, 1000);
+    RUN_UNTIL(weir_ingest_held(ing) == 162001); /* c2, the exempt one, is */
     cli_send(c3, "small\n", 6);
     expect_answer(c3);
-    close(c1);
-    RUN_UNTIL(weir_ingest_held(ing) == 81001); /* c2 reads again */
     close(c2);
+    RUN_UNTIL(weir_ingest_held(ing) == 82000); /* c1 reads again */
+    close(c1);
     close(c3);
     RUN_UNTIL(weir_ingest_held(ing) == 0);
+    finish(ing);
+}
+
+/* Partial units that together pass the budget never all wait: the exempt connection finishes
+ * its unit, which frees its bytes, and then the blocked one reads and finishes its own (with
+ * every partial unit blocked, both would wait until progress_timeout cut them off). */
+static void test_memory_budget_never_blocks_every_unit(void **state)
+{
+    weir_ingest_opts_t o;
+    weir_ingest_opts_init(&o);
+    o.memory_limit = 100000;
+    weir_ingest_t *ing = start(&o);
+    int c1 = cli(ing), c2 = cli(ing);
+    cli_fill(c1, 60000);
+    RUN_UNTIL(weir_ingest_held(ing) == 60000);
+    cli_fill(c2, 60000);
+    RUN_UNTIL(weir_ingest_held(ing) == 120000); /* past the budget */
+    cli_send(c1, "x\n", 2);
+    cli_send(c2, "x\n", 2);
+    expect_answer(c2);
+    expect_answer(c1);
+    RUN_UNTIL(weir_ingest_held(ing) == 0);
+    close(c1);
+    close(c2);
     finish(ing);
 }
 
@@ -356,13 +385,15 @@ static void test_memory_budget_spans_inputs(void **state)
     RUN_UNTIL(weir_ingest_held(a) == 80000);
     cli_fill(c2, 30000);
     RUN_UNTIL(weir_ingest_held(b) == 30000); /* 110000 together: past the budget */
-    cli_fill(c2, 1000);
+    cli_fill(c1, 1000);
+    RUN_UNTIL(weir_ingest_held(a) == 81000); /* c2 (input b) went past first: c1 reads once */
+    cli_fill(c1, 1000);
     run_for(100);
-    assert_int_equal(weir_ingest_held(b), 30000);
-    close(c1);
-    RUN_UNTIL(weir_ingest_held(b) == 31000);
+    assert_int_equal(weir_ingest_held(a), 81000); /* ...and then waits */
     close(c2);
-    RUN_UNTIL(weir_ingest_held(b) == 0);
+    RUN_UNTIL(weir_ingest_held(a) == 82000);
+    close(c1);
+    RUN_UNTIL(weir_ingest_held(a) == 0);
     finish(a);
     finish(b);
 }
@@ -520,6 +551,7 @@ int main(void)
         cmocka_unit_test(test_preauth_limit),
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_memory_budget),
+        cmocka_unit_test(test_memory_budget_never_blocks_every_unit),
         cmocka_unit_test(test_memory_budget_spans_inputs),
         cmocka_unit_test(test_progress_timeout),
         cmocka_unit_test(test_again_steps_interleave),
