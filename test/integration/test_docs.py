@@ -11,8 +11,10 @@ page cannot drift from the program unseen:
   table is accepted by `--dry-run` in a forward and an http source, with its documented
   default where that is a value; the configuration blocks of docs/observability.md pass
   `--dry-run` as written;
-- limits: every `WEIR_*` name the docs mention exists in the code, and every one stated with
-  a size ("1024 bytes (`WEIR_TAG_MAX`)", "`WEIR_X` (1 MiB)") has that value in its #define.
+- limits: every `WEIR_*` (`FWD_*`, `S3_*`) name the docs mention exists in the code, and
+  every one stated with a value ("1024 bytes (`WEIR_TAG_MAX`)", "`WEIR_X` (1 MiB)", "1000
+  distinct tags (`WEIR_X`)") has that value in its #define (#defines of #defines followed);
+- files: every source or test file a page names exists.
 
 Each extraction fails when it finds nothing to check, so a renamed header or a reworded page
 breaks this test rather than emptying it."""
@@ -22,7 +24,6 @@ import os
 import re
 import signal
 import tempfile
-import time
 import urllib.request
 
 from test_metrics import wait_for
@@ -291,11 +292,13 @@ def test_observability_config_blocks_pass_dry_run():
 
 # ---- limits -----------------------------------------------------------------------------
 
-UNITS = {"bytes": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
-SIZE = r"(\d+) ?(bytes|KiB|MiB|GiB)"
-# "1024 bytes (`WEIR_TAG_MAX`)", "64 MiB of events** (`WEIR_X`)", "`WEIR_X` (1 MiB)"
-BEFORE = re.compile(SIZE + r"[^()`.;]{0,20}\s\(`(WEIR_[A-Z0-9_]+)`\)")
-AFTER = re.compile(r"`(WEIR_[A-Z0-9_]+)`\s\(" + SIZE + r"\)")
+UNITS = {"": 1, "bytes": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+CONST = r"`((?:WEIR|FWD|S3)_[A-Z0-9_]+)`"
+SIZE = r"\b(\d[\d,]*) ?(bytes|KiB|MiB|GiB|)"
+# "1024 bytes (`WEIR_TAG_MAX`)", "64 MiB of events** (`WEIR_X`)", "1000 distinct tags
+# (`WEIR_X`)", "`WEIR_X` (1 MiB)": a number, its unit if any, a few words, the constant
+BEFORE = re.compile(SIZE + r"\b[^()`.;:\d]{0,24}\s\(" + CONST + r"\)")
+AFTER = re.compile(CONST + r"\s\(" + SIZE + r"\)")
 
 
 def code_text():
@@ -311,6 +314,7 @@ def define_value(code, name):
     m = re.search(r"^#define %s (.+)$" % name, code, re.M)
     assert m, "docs state a value for %s, which is not a #define" % name
     expr = re.sub(r"(?<=\d)[uUlL]+\b", "", m.group(1).split("/*")[0]).strip()
+    expr = re.sub(r"[A-Z][A-Z0-9_]+", lambda c: str(define_value(code, c.group(0))), expr)
     assert re.fullmatch(r"[\d\s()*+<-]+", expr), "cannot evaluate %s = %s" % (name, expr)
     return eval(expr)
 
@@ -320,17 +324,42 @@ def test_documented_limits_match_the_code():
     stated = []
     for page in doc_pages():
         text = doc(page)
-        for name in sorted(set(re.findall(r"`(WEIR_[A-Z0-9_]+)`", text))):
+        for name in sorted(set(re.findall(CONST, text))):
             assert re.search(r"\b%s\b" % name, code), "%s names %s, which the code lacks" % (
                 page, name)
         for n, unit, name in BEFORE.findall(text):
-            stated.append((page, name, int(n) * UNITS[unit]))
+            stated.append((page, name, int(n.replace(",", "")) * UNITS[unit]))
         for name, n, unit in AFTER.findall(text):
-            stated.append((page, name, int(n) * UNITS[unit]))
+            stated.append((page, name, int(n.replace(",", "")) * UNITS[unit]))
     assert len(stated) >= 3, "no limits stated with a value in the docs: %s" % stated
     for page, name, value in stated:
         assert define_value(code, name) == value, "%s: %s is %d, the code says %d" % (
             page, name, value, define_value(code, name))
+
+
+# ---- files -------------------------------------------------------------------------------
+
+def test_documented_files_exist():
+    tree = set()
+    for root, dirs, files in os.walk(SOURCE_DIR):
+        dirs[:] = [x for x in dirs if not x.startswith((".", "build", "node_modules"))]
+        rel = os.path.relpath(root, SOURCE_DIR)
+        tree.update(os.path.normpath(os.path.join(rel, f)) for f in files)
+    names = {os.path.basename(t) for t in tree}
+    checked = 0
+    for page in doc_pages():
+        for tok in set(re.findall(r"`([\w./-]+\.(?:c|h|py|sh|md|conf|yml|toml))`", doc(page))):
+            checked += 1
+            if "/" not in tok:
+                assert tok in names, "%s names %s: no such file" % (page, tok)
+                continue
+            if tok.startswith(("/", "../shared/")):
+                continue  # a path in the image, the shared docs: outside this tree
+            here = os.path.normpath(os.path.join(os.path.dirname(page), tok))
+            # a path from the root, from the page, or the tail of one (`format/keys.c`)
+            assert here in tree or any(t == tok or t.endswith("/" + tok) for t in tree), \
+                "%s names %s: no such file" % (page, tok)
+    assert checked >= 20, checked
 
 
 if __name__ == "__main__":
@@ -340,4 +369,5 @@ if __name__ == "__main__":
         test_documented_ingest_parameters,
         test_observability_config_blocks_pass_dry_run,
         test_documented_limits_match_the_code,
+        test_documented_files_exist,
     ])
