@@ -9,8 +9,9 @@ page cannot drift from the program unseen:
   that type in /metrics of a weir that runs every plugin the table covers;
 - parameters: every parameter of docs/migration.md's `| parameter | default | what it bounds |`
   table is accepted by `--dry-run` in a forward and an http source, with its documented
-  default where that is a value; the configuration blocks of docs/observability.md pass
-  `--dry-run` as written;
+  default where that is a value; so is every <buffer> parameter of its `| | what weir reads |`
+  table's buffers row (and every `retry_*` it names), in a file buffer; the configuration
+  blocks of docs/observability.md pass `--dry-run` as written;
 - limits: every `WEIR_*` (`FWD_*`, `S3_*`) name the docs mention exists in the code, and
   every one stated with a value ("1024 bytes (`WEIR_TAG_MAX`)", "`WEIR_X` (1 MiB)", "1000
   distinct tags (`WEIR_X`)") has that value in its #define (#defines of #defines followed);
@@ -279,6 +280,43 @@ def test_documented_ingest_parameters():
             assert rc == 0, "%s %s in a %s source: %s" % (name, value, source, err)
 
 
+# A valid value for each <buffer> parameter migration.md says weir reads; a documented one
+# missing here fails the test, so a new row cannot go unchecked.
+BUFFER_VALUES = {
+    "timekey": "60", "timekey_wait": "10", "timekey_zone": "+0900", "timekey_use_utc": "true",
+    "chunk_limit_size": "8m", "chunk_limit_records": "1000", "total_limit_size": "1g",
+    "queue_limit_length": "64", "flush_mode": "interval", "flush_interval": "30s",
+    "flush_thread_count": "2", "flush_at_shutdown": "true", "overflow_action": "block",
+    "disable_chunk_backup": "false", "retry_wait": "2s", "retry_exponential_backoff_base": "3",
+    "retry_max_interval": "60s", "retry_timeout": "1h", "retry_max_times": "5",
+    "retry_forever": "false", "retry_randomize": "false",
+    "retry_secondary_threshold": "0.8",
+}
+# the row's words that are values, not parameters: `@type file` or `memory`, chunk keys
+BUFFER_ROW_VALUES = {"file", "memory", "tag", "time"}
+
+
+def test_documented_buffer_parameters():
+    rows = [r for r in doc_table("docs/migration.md", ["", "what weir reads"])
+            if r[0] == "buffers"]
+    assert len(rows) == 1, rows
+    names = [t for t in ticked(rows[0][1])
+             if re.fullmatch(r"[a-z][a-z_]*", t) and t not in BUFFER_ROW_VALUES]
+    # "every `retry_*` parameter": the ones the retries paragraph names
+    names += re.findall(r"`(retry_[a-z_]+)`", doc("docs/migration.md"))
+    assert len(names) >= 15, names
+    for name in sorted(set(names)):
+        assert name in BUFFER_VALUES, "no test value for the documented <buffer> %s" % name
+        d = tempfile.mkdtemp(prefix="weir-docs-")
+        path = os.path.join(d, "fluent.conf")
+        with open(path, "w") as f:
+            f.write("<match **>\n  @type file\n  path %s/out/x\n  <buffer tag,time>\n"
+                    "    @type file\n    path %s/buf\n    timekey 60\n    %s %s\n"
+                    "  </buffer>\n</match>\n" % (d, d, name, BUFFER_VALUES[name]))
+        rc, err = dry_run(path)
+        assert rc == 0, "<buffer> %s %s: %s" % (name, BUFFER_VALUES[name], err)
+
+
 def test_observability_config_blocks_pass_dry_run():
     blocks = re.findall(r"```\n(.*?)```", doc("docs/observability.md"), re.S)
     conf = "".join(b for b in blocks if re.match(r"\s*<(source|system)>", b))
@@ -367,6 +405,7 @@ if __name__ == "__main__":
         test_documented_signals,
         test_documented_metrics,
         test_documented_ingest_parameters,
+        test_documented_buffer_parameters,
         test_observability_config_blocks_pass_dry_run,
         test_documented_limits_match_the_code,
         test_documented_files_exist,
