@@ -5,7 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEIR_TESTS=OFF >/dev/null
+. scripts/steps.sh
+weir_configure_run build
 cmake --build build -j"$(nproc)" --target weir
 cat <<MSG
 

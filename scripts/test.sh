@@ -1,9 +1,12 @@
 #!/bin/sh
 # Installs what the tests need, then builds and runs the whole suite twice: a normal
 # -Werror build, and an AddressSanitizer + UndefinedBehaviorSanitizer build. Also checks
-# clang-format and runs the fuzz targets briefly. Exits non-zero on the first failure.
+# clang-format and runs the fuzz targets briefly, and builds Release with -Werror (gcc -O3
+# warns about more than -O2). Exits non-zero on the first failure, and when a build holds no
+# tests (a build/ that scripts/run.sh configured without them is reconfigured with them).
 set -eu
 cd "$(dirname "$0")/.."
+. scripts/steps.sh
 sh scripts/deps.sh test
 jobs=$(nproc)
 
@@ -17,12 +20,16 @@ if ! find src include test bench -name '*.[ch]' | xargs clang-format --dry-run -
 fi
 
 echo "== build (gcc, -Werror)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEIR_WERROR=ON >/dev/null
+weir_configure_tests build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs"
+weir_ctest build -j"$jobs"
 
 echo "== build (clang, ASan + UBSan)"
-CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWEIR_SANITIZE=ON -DWEIR_FUZZ=ON >/dev/null
+CC=clang weir_configure_tests build-asan -DCMAKE_BUILD_TYPE=Debug -DWEIR_SANITIZE=ON -DWEIR_FUZZ=ON
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+    weir_ctest build-asan -j"$jobs"
+
+echo "== build (gcc, Release, -Werror; built, not run)"
+weir_configure_tests build-release -DCMAKE_BUILD_TYPE=Release
+cmake --build build-release -j"$jobs"

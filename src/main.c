@@ -24,7 +24,7 @@
 
 #define FLUENTD_ETC "/fluentd/etc"
 
-/* The embedded default: what `make run` starts when no configuration is given. */
+/* The embedded default: what scripts/run.sh starts when no configuration is given. */
 static const char embedded_default[] =
     "# weir's embedded default: receive with the forward protocol and HTTP, keep events in\n"
     "# hourly files under ./weir-out (override the directory with WEIR_OUT_DIR).\n"
