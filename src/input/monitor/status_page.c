@@ -27,7 +27,7 @@ extern const size_t mon_status_html_len, mon_status_js_len, mon_status_css_len;
 
 #define PAGE_HEADERS                                                                               \
     "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
-    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "                    \
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "                     \
     "frame-ancestors 'none'\r\n"                                                                   \
     "Cache-Control: no-store\r\n"                                                                  \
     "X-Content-Type-Options: nosniff\r\n"                                                          \
