@@ -10,7 +10,6 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -34,12 +33,15 @@ class Browser:
         self.driver.get(url)
 
     def text(self, css):
-        """The text shown by the first element matching `css`, or None when there is none."""
-        els = self.driver.find_elements(By.CSS_SELECTOR, css)
-        return els[0].text if els else None
+        """The text shown (innerText) by the first element matching `css`, or None when there is
+        none. Read in one script call, so a page that rebuilds its DOM between a lookup and a
+        read cannot hand out a stale element."""
+        return self.driver.execute_script(
+            "var e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
 
     def count(self, css):
-        return len(self.driver.find_elements(By.CSS_SELECTOR, css))
+        return self.driver.execute_script(
+            "return document.querySelectorAll(arguments[0]).length;", css)
 
     def js(self, script, *args):
         return self.driver.execute_script(script, *args)
