@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what weir needs from Debian 12's packages. `deps.sh` = to build and run;
-# `deps.sh test` = also what the test suite uses (real clients, sanitizers, s3rver's Node.js).
+# `deps.sh test` = also what the test suite uses (real clients, sanitizers, s3rver's Node.js, and
+# Chromium with chromedriver and Selenium: the status page is tested in a real browser).
 # Skips apt-get entirely when everything is already there.
 set -eu
 
@@ -8,7 +9,7 @@ BUILD="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libcurl4-opens
 libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev"
 TEST="libcmocka-dev python3 python3-msgpack python3-fluent-logger golang-go
 golang-github-fluent-fluent-logger-golang-dev openssl curl jq zstd clang libclang-rt-14-dev
-clang-format procps util-linux strace"
+clang-format procps util-linux strace chromium chromium-driver python3-selenium"
 # s3rver (the S3 server of the tests) runs on Node.js; use the one on PATH if there is one
 if [ "${1:-}" = "test" ] && ! command -v node >/dev/null 2>&1; then
     TEST="$TEST nodejs npm"

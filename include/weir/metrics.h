@@ -135,6 +135,12 @@ uint64_t weir_tag_counter_get(const weir_tag_counter_t *tc, const char *tag);
 /* The sum over every tag, the overflow included. */
 uint64_t weir_tag_counter_sum(const weir_tag_counter_t *tc);
 
+/* Registers the process's gauges under `owner`, with the names Prometheus client libraries use:
+ * process_start_time_seconds, process_resident_memory_bytes, process_open_fds and
+ * process_max_fds, read from /proc when scraped (left out where /proc cannot be read). The
+ * engine registers them once. */
+void weir_metrics_process(weir_metrics_t *m, const void *owner);
+
 /* ---- per-plugin metrics ------------------------------------------------------------------ */
 
 typedef struct weir_plugin_metrics weir_plugin_metrics_t;
@@ -153,7 +159,9 @@ typedef struct weir_output_status {
     double failing_since; /* wall clock of the first failed write with no success since; 0 */
     unsigned retry_steps; /* of the chunk retried longest; 0 = nothing waits for a retry */
     double retry_start, retry_next; /* wall clock */
-    char last_error[256];
+    char last_error[256];           /* the reason the last failed write logged; "" = none yet */
+    double last_error_time;         /* wall clock of that failure; 0 = none yet */
+    double last_success;            /* wall clock of the last chunk delivered; 0 = none yet */
     /* counters */
     uint64_t emit_records, emit_count, write_count, num_errors, retry_count;
     uint64_t delivered_records, delivered_chunks, backup_chunks;

@@ -186,8 +186,10 @@ struct weir_buffer {
     size_t rec_overhead; /* bytes a record of the current append adds besides its entries */
     /* metrics and health */
     weir_plugin_metrics_t *pm;
-    double failing_since; /* wall clock; 0 = the last write succeeded (or none failed) */
-    char last_error[256];
+    double failing_since;     /* wall clock; 0 = the last write succeeded (or none failed) */
+    char last_error[256];     /* the reason the last failed write logged */
+    double last_error_time;   /* wall clock of that failure; 0 = none yet */
+    double last_success_time; /* wall clock of the last chunk delivered; 0 = none yet */
     weir_ratelimit_t warn_rl;
 };
 

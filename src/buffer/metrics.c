@@ -124,6 +124,16 @@ static double g_failing(void *arg)
     return since ? buf_wall_now() - since : 0;
 }
 
+static double g_last_success(void *arg)
+{
+    return ((weir_buffer_t *)arg)->last_success_time;
+}
+
+static double g_last_error(void *arg)
+{
+    return ((weir_buffer_t *)arg)->last_error_time;
+}
+
 static double g_full(void *arg)
 {
     weir_buffer_t *b = arg;
@@ -158,6 +168,8 @@ static void buffer_status(void *arg, weir_output_status_t *st)
     st->disk_full = b->disk_full;
     st->failing_since = failing_since(b);
     snprintf(st->last_error, sizeof st->last_error, "%s", b->last_error);
+    st->last_error_time = b->last_error_time;
+    st->last_success = b->last_success_time;
     retry_info(b, st);
 }
 
@@ -188,6 +200,12 @@ void buf_register_metrics(weir_buffer_t *b, weir_plugin_metrics_t *pm)
         {"weir_output_failing_seconds",
          "How long every chunk write has failed, with chunks still waiting; 0 when delivering.",
          g_failing},
+        {"weir_output_last_success_timestamp_seconds",
+         "When a chunk was last delivered, seconds since the Unix epoch; 0 before the first.",
+         g_last_success},
+        {"weir_output_last_error_timestamp_seconds",
+         "When a chunk write last failed, seconds since the Unix epoch; 0 before the first.",
+         g_last_error},
         {"weir_output_buffer_full",
          "1 while the buffer refuses events (total_limit_size reached or disk full), else 0.",
          g_full},

@@ -208,6 +208,7 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
         b->stats.events_written += c->events;
         b->stats.queued_chunks--;
         b->failing_since = 0;
+        b->last_success_time = buf_wall_now();
         weir_metrics_output_written(b->pm, c->events);
         /* no directory fsync: a lost unlink only brings the delivered chunk back at the next
          * start, and it is delivered again (at least once, never lost) */
@@ -225,6 +226,7 @@ void weir_chunk_write_done(weir_chunk_t *c, weir_write_status_t status, const ch
     double now = buf_wall_now();
     if (!c->first_failure) c->first_failure = now;
     if (!b->failing_since) b->failing_since = now;
+    b->last_error_time = now;
     snprintf(b->last_error, sizeof b->last_error, "%s", msg && *msg ? msg : "write failed");
     bool give_up = status == WEIR_WRITE_UNRECOVERABLE ||
                    (!b->retry_forever &&

@@ -516,6 +516,7 @@ weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
     weir_gauge_set(weir_metrics_gauge(eng->metrics, eng, "weir_build_info",
                                       "Always 1; the version label says which weir runs.", version),
                    1);
+    weir_metrics_process(eng->metrics, eng);
     eng->unmatched =
         weir_metrics_tag_counter(eng->metrics, eng, "weir_unmatched_records_total",
                                  "Events dropped because no <match> took their tag.", NULL);

@@ -17,7 +17,7 @@ import urllib.request
 import msgpack
 
 import weirtest
-from weirtest import Weir, forward_to_file, free_port, run_tests
+from weirtest import Weir, forward_to_file, free_port, http_post, run_tests
 
 T0 = 1700000000
 
@@ -69,13 +69,6 @@ def forward_raw(port, tag, records, chunk="c1"):
     s.sendall(frame)
     assert msgpack.unpackb(s.recv(100)) == {"ack": chunk}
     s.close()
-
-
-def http_post(port, tag, body, ctype):
-    req = urllib.request.Request("http://127.0.0.1:%d/%s" % (port, tag), data=body,
-                                 headers={"Content-Type": ctype}, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 200, r.status
 
 
 def test_odd_records_load_strictly():

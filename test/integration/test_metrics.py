@@ -381,12 +381,16 @@ def test_healthz_follows_a_failing_output():
     with Weir(conf, workdir=d) as w:
         w.start([fwd, prom])
         s = AckSender(fwd, tag="h.t")
+        t_sent = time.time()
         assert s.send([1, 2], time.time() + 10), w.log()  # acked: durable in the buffer
         lab = dict(plugin_id="broken", type="file")
         m = wait_for(lambda: (lambda m: m if metric(m, "fluentd_output_status_retry_count", **lab) >= 2
                               else None)(scrape(prom)), what="retries")
         assert metric(m, "fluentd_output_status_num_errors", **lab) >= 2
         assert metric(m, "weir_output_failing_seconds", **lab) > 0
+        # the last failure is one of those just seen; nothing was delivered yet
+        assert t_sent <= metric(m, "weir_output_last_error_timestamp_seconds", **lab) <= time.time()
+        assert metric(m, "weir_output_last_success_timestamp_seconds", **lab) == 0
         st, _, body, _ = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(prom, "/healthz")),
                                   what="503")
         text = body.decode()
@@ -404,12 +408,18 @@ def test_healthz_follows_a_failing_output():
         assert metric(scrape(prom), "weir_output_buffer_full", **lab) == 1
         # the output recovers: everything is delivered and /healthz says ok again
         os.unlink(blocker)
+        t_fixed = time.time()
         wait_for(lambda: http_get(prom, "/healthz")[0] == 200, timeout=30, what="200 again")
         m = wait_for(lambda: (lambda m: m if metric(m, "fluentd_output_status_buffer_total_bytes", **lab) == 0
                               else None)(scrape(prom)), timeout=30, what="empty buffer")
         assert metric(m, "weir_output_failing_seconds", **lab) == 0
         assert metric(m, "weir_output_buffer_full", **lab) == 0
         assert metric(m, "weir_output_delivered_records_total", **lab) == 82
+        # delivered after the fix, and after the last failure, which stays for the operator
+        last_ok = metric(m, "weir_output_last_success_timestamp_seconds", **lab)
+        last_err = metric(m, "weir_output_last_error_timestamp_seconds", **lab)
+        assert t_fixed <= last_ok <= time.time() and t_sent <= last_err <= last_ok, (last_ok,
+                                                                                      last_err)
         raw.close()
         s.close()
         assert w.stop() == 0

@@ -534,6 +534,11 @@ class S3:
         return self.objects(bucket)
 
 
+def gz_lines(objs):
+    """Lines in all the gzip objects of an S3.objects() answer."""
+    return sum(len(gzip.decompress(data).splitlines()) for data, _ in objs.values())
+
+
 S3_SERVER = None
 AWS = None
 
@@ -1458,14 +1463,19 @@ def main():
             test_dry_run_contacts_nothing,
         ])
     finally:
-        for w in WEIRS:
-            w.__exit__(None, None, None)
-        if S3_SERVER and S3_SERVER.proc and S3_SERVER.proc.poll() is None:
-            S3_SERVER.proc.terminate()
-        if S3_SERVER:
-            shutil.rmtree(S3_SERVER.dir, ignore_errors=True)
-        for d in TMPDIRS:
-            shutil.rmtree(d, ignore_errors=True)
+        cleanup()
+
+
+def cleanup():
+    """Stops what the tests left running (weir, s3rver) and removes their directories."""
+    for w in WEIRS:
+        w.__exit__(None, None, None)
+    if S3_SERVER and S3_SERVER.proc and S3_SERVER.proc.poll() is None:
+        S3_SERVER.proc.terminate()
+    if S3_SERVER:
+        shutil.rmtree(S3_SERVER.dir, ignore_errors=True)
+    for d in TMPDIRS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.request
 
 WEIR_BIN = os.environ.get("WEIR_BIN", os.path.join(os.path.dirname(__file__), "../../build/weir"))
 SOURCE_DIR = os.environ.get("WEIR_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
@@ -162,6 +163,14 @@ def known_gap(reason, failure):
         run.__name__ = t.__name__
         return run
     return wrap
+
+
+def http_post(port, tag, body, ctype):
+    """POSTs `body` to the http input on `port` under `tag`; asserts the answer is 200."""
+    req = urllib.request.Request("http://127.0.0.1:%d/%s" % (port, tag), data=body,
+                                 headers={"Content-Type": ctype}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200, r.status
 
 
 def sh(cmd, cwd=None):

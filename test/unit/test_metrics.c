@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "weir/metrics.h"
 
@@ -379,6 +383,80 @@ static void test_plugin_metrics(void **state)
     weir_metrics_free(m);
 }
 
+/* The value of the unlabelled sample `name` in a rendered registry; NAN when it is absent. */
+static double sample(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; p && *p;) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ') return strtod(p + n + 1, NULL);
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NAN;
+}
+
+/* Open descriptors counted another way than /proc/self/fd: each number that fcntl accepts. */
+static double count_fds(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    int max = rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+    double n = 0;
+    for (int fd = 0; fd < max; fd++)
+        if (fcntl(fd, F_GETFD) != -1) n++;
+    return n;
+}
+
+/* The process gauges read this process: as many descriptors as fcntl finds, three more descriptors
+ * are three more, 64 MiB touched is at least 63 MiB more resident, the limit is RLIMIT_NOFILE, the
+ * start time stays put. */
+static void test_process_gauges_follow_the_process(void **state)
+{
+    (void)state;
+    weir_metrics_process(NULL, NULL); /* no registry: nothing, no crash */
+    weir_metrics_t *m = weir_metrics_new();
+    int owner;
+    weir_metrics_process(m, &owner);
+    char *t1 = render(m);
+    double fds = sample(t1, "process_open_fds"), rss = sample(t1, "process_resident_memory_bytes");
+    double start = sample(t1, "process_start_time_seconds");
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_true(sample(t1, "process_max_fds") == (double)rl.rlim_cur);
+    assert_true(fds == count_fds());
+    assert_true(rss > 0);
+    /* /proc's boot time is whole seconds: the start may read up to one second late */
+    assert_true(start > 0 && start <= (double)time(NULL) + 1);
+    free(t1);
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    int d = dup(p[0]);
+    assert_true(d >= 0);
+    char *t2 = render(m);
+    assert_true(sample(t2, "process_open_fds") == fds + 3);
+    free(t2);
+    close(p[0]);
+    close(p[1]);
+    close(d);
+
+    size_t big = (size_t)64 << 20;
+    char *mem = malloc(big);
+    assert_non_null(mem);
+    memset(mem, 1, big);
+    char *t3 = render(m);
+    assert_true(sample(t3, "process_resident_memory_bytes") >= rss + (double)(big - (1 << 20)));
+    assert_true(sample(t3, "process_start_time_seconds") == start);
+    assert_true(sample(t3, "process_open_fds") == fds);
+    free(t3);
+    free(mem);
+    weir_metrics_unregister(m, &owner);
+    char *t4 = render(m);
+    assert_null(strstr(t4, "process_"));
+    free(t4);
+    weir_metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_gauge_fn_without_value_is_left_out),
         cmocka_unit_test(test_two_threads_count_exactly),
         cmocka_unit_test(test_plugin_metrics),
+        cmocka_unit_test(test_process_gauges_follow_the_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

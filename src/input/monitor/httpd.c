@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "monitor_internal.h"
@@ -75,6 +76,18 @@ static int gzip_body(const weir_buf_t *in, weir_buf_t *out)
     return rc == Z_STREAM_END ? 0 : -1;
 }
 
+/* RFC 9110's Date header ("Thu, 03 Dec 2026 13:05:00 GMT"): the status page reads the server's
+ * clock from it, to show ages and the uptime in weir's time rather than the browser's. */
+static void put_date(weir_buf_t *out)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    if (!gmtime_r(&now, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return;
+    weir_buf_printf(out, "Date: %s\r\n", date);
+}
+
 /* Writes status line, headers and body as one unit. */
 static void send_response(weir_ingest_conn_t *ic, int method, bool gzip_ok, bool keep_alive,
                           mon_response_t *r)
@@ -87,7 +100,9 @@ static void send_response(weir_ingest_conn_t *ic, int method, bool gzip_ok, bool
     if (gz) body = &zbody;
     weir_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
                     r->status, reason_phrase(r->status), r->content_type, body->len);
+    put_date(&out);
     if (gz) weir_buf_printf(&out, "Content-Encoding: gzip\r\n");
+    if (r->extra_headers) weir_buf_printf(&out, "%s", r->extra_headers);
     if (r->status == 405) weir_buf_printf(&out, "Allow: GET, HEAD\r\n");
     if (!keep_alive) weir_buf_printf(&out, "Connection: close\r\n");
     weir_buf_append(&out, "\r\n", 2);

@@ -1,6 +1,7 @@
 /* What the monitoring sources share: a small HTTP/1.1 server for GET requests on weir's
  * ingest-connection layer with in_http's request reader (httpd.c), the settings every HTTP
- * monitoring source reads, and the health check (health.c). The sources themselves are prometheus.c
+ * monitoring source reads, the health check (health.c) and the status page (status_page.c). The
+ * sources themselves are prometheus.c
  * (`prometheus`, `prometheus_monitor`, `prometheus_output_monitor`) and monitor_agent.c
  * (`monitor_agent`). */
 #ifndef WEIR_MONITOR_INTERNAL_H
@@ -32,7 +33,8 @@ typedef struct mon_response {
     int status;
     const char *content_type;
     weir_buf_t body;
-    bool allow_gzip; /* compress when the client accepts gzip */
+    bool allow_gzip;           /* compress when the client accepts gzip */
+    const char *extra_headers; /* NULL or static header lines, each ending in "\r\n" */
 } mon_response_t;
 
 /* Fills `resp` (status 200, text/plain and an empty body on entry). Loop thread. */
@@ -77,6 +79,12 @@ void mon_http_conf_free(mon_http_conf_t *c);
 bool mon_health(weir_engine_t *eng, double failing_threshold, weir_buf_t *why);
 /* GET /healthz: 200 "ok" or 503 with the reasons. */
 void mon_health_respond(weir_engine_t *eng, double failing_threshold, mon_response_t *resp);
+
+/* The status page (status_page.c): GET /, its script and style, and /status/errors.json, the
+ * outputs' last error texts. `metrics_path` is where the page's script reads the metrics.
+ * Returns false, leaving `resp` alone, for any other path. */
+bool mon_status_respond(weir_engine_t *eng, const char *metrics_path, const mon_request_t *req,
+                        mon_response_t *resp);
 
 /* The value of `key` in a query string ("a=1&b=x%20y"), percent-decoded into `out`. Returns
  * false when the key is absent or the value does not fit. */

@@ -2,7 +2,8 @@
  *
  *   <source> @type prometheus            serves the registry at metrics_path (and, since weir
  *                                        runs one process, the same at aggregated_metrics_path)
- *                                        plus GET /healthz, over HTTP or <transport tls>.
+ *                                        plus GET /healthz and the status page at / (see
+ *                                        status_page.c), over HTTP or <transport tls>.
  *   <source> @type prometheus_output_monitor
  *                                        accepted for compatibility: every fluentd_output_status_*
  *                                        family it turns on in Fluentd is always exported by weir.
@@ -41,6 +42,8 @@ static void prom_handle(void *arg, const mon_request_t *req, mon_response_t *res
         weir_metrics_render(weir_engine_metrics(in->eng), &resp->body);
     } else if (strcmp(req->path, "/healthz") == 0) {
         mon_health_respond(in->eng, in->http.health_failing, resp);
+    } else if (mon_status_respond(in->eng, in->metrics_path, req, resp)) {
+        return;
     } else {
         resp->status = 404;
         weir_buf_printf(&resp->body, "not found; metrics are at %s\n", in->metrics_path);
