@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the tests need, then builds and runs the whole suite twice: a normal
 # -Werror build, and an AddressSanitizer + UndefinedBehaviorSanitizer build. Also checks
-# clang-format and runs the fuzz targets briefly. Exits non-zero on the first failure.
+# clang-format, runs the fuzz targets briefly, and builds and runs the container image with
+# podman once (test_image.py, CTest label `image`). Exits non-zero on the first failure.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh test
@@ -19,10 +20,15 @@ fi
 echo "== build (gcc, -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWEIR_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" -LE image
+
+echo "== container image (podman: build the Dockerfile, run it, examples/teleport through it)"
+image_start=$(date +%s)
+ctest --test-dir build --output-on-failure -L image
+echo "container image: $(($(date +%s) - image_start)) s"
 
 echo "== build (clang, ASan + UBSan)"
 CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWEIR_SANITIZE=ON -DWEIR_FUZZ=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE image
