@@ -6,6 +6,8 @@
 # as
 #   docker run -v $(pwd)/fluent.conf:/fluentd/etc/fluent.conf ... weir
 # Build from the repository root: docker build -t weir .
+# Without Docker or a registry: podman and scripts/image-base.sh (README.md, "The container
+# image"); test/integration/test_image.py builds and runs this file that way in CI.
 
 FROM debian:12-slim AS build
 RUN apt-get update \

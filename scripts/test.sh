@@ -24,7 +24,7 @@ ctest --test-dir build --output-on-failure -j"$jobs" -LE image
 
 echo "== container image (podman: build the Dockerfile, run it, examples/teleport through it)"
 image_start=$(date +%s)
-ctest --test-dir build --output-on-failure -L image
+ctest --test-dir build -L image --verbose  # prints the image size and start-up time
 echo "container image: $(($(date +%s) - image_start)) s"
 
 echo "== build (clang, ASan + UBSan)"
