@@ -375,7 +375,7 @@ def test_teleport_example_through_the_image():
 
         env, mounts, volumes, grace, ports = compose_weir(
             ex, dotenv, "http://127.0.0.1:%d" % s3.port, "weir-teleport-%d-" % os.getpid())
-        assert ports == [HTTP_PORT, FORWARD_PORT] or ports == sorted([HTTP_PORT, FORWARD_PORT])
+        assert ports == sorted([HTTP_PORT, FORWARD_PORT]), ports
         ports_free(*ports)
         s3.state.add_key(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
         envfile = os.path.join(d, "weir.env")  # not on podman's command line: a secret
