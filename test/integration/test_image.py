@@ -84,8 +84,9 @@ class Podman:
     def __call__(self, *args, check=True, timeout=120, **kw):
         p = subprocess.run(self.cmd + list(args), capture_output=True, timeout=timeout, **kw)
         if check and p.returncode != 0:
-            raise AssertionError("podman %s: exit %d\n%s" % (" ".join(args), p.returncode,
-                                                             p.stderr.decode("utf-8", "replace")))
+            raise AssertionError("podman %s: exit %d\n%s\n%s" % (
+                " ".join(args), p.returncode, p.stdout.decode("utf-8", "replace")[-4000:],
+                p.stderr.decode("utf-8", "replace")))
         return p
 
     def out(self, *args, **kw):
@@ -131,13 +132,16 @@ class Podman:
 
 
 PODMAN = None
+BUILD_FAILED = False
 
 
 def podman():
     """The podman of this run, with the image built (once)."""
-    global PODMAN
+    global PODMAN, BUILD_FAILED
+    assert not BUILD_FAILED, "the image was not built (the first test's failure says why)"
     if PODMAN is not None:
         return PODMAN
+    BUILD_FAILED = True
     pm = Podman()
     PODMAN = pm
     t0 = time.monotonic()
@@ -151,6 +155,7 @@ def podman():
     p = pm("build", "--format", "docker", "--network", "host", "--pull=never", *ulimits(),
            "-t", TAG, "-f", os.path.join(SOURCE_DIR, "Dockerfile"), SOURCE_DIR, timeout=1800)
     TIMES["podman build"] = "%.1f s" % (time.monotonic() - t1)
+    BUILD_FAILED = False
     return pm
 
 
