@@ -6,6 +6,8 @@
 # as
 #   docker run -v $(pwd)/fluent.conf:/fluentd/etc/fluent.conf ... weir
 # Build from the repository root: docker build -t weir .
+# Without Docker or a registry: podman and scripts/image-base.sh (README.md, "The container
+# image"); test/integration/test_image.py builds and runs this file that way in CI.
 
 FROM debian:12-slim AS build
 RUN apt-get update \
@@ -26,11 +28,14 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DWEIR_TESTS=OFF \
 FROM debian:12-slim
 # Runtime libraries (Debian 12 package names) plus CA certificates for S3 over HTTPS and
 # tzdata for named time zones (timekey_zone, <inject> timezone). bash, used by the health
-# check, is part of every Debian image.
+# check, is part of every Debian image. apt's caches (the downloaded .debs, pkgcache.bin) and
+# package lists are removed here, in this layer, rather than trusted to the base image's apt
+# settings (debian:12-slim's docker-clean hook; a base without it would ship them).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libuv1 libmsgpackc2 libcurl4 libssl3 libjansson4 zlib1g libzstd1 libhttp-parser2.9 \
       ca-certificates tzdata \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 999 fluent \
  && useradd --system --uid 999 --gid fluent --home-dir /home/fluent --create-home fluent \

@@ -141,8 +141,11 @@ done
 # by all: it is encrypted, and weir runs as uid 999 in the image, so a bind-mounted 0600 file
 # owned by you would be unreadable to it (in Kubernetes the Secret's defaultMode and fsGroup
 # take care of this instead; see ../kubernetes).
+# The folder too: created with the caller's umask (0700 under umask 077), it would keep uid
+# 999 out of every file in it. Read and search for all are added, nothing is taken away.
 chmod 0644 "$out/ca.crt" "$out/server.crt" "$out/client.crt" "$out/server.key"
 chmod 0600 "$out/ca.key" "$out/client.key"
+chmod a+rx "$out"
 
 cat >&2 <<EOF
 wrote $out/{ca,server,client}.{crt,key}

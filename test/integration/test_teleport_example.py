@@ -57,11 +57,12 @@ def weir_env(**extra):
     return env
 
 
-def make_certs(d):
-    """Runs the example's make-certs.sh (2048 bits to keep the test quick); returns the
-    passphrase it printed."""
+def make_certs(d, umask=0o022):
+    """Runs the example's make-certs.sh (2048 bits to keep the test quick) as a user with
+    `umask`; returns the passphrase it printed."""
     p = subprocess.run(["sh", os.path.join(EXAMPLE, "make-certs.sh"), "--out", d, "--bits",
-                        "2048"], capture_output=True, timeout=120)
+                        "2048"], capture_output=True, timeout=120,
+                       preexec_fn=lambda: os.umask(umask))
     assert p.returncode == 0, p.stderr.decode()
     out = p.stdout.decode().splitlines()
     assert len(out) == 1 and re.fullmatch(r"FLUENTD_KEY_PASSPHRASE=[0-9a-f]{64}", out[0]), out
@@ -177,11 +178,9 @@ def test_teleport_example_end_to_end():
     d = tempfile.mkdtemp(prefix="weir-teleport-")
     os.chmod(d, 0o755)
     img = Image()
-    keys = img.path("keys")  # the -v $(pwd):/keys mount
-    passphrase = make_certs(keys)
-    for f in os.listdir(keys):
-        os.chown(os.path.join(keys, f), img.uid, img.gid)
-    os.chown(keys, img.uid, img.gid)
+    keys = img.path("keys")  # the -v ./keys:/keys mount: owned by whoever ran make-certs.sh
+    # a user whose umask is 077: the image's user must still read the keys weir needs
+    passphrase = make_certs(keys, umask=0o077)
     sim = build_teleportsim(d)
     s3 = S3()
     c = None
