@@ -27,8 +27,7 @@ import signal
 import tempfile
 import urllib.request
 
-from test_metrics import wait_for
-from weirtest import SOURCE_DIR, Weir, dry_run, free_port, run_tests, wait_port
+from weirtest import SOURCE_DIR, Weir, dry_run, free_port, run_tests, wait_for, wait_port
 
 
 def doc(name):
@@ -341,7 +340,10 @@ AFTER = re.compile(CONST + r"\s\(" + SIZE + r"\)")
 
 def code_text():
     text = ""
-    for pattern in ("include/weir/*.h", "src/**/*.[ch]", "docker/*"):
+    # the code, and the shipped configurations whose environment variables the docs name
+    # (`S3_ENDPOINT` of examples/teleport)
+    for pattern in ("include/weir/*.h", "src/**/*.[ch]", "docker/*", "examples/**/*.conf",
+                    "examples/**/*.yml"):
         for p in glob.glob(os.path.join(SOURCE_DIR, pattern), recursive=True):
             with open(p, errors="replace") as f:
                 text += f.read()

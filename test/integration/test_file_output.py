@@ -12,12 +12,11 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 
 import msgpack
 
 import weirtest
-from weirtest import Weir, forward_to_file, free_port, http_post, run_tests
+from weirtest import Weir, forward_to_file, free_port, http_post, metric_at, run_tests
 
 T0 = 1700000000
 
@@ -124,14 +123,6 @@ def test_odd_records_load_strictly():
     assert got == want, got
 
 
-def metric_value(port, name, plugin_id):
-    body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
-    for line in body.decode().splitlines():
-        if line.startswith(name + "{") and 'plugin_id="%s"' % plugin_id in line:
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def wait_until(fn, timeout=15.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -164,9 +155,9 @@ def test_name_too_long_goes_to_backup_at_once():
         assert wait_until(lambda: glob.glob(os.path.join(d, "out", "short", "events*.log")))
         log = w.log()
         assert "File name too long" in log and "given up" in log, log
-        assert metric_value(prom, "weir_output_unrecoverable_chunks_total", "long") == 1
-        assert metric_value(prom, "weir_output_backup_chunks_total", "long") == 1
-        assert metric_value(prom, "fluentd_output_status_retry_count", "long") == 0
+        assert metric_at(prom, "weir_output_unrecoverable_chunks_total", plugin_id="long") == 1
+        assert metric_at(prom, "weir_output_backup_chunks_total", plugin_id="long") == 1
+        assert metric_at(prom, "fluentd_output_status_retry_count", plugin_id="long") == 0
         assert w.stop() == 0, w.log()
     assert [strict_json(l) for l in out_lines(os.path.join(d, "out", "short", "*"))] == [{"n": 2}]
     assert not os.path.exists(os.path.join(d, "out", long_tag))

@@ -17,10 +17,9 @@ import os
 import re
 
 import test_s3_output as ts3  # its WEIRS list, which cleanup() stops
-from test_metrics import http_get, wait_for
 from test_s3_output import (BASE_ENV, STATIC, cleanup, fwd_send, gz_lines, match_conf, records,
                             s3, stop_weir, tmpdir)
-from weirtest import SOURCE_DIR, Weir, free_port, http_post, run_tests
+from weirtest import SOURCE_DIR, Weir, free_port, http_get, http_post, run_tests, wait_for
 
 DASHBOARD = os.path.join(SOURCE_DIR, "examples", "grafana", "weir-dashboard.json")
 TARGET_LABELS = {"instance", "job"}

@@ -99,19 +99,7 @@ class Hostile:
             return f.read().decode("utf-8", "replace")
 
     def metric(self, name, plugin_type):
-        s = connect(self.p_prom)
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        s.close()
-        for line in data.decode().splitlines():
-            if line.startswith(name + "{") and 'type="%s"' % plugin_type in line:
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        return weirtest.metric_at(self.p_prom, name, type=plugin_type)
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

@@ -8,107 +8,15 @@ import gzip
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
 import tempfile
 import time
 
-import msgpack
-
 from fwdclient import AckSender, frame
-from weirtest import Weir, dry_run, free_port, make_certs, run_tests, wait_port
-
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
-
-
-def unescape(v):
-    return v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-
-
-def parse_metrics(text):
-    """{(name, frozenset(labels)): value}, checking the exposition format on the way."""
-    out = {}
-    types = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, typ = line.split(" ")
-            assert typ in ("counter", "gauge", "histogram"), line
-            assert name not in types, "family twice: " + name
-            types[name] = typ
-            continue
-        if line.startswith("# HELP "):
-            continue
-        m = SAMPLE.match(line)
-        assert m, "not a sample line: %r" % line
-        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-        family = name
-        for suffix in ("_bucket", "_sum", "_count"):
-            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
-                family = name[:-len(suffix)]
-        assert family in types, "sample before its TYPE: " + line
-        pairs = LABEL.findall(labels)
-        assert "".join('%s="%s",' % p for p in pairs).rstrip(",") == labels, line
-        key = (name, frozenset((k, unescape(v)) for k, v in pairs))
-        assert key not in out, "duplicate series: " + line
-        out[key] = float(value)
-    return out
-
-
-def metric(metrics, name, **labels):
-    return metrics.get((name, frozenset(labels.items())))
-
-
-def http_get(port, path, headers=None, tls_ctx=None):
-    """(status, headers dict with lower-case names, body bytes) over a fresh connection."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    if tls_ctx:
-        s = tls_ctx.wrap_socket(s, server_hostname="localhost")
-    req = "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % path
-    for k, v in (headers or {}).items():
-        req += "%s: %s\r\n" % (k, v)
-    s.sendall((req + "\r\n").encode())
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
-    return parse_response(data)
-
-
-def parse_response(data, head_request=False):
-    """(status, headers, body, bytes after this response)."""
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    hdrs = {}
-    for l in lines[1:]:
-        k, _, v = l.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    n = 0 if head_request else int(hdrs.get("content-length", len(rest)))
-    return status, hdrs, rest[:n], rest[n:]
-
-
-def scrape(port):
-    status, hdrs, body, _ = http_get(port, "/metrics")
-    assert status == 200, (status, body)
-    assert hdrs["content-type"] == "text/plain; version=0.0.4; charset=utf-8", hdrs
-    return parse_metrics(body.decode())
-
-
-def wait_for(fn, timeout=15.0, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+from weirtest import (Weir, dry_run, free_port, http_get, make_certs, metric, parse_metrics,
+                      parse_response, run_tests, scrape, wait_for)
 
 
 def main_conf(fwd, prom, agent, d, log_json=True):

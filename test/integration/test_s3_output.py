@@ -44,7 +44,8 @@ import urllib.parse
 
 import msgpack
 
-from weirtest import SOURCE_DIR, Weir, dry_run, free_port, make_certs, run_tests, wait_port
+from weirtest import (SOURCE_DIR, Weir, dry_run, free_port, make_certs, run_tests, scrape,
+                      wait_port)
 
 T0 = 1700000000  # 2023-11-14T22:13:20Z: old, so time buckets are ready as soon as written
 S3RVER_JS = os.path.join(SOURCE_DIR, "node_modules", "s3rver", "bin", "s3rver.js")
@@ -938,11 +939,6 @@ def prometheus_source(port):
     return "<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>\n" % port
 
 
-def scrape_metrics(port):
-    from test_metrics import scrape
-    return scrape(port)
-
-
 def seqs_in(objs, prefix):
     """Every record's seq, line by line, from the objects under `prefix` (gzip'd or text)."""
     seqs = []
@@ -1071,7 +1067,7 @@ def test_s3_faults_every_acked_event_arrives_once():
     # weir is done when it counts every chunk delivered: the hung PUT is stored in s3rver
     # long before weir's timeout ends it and the retry answers
     def delivered():
-        m = scrape_metrics(prom)
+        m = scrape(prom)
         done = all(m.get(("weir_output_delivered_records_total",
                           frozenset({"plugin_id": n, "type": "s3"}.items()))) == len(acked[n])
                    for n in acked)
@@ -1138,7 +1134,7 @@ def test_unstorable_objects_go_to_backup_at_once():
     deadline = time.time() + 30
     m = {}
     while time.time() < deadline:
-        m = scrape_metrics(prom)
+        m = scrape(prom)
         if m.get(("weir_output_delivered_records_total", lab)) == 6 and \
                 m.get(("weir_output_backup_chunks_total", lab)) == 2:
             break

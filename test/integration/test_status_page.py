@@ -20,10 +20,9 @@ import time
 
 import test_s3_output as ts3  # its WEIRS list, which cleanup() stops
 from browser import Browser, wait_shown
-from test_metrics import http_get, metric, parse_metrics
 from test_s3_output import (BASE_ENV, STATIC, cleanup, fwd_send, gz_lines, match_conf, records,
                             s3, stop_weir, tmpdir)
-from weirtest import Weir, free_port, http_post, run_tests
+from weirtest import Weir, free_port, http_get, http_post, metric, run_tests, scrape
 
 BUCKET = "status"
 OUT = "s3_audit"
@@ -215,7 +214,7 @@ def test_page_shows_what_was_sent_delivered_and_failed():
         assert b.text(sel(OUT, "retries")) == "0" and b.text(sel(OUT, "backups")) == "0"
         assert b.text(sel(OUT, "last_error_time")) == "never"
         # the last upload: after the load began, before now, the time /metrics gives
-        m = scrape_at(port)
+        m = scrape(port, "/prom/metrics")
         last_ok = metric(m, "weir_output_last_success_timestamp_seconds", plugin_id=OUT,
                          type="s3")
         shown = wait_shown(b, sel(OUT, "last_success"), lambda t: t.startswith(utc(last_ok)),
@@ -244,7 +243,7 @@ def test_page_shows_what_was_sent_delivered_and_failed():
         wait_shown(b, sel(OUT, "delivered"), lambda t: t == want, what=want)
         wait_shown(b, sel(OUT, "queued"), lambda t: t == "0 chunks, 0 B", what="an empty queue")
         # now nothing moves: the page, /metrics and errors.json must agree exactly
-        m = scrape_at(port)
+        m = scrape(port, "/prom/metrics")
         retries = metric(m, "fluentd_output_status_retry_count", plugin_id=OUT, type="s3")
         err_t = metric(m, "weir_output_last_error_timestamp_seconds", plugin_id=OUT, type="s3")
         last_ok = metric(m, "weir_output_last_success_timestamp_seconds", plugin_id=OUT,
@@ -274,7 +273,7 @@ def test_page_shows_what_was_sent_delivered_and_failed():
         wait_shown(b, sel(OUT, "backups"), lambda t: t == "1", what="1 backup")
         wait_shown(b, sel(OUT, "last_error"), lambda t: "EntityTooLarge" in t,
                    what="the EntityTooLarge error")
-        m = scrape_at(port)
+        m = scrape(port, "/prom/metrics")
         assert metric(m, "weir_output_backup_chunks_total", plugin_id=OUT, type="s3") == 1
 
         # -- the process: uptime and descriptors as /metrics has them
@@ -296,12 +295,6 @@ def test_page_shows_what_was_sent_delivered_and_failed():
     finally:
         b.close()
         stop_weir(w)
-
-
-def scrape_at(port, path="/prom/metrics"):
-    st, h, body, _ = http_get(port, path)
-    assert st == 200, (st, body)
-    return parse_metrics(body.decode())
 
 
 def main():
