@@ -105,8 +105,6 @@ void weir_http_req_free(weir_http_req_t *r);
  * WEIR_HTTP_EV_HEADERS feed the rest; after WEIR_HTTP_EV_REQUEST call weir_http_req_next()
  * first; after TOO_LARGE or ERROR the reader is dead. */
 size_t weir_http_req_feed(weir_http_req_t *r, const char *data, size_t len, weir_http_ev_t *ev);
-/* The peer sent its FIN: WEIR_HTTP_EV_ERROR when a request was half read, else NONE. */
-weir_http_ev_t weir_http_req_eof(weir_http_req_t *r);
 /* Forgets the finished request and gets ready for the next one. */
 void weir_http_req_next(weir_http_req_t *r);
 /* True while part of a request has been read. */

@@ -188,7 +188,6 @@ weir_ingest_t *weir_ingest_new(uv_loop_t *loop, weir_engine_t *eng, const weir_i
                                const weir_ingest_opts_t *o, weir_err_t *err);
 int weir_ingest_port(const weir_ingest_t *ing);
 void *weir_ingest_data(const weir_ingest_t *ing);
-bool weir_ingest_stopping(const weir_ingest_t *ing);
 size_t weir_ingest_connections(const weir_ingest_t *ing);
 /* Bytes this input's connections hold now (its share of the process-wide count). */
 uint64_t weir_ingest_held(const weir_ingest_t *ing);

@@ -892,11 +892,6 @@ void *weir_ingest_data(const weir_ingest_t *ing)
     return ing->o.data;
 }
 
-bool weir_ingest_stopping(const weir_ingest_t *ing)
-{
-    return ing->stopping;
-}
-
 size_t weir_ingest_connections(const weir_ingest_t *ing)
 {
     return ing->nconns;

@@ -103,7 +103,6 @@ static void run_reader(const uint8_t *data, size_t size)
             abort(); /* the reader must take every byte it is offered when nothing stops it */
         }
     }
-    weir_http_req_eof(&r);
     weir_http_req_free(&r);
 }
 

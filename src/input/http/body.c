@@ -534,7 +534,6 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     weir_hset_init(&c.other_keys);
     params_t ps;
     memset(&ps, 0, sizeof ps);
-    size_t len0 = out->data.len;
     uint32_t count0 = out->count;
     if (o->parse_json) {
         if (in->query) weir_http_query_parse(in->query, in->query_len, param_cb, &ps);
@@ -547,7 +546,7 @@ int weir_http_body_decode(const weir_http_body_opts_t *o, const weir_http_body_i
     }
     int rc = decode(&c, &ps);
     if (rc != 0) {
-        out->data.len = len0;
+        out->data.len = c.out_len0;
         out->count = count0;
     }
     params_free(&ps);

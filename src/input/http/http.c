@@ -21,10 +21,6 @@
 #include "weir/net.h"
 #include "weir/plugin.h"
 
-/* After a request, buffers larger than this are released rather than kept for the next one,
- * so one big request does not pin its size on an idle keep-alive connection. */
-#define HTTP_KEEP_BUF_MAX WEIR_INGEST_KEEP_BUF_MAX
-
 static const char *const RESP_100 = "HTTP/1.1 100 Continue\r\n\r\n";
 
 typedef struct http_input http_input_t;
@@ -406,8 +402,8 @@ static void respond_too_large(http_conn_t *hc)
 static void request_done(http_conn_t *hc)
 {
     weir_http_req_next(&hc->req);
-    if (hc->req.body.cap > HTTP_KEEP_BUF_MAX) weir_buf_free(&hc->req.body);
-    if (hc->batch.data.cap > HTTP_KEEP_BUF_MAX) {
+    if (hc->req.body.cap > WEIR_INGEST_KEEP_BUF_MAX) weir_buf_free(&hc->req.body);
+    if (hc->batch.data.cap > WEIR_INGEST_KEEP_BUF_MAX) {
         weir_buf_free(&hc->batch.data);
         weir_batch_reset(&hc->batch);
     }

@@ -260,19 +260,6 @@ bool weir_http_req_started(const weir_http_req_t *r)
     return r->started;
 }
 
-weir_http_ev_t weir_http_req_eof(weir_http_req_t *r)
-{
-    if (r->paused_for_request) return WEIR_HTTP_EV_NONE;
-    if (HTTP_PARSER_ERRNO(&r->hp) == HPE_PAUSED) http_parser_pause(&r->hp, 0);
-    http_parser_execute(&r->hp, &settings, NULL, 0);
-    enum http_errno e = HTTP_PARSER_ERRNO(&r->hp);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        fail(r, 400, "the peer closed the connection in the middle of a request");
-        return WEIR_HTTP_EV_ERROR;
-    }
-    return WEIR_HTTP_EV_NONE;
-}
-
 void weir_http_req_next(weir_http_req_t *r)
 {
     r->paused_for_request = false;
