@@ -160,7 +160,6 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
     b->append_gen++;
     b->rec_overhead = CHUNK_HDR_LEN + (b->key_tag ? 0 : CHUNK_TAG_HDR_MAX + batch->tag_len);
     weir_err_t err = {{0}};
-    const char *prev_key = NULL;
     bool failed = false;
     if (append_whole(b, batch, &err, &failed)) {
         if (failed) goto fail;
@@ -189,13 +188,13 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
         if (r) {
             /* Without record keys the key changes only with the time bucket: compare the
              * bucket, and build the key string only when it changes. */
-            if (b->nvar_keys == 0 && c && prev_key) {
+            if (b->nvar_keys == 0 && c) {
                 tk = b->key_time ? buf_bucket_of(b, e.time.sec) : 0;
                 same = tk == prev_tk;
                 if (!same) buf_event_key(b, batch->tag, &e, &tk);
             } else {
                 buf_event_key(b, batch->tag, &e, &tk);
-                same = c && prev_key && strcmp(prev_key, b->keybuf.data) == 0;
+                same = c && strcmp(c->key, b->keybuf.data) == 0; /* c: the run's chunk */
             }
             same = same && buf_chunk_has_room(b, c, run_len + elen, run_n + 1);
         }
@@ -228,15 +227,12 @@ weir_emit_result_t weir_buffer_append(weir_buffer_t *b, const weir_batch_t *batc
                 if (!c) goto fail;
             }
             remember(b, c, created);
-            free((char *)prev_key);
-            prev_key = weir_strdup(b->keybuf.data);
             prev_tk = tk;
             run_start = entry_start;
         }
         run_n++;
         run_len += elen;
     }
-    free((char *)prev_key);
 done:
     if (b->flush_mode == FLUSH_IMMEDIATE)
         for (size_t i = 0; i < b->ntouched; i++)
@@ -247,7 +243,6 @@ done:
     return WEIR_EMIT_PENDING;
 fail : {
     int e2 = errno;
-    free((char *)prev_key);
     rollback(b);
     if (e2 == ENOSPC || e2 == EDQUOT || e2 == EFBIG) {
         buf_enter_disk_full(b, e2);
@@ -260,7 +255,6 @@ fail : {
     return WEIR_EMIT_ERROR;
 }
 fail_noerrno:
-    free((char *)prev_key);
     rollback(b);
     return WEIR_EMIT_ERROR;
 }
