@@ -53,14 +53,16 @@ void weir_fmt_keys_close(weir_fmt_keys_t *k, size_t base, weir_buf_t *out, const
  * allocates nothing once it has grown). On return the stack is as it was. */
 ssize_t weir_json_walk(weir_buf_t *out, const char *mp, size_t len, weir_fmt_keys_t *keys);
 
-static inline int64_t weir_days_from_civil(int64_t y, unsigned m, unsigned d)
+/* Days from 1970-01-01 to a proleptic Gregorian date (month 1..12). Linear in `d`, so a day
+ * past the end of the month (or 0) rolls into the next (or previous) one, as timegm does. */
+static inline int64_t weir_days_from_civil(int64_t y, int m, int64_t d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
 }
 
 static inline void weir_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)

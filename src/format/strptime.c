@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "format_internal.h"
 #include "weir/strptime.h"
 
 #define NUM_TEXT_MAX 64 /* digits of a number read by Ruby's to_f that we keep */
@@ -191,21 +192,6 @@ weir_time_t weir_time_from_float_text(const char *s, size_t len)
     return t;
 }
 
-/* ---- calendar ---------------------------------------------------------------------------- */
-
-/* Days from 1970-01-01 to a proleptic Gregorian date. Linear in `d`, so a day past the end
- * of the month rolls into the next one, as timegm does. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t mp = m > 2 ? m - 3 : m + 9;
-    int64_t doy = (153 * mp + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 /* ---- zones: the formatter's weir_tz_t ------------------------------------------------------ */
 
 /* Fluent::Timezone.validate's forms ("+09:00", "+0900", "+09", a tz database name), read by
@@ -215,11 +201,6 @@ static int tz_from_spec(weir_tz_t *z, const char *spec, weir_err_t *err)
     if (strcmp(spec, "UTC") == 0 || strcmp(spec, "GMT") == 0)
         return weir_tz_init(z, NULL, false, err);
     return weir_tz_init(z, spec, false, err);
-}
-
-static int32_t tz_offset_at(const weir_tz_t *z, int64_t t)
-{
-    return weir_tz_offset(z, t, NULL);
 }
 
 /* Seconds since the epoch of a wall time (given as seconds as if it were UTC) in zone z. In
@@ -232,10 +213,10 @@ static int64_t tz_wall_to_utc(const weir_tz_t *z, int64_t wall)
         if (!gmtime_r(&tt, &tm)) return wall;
         tm.tm_isdst = -1;
         time_t r = mktime(&tm);
-        return r == (time_t)-1 ? wall - tz_offset_at(z, wall) : (int64_t)r;
+        return r == (time_t)-1 ? wall - weir_tz_offset(z, wall, NULL) : (int64_t)r;
     }
-    int64_t t0 = wall - tz_offset_at(z, wall);
-    return wall - tz_offset_at(z, t0);
+    int64_t t0 = wall - weir_tz_offset(z, wall, NULL);
+    return wall - weir_tz_offset(z, t0, NULL);
 }
 
 /* ---- the strptime subset ----------------------------------------------------------------- */
@@ -605,7 +586,7 @@ static void fill_defaults(tf_fields_t *f, int64_t now_wall)
     if (f->has_year) {
         if (f->yday > 0 && f->mon < 0 && f->mday < 0) {
             f->mon = 1;
-            f->mday = f->yday; /* days_from_civil rolls Jan 40 into Feb 9 */
+            f->mday = f->yday; /* weir_days_from_civil rolls Jan 40 into Feb 9 */
         }
         if (f->mon < 0) f->mon = 1;
         if (f->mday < 0) f->mday = 1;
@@ -642,10 +623,10 @@ static int tf_exec(const tf_t *fm, const weir_tz_t *zone, const char *s, size_t 
     if (f.has_epoch) {
         t = f.epoch;
     } else {
-        int32_t now_off = f.has_off ? f.off : tz_offset_at(zone, now.sec);
+        int32_t now_off = f.has_off ? f.off : weir_tz_offset(zone, now.sec, NULL);
         fill_defaults(&f, (int64_t)now.sec + now_off);
-        int64_t wall =
-            days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 + f.min * 60 + f.sec;
+        int64_t wall = weir_days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 +
+                       f.min * 60 + f.sec;
         t = f.has_off ? wall - f.off : tz_wall_to_utc(zone, wall);
     }
     out->sec = (uint32_t)t; /* EventTime packs seconds as uint32, as Fluentd's pack('NN') */
@@ -698,7 +679,7 @@ static int iso_parse(const weir_tz_t *zone, bool strict, const char *s, size_t l
     }
     if (strict && i != len) return -1;
     int64_t wall =
-        days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 + f.min * 60 + f.sec;
+        weir_days_from_civil(f.year, f.mon, f.mday) * 86400 + f.hour * 3600 + f.min * 60 + f.sec;
     int64_t t = f.has_off ? wall - f.off : tz_wall_to_utc(zone, wall);
     out->sec = (uint32_t)t;
     out->nsec = f.nsec;
