@@ -88,7 +88,8 @@ class Hostile:
             f.write(conf)
         self.err = open(os.path.join(self.dir, "stderr.log"), "ab")
         self.proc = subprocess.Popen([weirtest.WEIR_BIN, "-c", self.conf], stdout=self.err,
-                                     stderr=self.err, cwd=self.dir, preexec_fn=low_nofile)
+                                     stderr=self.err, cwd=self.dir, preexec_fn=low_nofile,
+                                     env=weirtest.rss_env())
         for p in (self.p_fwd, self.p_sec, self.p_http, self.p_prom):
             wait_port(p)
         self.seq = 0

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 
-from weirtest import Weir, free_port, run_tests
+from weirtest import Weir, free_port, rss_env, run_tests
 
 GROWTH_MAX_KB = 16 * 1024  # 1 MiB queued per connection, plus the pages being built
 
@@ -66,7 +66,7 @@ def test_unread_answers_are_bounded_on_every_input():
   @type null
 </match>
 """ % (fwd, prom)
-    with Weir(conf).start(wait_ports=(fwd, prom)) as w:
+    with Weir(conf, env=rss_env()).start(wait_ports=(fwd, prom)) as w:
         base = rss_kb(w.proc.pid)
         get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         page = len(os.popen("curl -s http://127.0.0.1:%d/metrics" % prom).read())

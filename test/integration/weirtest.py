@@ -52,6 +52,15 @@ def wait_port(port, timeout=10.0, host="127.0.0.1"):
 STDOUT_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.(\d{9}) [+-]\d{4}) (.*?): (\{.*\})$")
 
 
+def rss_env(env=None):
+    """The environment for a weir whose resident memory a test measures. Under
+    AddressSanitizer freed memory waits in a quarantine (256 MiB by default) before it is
+    reused, so RSS would count what weir has long freed: no quarantine for these runs."""
+    e = dict(os.environ if env is None else env)
+    e["ASAN_OPTIONS"] = ":".join(filter(None, [e.get("ASAN_OPTIONS", ""), "quarantine_size_mb=0"]))
+    return e
+
+
 class Weir:
     """A weir process. Use as a context manager; the process is stopped with SIGTERM."""
 
