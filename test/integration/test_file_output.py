@@ -239,11 +239,22 @@ def test_file_and_its_directories_are_durable_before_the_chunk_is_deleted():
     deleted = [c[0] for c in calls if c[2] in ("unlink", "unlinkat") and c[4] == 0 and
                any(a.startswith(os.path.join(d, "buf")) or a.endswith(".chunk") for a in c[3])]
     assert deleted, "the chunk's deletion is not in the trace"
+    def fsync_after(path, start):
+        hits = [c[0] for c in calls
+                if c[2] == "fsync" and path in c[3] and c[4] == 0 and c[0] > start]
+        assert hits, "no fsync of %s after call %d in the trace" % (path, start)
+        return hits[0]
+
     file_synced = first("fsync", f)
-    for directory in (out, os.path.join(d, "out", "a"), os.path.join(d, "out"), d):
-        synced = first("fsync", directory)
-        assert synced < deleted[0], "%s synced after the chunk was deleted" % directory
-    assert file_synced < first("fsync", out) < deleted[0]
+    assert file_synced < fsync_after(out, file_synced) < deleted[0]
+    # each directory weir made: its parent fsynced after the mkdir (an fsync before it, such
+    # as the buffer's own of `d` at start, would not make the new entry durable)
+    for made in (out, os.path.join(d, "out", "a"), os.path.join(d, "out")):
+        mkdirs = [c[0] for c in calls
+                  if c[2] in ("mkdir", "mkdirat") and made in c[3] and c[4] == 0]
+        assert mkdirs, "no mkdir of %s in the trace" % made
+        synced = fsync_after(os.path.dirname(made), mkdirs[0])
+        assert synced < deleted[0], "%s's parent synced after the chunk was deleted" % made
 
 
 if __name__ == "__main__":
