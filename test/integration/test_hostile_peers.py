@@ -102,6 +102,16 @@ class Hostile:
     def metric(self, name, plugin_type):
         return weirtest.metric_at(self.p_prom, name, type=plugin_type)
 
+    def forward_connections(self):
+        """Open connections of both forward sources together; None while the scrape's own
+        connection is refused (the descriptor share is full)."""
+        try:
+            m = weirtest.scrape(self.p_prom)
+        except OSError:
+            return None
+        return sum(v for (n, labels), v in m.items()
+                   if n == "weir_input_connections" and ("type", "forward") in labels)
+
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
             for line in f:
@@ -180,7 +190,7 @@ def test_idle_flood_under_low_fd_limit():
                 idle.append(connect(w.p_fwd))
             except OSError:
                 pass
-        time.sleep(0.5)
+        weirtest.wait_for(lambda: "refusing the connection" in w.log(), what="refusals")
         for _ in range(5):
             w.legit(sender)
         # acked at once, not after retries around a buffer that could not open its files
@@ -188,7 +198,8 @@ def test_idle_flood_under_low_fd_limit():
         assert "Too many open files" not in w.log()
         assert "refusing the connection" in w.log()
         # the idle ones are closed at progress_timeout; then a new sender gets in
-        time.sleep(4)
+        weirtest.wait_for(lambda: w.forward_connections() == 1, timeout=10,
+                          what="the idle connections closed")
         sender2 = AckSender(w.p_fwd)
         w.legit(sender2)
         w.legit(sender)

@@ -3,9 +3,8 @@ weir no longer drops them silently: each dropped value counts in
 weir_input_parse_errors_total{plugin_id} and a rate-limited warning names the peer and why.
 Driven with curl against the real binary, scraped from @type prometheus."""
 import subprocess
-import time
 
-from weirtest import Weir, free_port, metric_at, run_tests
+from weirtest import Weir, free_port, metric_at, run_tests, wait_for
 
 CONF = """
 <source>
@@ -66,7 +65,7 @@ def test_unparsable_bodies_are_counted_and_warned():
         assert curl_post(port2, "/app", b"\x82\xa1a", "application/msgpack") == "200"
         assert metric(prom, "in_default") == 2
         events = w.wait_events(2)
-        time.sleep(0.5)
+        wait_for(lambda: w.log().count("did not parse") >= 2, what="the two warnings")
         log = w.log()
         w.stop()
     assert sorted(rec["ok"] for _, _, _, rec in events) == [1, 2]
