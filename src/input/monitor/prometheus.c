@@ -59,6 +59,14 @@ static int get_path(weir_conf_section_t *sec, const char *key, const char *def, 
         weir_conf_errorf(err, weir_conf_find(sec, key), "%s must start with '/'", key);
         return -1;
     }
+    /* weir's own paths on this port: the status page with its assets, and the health check */
+    if (strcmp(v, "/") == 0 || strcmp(v, "/healthz") == 0 || strncmp(v, "/status/", 8) == 0) {
+        weir_conf_errorf(err, weir_conf_find(sec, key),
+                         "%s %s is taken by weir (the status page is at / and /status/, the "
+                         "health check at /healthz); choose another path",
+                         key, v);
+        return -1;
+    }
     *out = weir_strdup(v);
     return 0;
 }
