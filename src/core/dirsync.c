@@ -39,11 +39,17 @@ int weir_dir_sync_parent(const char *path)
     return rc;
 }
 
-/* mkdir, then fsync of the parent when the directory is new. */
+/* mkdir, then fsync of the parent when the directory is new. When that fsync fails the
+ * directory is removed again: left in place, the next call would find it and take its entry
+ * for durable. */
 static int make_one(const char *dir, mode_t mode)
 {
-    if (mkdir(dir, mode) == 0) return weir_dir_sync_parent(dir);
-    return errno == EEXIST ? 0 : -1;
+    if (mkdir(dir, mode) != 0) return errno == EEXIST ? 0 : -1;
+    if (weir_dir_sync_parent(dir) == 0) return 0;
+    int e = errno;
+    rmdir(dir);
+    errno = e;
+    return -1;
 }
 
 int weir_dir_make(const char *dir, mode_t mode)

@@ -1,6 +1,6 @@
 /* weir_dir_make and weir_dir_sync_parent: what they create and the errors they report. That
  * each new entry is fsynced is observed under strace by
- * test/integration/test_file_output.py (a unit test cannot see durability). */
+ * test/integration/test_file_output.py; here fsync is interposed to make it fail. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdbool.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -18,6 +19,24 @@
 #include "weir/dirsync.h"
 
 static char root[64];
+
+/* fsync is interposed: one of the directory `fail_path` fails with EIO. */
+static char fail_path[512];
+static int fsyncs_of_fail_path;
+
+int fsync(int fd)
+{
+    char link[64], path[512];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    path[n > 0 ? n : 0] = '\0';
+    if (fail_path[0] && strcmp(path, fail_path) == 0) {
+        fsyncs_of_fail_path++;
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
 
 static int setup(void **state)
 {
@@ -84,11 +103,32 @@ static void test_errors(void **state)
     assert_int_equal(errno, ENOENT);
 }
 
+/* A new directory whose parent cannot be fsynced is an error, and is removed: the next call
+ * makes it again (and syncs its parent) instead of taking it for durable. */
+static void test_failed_parent_sync_leaves_nothing(void **state)
+{
+    (void)state;
+    char p[512];
+    snprintf(fail_path, sizeof fail_path, "%s", root);
+    snprintf(p, sizeof p, "%s/new", root);
+    errno = 0;
+    assert_int_equal(weir_dir_make(p, 0700), -1);
+    assert_int_equal(errno, EIO);
+    assert_false(is_dir(p, NULL));
+    assert_int_equal(fsyncs_of_fail_path, 1);
+    assert_int_equal(weir_dir_make(p, 0700), -1); /* tried again, not taken as made */
+    assert_int_equal(fsyncs_of_fail_path, 2);
+    fail_path[0] = '\0';
+    assert_int_equal(weir_dir_make(p, 0700), 0);
+    assert_true(is_dir(p, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_make_nested),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_failed_parent_sync_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
