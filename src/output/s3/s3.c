@@ -544,6 +544,7 @@ static int s3_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
         goto err;
     o->pm = weir_engine_plugin_metrics(eng);
     s3_upload_metrics(o, o->pm);
+    if (s3_digest_create(o, sec, err) != 0) goto err;
     *state = o;
     return 0;
 err:
@@ -553,9 +554,8 @@ err:
 
 /* ---- start-up checks ---------------------------------------------------------------------- */
 
-/* A blocking request at start, with the SDK's in-place retries for transient failures. */
-static int start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
-                         s3_http_req_t *r, weir_err_t *err)
+int s3_start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec, s3_http_req_t *r,
+                     weir_err_t *err)
 {
     for (int i = 0; i < S3_START_ATTEMPTS; i++) {
         if (i) usleep((useconds_t)(300000u << (i - 1)));
@@ -603,7 +603,7 @@ static int check_apikey(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     s3_reqspec_t spec = {.method = "GET", .query = q, .nquery = 2};
     s3_http_req_t r;
     s3_http_req_init(&r);
-    int rc = start_request(o, cr, &spec, &r, err);
+    int rc = s3_start_request(o, cr, &spec, &r, err);
     if (rc == 0 && r.status != 200 && !(r.status == 404 && is_code(&r, "NoSuchBucket"))) rc = -1;
     if (rc != 0) {
         weir_buf_t a;
@@ -633,7 +633,7 @@ static int create_bucket(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     s3_reqspec_t spec = {.method = "PUT", .body = body.data ? body.data : "", .body_len = body.len};
     s3_http_req_t r;
     s3_http_req_init(&r);
-    int rc = start_request(o, cr, &spec, &r, err);
+    int rc = s3_start_request(o, cr, &spec, &r, err);
     if (rc == 0 && r.status != 200) rc = -1;
     if (rc != 0) {
         weir_buf_t a;
@@ -655,7 +655,7 @@ static int check_bucket(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     s3_reqspec_t spec = {.method = "HEAD"};
     s3_http_req_t r;
     s3_http_req_init(&r);
-    int rc = start_request(o, cr, &spec, &r, err);
+    int rc = s3_start_request(o, cr, &spec, &r, err);
     /* the SDK's bucket_exists waiter: 200, 301 and 403 all mean the bucket is there */
     bool exists = rc == 0 && (r.status == 200 || r.status == 301 || r.status == 403);
     bool missing = rc == 0 && r.status == 404;
@@ -703,8 +703,10 @@ static int s3_start(void *state, weir_err_t *err)
         }
         weir_warn("s3 %s: %s; trying again at the first upload", o->id, why.msg);
     }
+    bool have_creds = cr.access_key != NULL;
     if (o->check_apikey_on_start && check_apikey(o, &cr, &why) != 0) rc = -1;
     if (rc == 0 && o->check_bucket && check_bucket(o, &cr, &why) != 0) rc = -1;
+    if (rc == 0 && o->digest && s3_digest_start(o->digest, &cr, have_creds, &why) != 0) rc = -1;
     s3_creds_free(&cr);
     if (rc != 0) {
         weir_err_set(err, "%s", why.msg);
@@ -728,13 +730,35 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
-static void s3_stopped_later(uv_timer_t *t)
+static void s3_close_http(uv_timer_t *t)
 {
     s3_out_t *o = t->data;
     uv_close((uv_handle_t *)t, free_handle);
     s3_http_free(o->http);
     o->http = NULL;
     if (o->stop_done) o->stop_done(o->stop_arg);
+}
+
+/* On the next loop turn: the caller may be inside the HTTP client's own callback. */
+static void s3_close_http_later(void *arg)
+{
+    s3_out_t *o = arg;
+    uv_timer_t *t = weir_calloc(1, sizeof *t);
+    uv_timer_init(weir_engine_loop(o->eng), t);
+    t->data = o;
+    uv_timer_start(t, s3_close_http, 0, 0);
+}
+
+static void s3_stopped_later(uv_timer_t *t)
+{
+    s3_out_t *o = t->data;
+    if (o->digest) {
+        /* pending digests go now if S3 takes them, before the HTTP client closes */
+        uv_close((uv_handle_t *)t, free_handle);
+        s3_digest_stop(o->digest, s3_close_http_later, o);
+        return;
+    }
+    s3_close_http(t);
 }
 
 /* The buffer has no write in flight any more: close the HTTP client so the loop can end.
@@ -763,6 +787,7 @@ static void s3_destroy(void *state)
     if (!o) return;
     if (o->pm) weir_metrics_unregister(weir_plugin_metrics_registry(o->pm), o);
     s3_upload_memo_free(o);
+    s3_digest_free(o->digest);
     weir_buffer_free(o->buffer);
     if (o->opts_owned) {
         weir_format_opts_release(&o->fopts);
