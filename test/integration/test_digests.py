@@ -19,9 +19,9 @@ import subprocess
 import tempfile
 import time
 
-from test_s3_output import (STATIC, cleanup, fwd_send, match_conf, records, s3, start_weir, stop_weir,
-                            tmpdir)
-from weirtest import dry_run, run_tests, scrape, metric
+from test_s3_output import (STATIC, cleanup, fwd_send, match_conf, prometheus_source, records, s3,
+                            start_weir, stop_weir, tmpdir)
+from weirtest import dry_run, free_port, run_tests, scrape
 
 DIGEST_PREFIX = "weir-digests/"
 DATA_PREFIX = "logs/"
@@ -77,9 +77,16 @@ class Run:
         self.w = None
 
     def start(self):
-        self.w = start_weir([lambda _d: conf(self.d, self.name, self.bucket, self.key,
+        prom = free_port()
+        self.w = start_weir([prometheus_source(prom),
+                             lambda _d: conf(self.d, self.name, self.bucket, self.key,
                                              self.chain)])
+        self.w.prom = prom
         return self.w
+
+    def metric(self, name):
+        labels = frozenset({"plugin_id": self.name, "type": "s3"}.items())
+        return scrape(self.w.prom).get((name, labels))
 
     @property
     def state_dir(self):
@@ -202,6 +209,10 @@ def test_digests_across_periods_and_a_restart():
     w = r.start()
     send(w, 2, 5)
     data, chain = wait_listed(srv, "digests", all_listed(7))
+    # what the metrics say about this run: digests written and stored, none failed
+    assert r.metric("weir_s3_digests_uploaded_total") >= 1
+    assert r.metric("weir_s3_digests_written_total") >= r.metric("weir_s3_digests_uploaded_total")
+    assert r.metric("weir_s3_digest_upload_failures_total") == 0
     stop_weir(w)
     data, digs = split(srv.objects("digests"))
     chain = parse_digests(digs)
@@ -280,6 +291,40 @@ def test_state_lost_while_stopped_restarts_the_chain_visibly():
     check_objects(data, chain)
 
 
+def test_digest_upload_failing_waits_in_pending_and_never_holds_data():
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-fail", key)
+    # every digest PUT fails, the in-place retries included, until the test lets them pass
+    srv.state.inject(r"^PUT /digests-fail/weir-digests/", count=1000, status=500,
+                     code="InternalError")
+    w = r.start()
+    send(w, 2, 0)
+    pending = os.path.join(r.state_dir, "pending")
+    deadline = time.time() + 30
+    while len(os.listdir(pending)) < 2 or not r.metric("weir_s3_digest_upload_failures_total"):
+        assert time.time() < deadline, os.listdir(pending)
+        time.sleep(0.2)
+    # data goes on while digests wait
+    send(w, 2, 2)
+    data, digs = split(srv.wait_objects("digests-fail", lambda o: len(split(o)[0]) >= 4))
+    assert len(data) == 4 and not digs, (sorted(data), sorted(digs))
+    assert r.metric("weir_s3_digests_pending") >= 2
+    assert "digest" in w.log() and "InternalError" in w.log()
+    with srv.state.lock:
+        for f in srv.state.faults:
+            f.count = 0
+    # the backoff's next try stores them all, in order
+    data, chain = wait_listed(srv, "digests-fail", all_listed(4), timeout=60)
+    stop_weir(w)
+    check_chain(chain, pub, "digests-fail")
+    check_objects(data, chain)
+    puts = [q[1] for q in srv.state.requests("PUT", "/digests-fail/weir-digests/")
+            if q[5] == 200]
+    assert puts == sorted(puts), puts
+
+
 def write_conf(d, text):
     p = os.path.join(d, "fluent.conf")
     with open(p, "w") as f:
@@ -330,6 +375,7 @@ if __name__ == "__main__":
         run_tests([test_configuration_errors_at_dry_run,
                    test_digests_across_periods_and_a_restart,
                    test_kill_9_between_uploads_the_chain_continues,
-                   test_state_lost_while_stopped_restarts_the_chain_visibly])
+                   test_state_lost_while_stopped_restarts_the_chain_visibly,
+                   test_digest_upload_failing_waits_in_pending_and_never_holds_data])
     finally:
         cleanup()

@@ -983,14 +983,30 @@ out:
 }
 
 /* No usable state.json: a new chain, or a lost state (digests in the bucket). */
-static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, const char *reason,
-                             weir_err_t *err)
+static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_creds,
+                             const char *reason, weir_err_t *err)
 {
     char *last = NULL;
-    if (list_last(d, cr, &last, err) != 0) {
-        weir_err_prefix(err,
-                        "digest chain %s: cannot tell a new chain from a lost state: ", d->chain);
-        return -1;
+    weir_err_t why = {{0}};
+    if (!have_creds) weir_err_set(&why, "no credentials");
+    if (!have_creds || list_last(d, cr, &last, &why) != 0) {
+        if (d->o->check_bucket || d->o->check_apikey_on_start) {
+            weir_err_set(err, "digest chain %s: cannot tell a new chain from a lost state: %s",
+                         d->chain, why.msg);
+            return -1;
+        }
+        /* told to start without S3 (check_bucket and check_apikey_on_start false): the next
+         * digest says that weir could not look, rather than passing for a new chain */
+        d->st.next_seq = 0;
+        d->st.period_start = (int64_t)time(NULL);
+        weir_buf_t r;
+        weir_buf_init(&r);
+        weir_buf_printf(&r, "%s; the bucket could not be listed: %s", reason, why.msg);
+        d->st.restarted = json_pack("{s:s,s:n}", "reason", r.data, "last_found");
+        weir_error("s3 %s: digest chain %s: %s; the next digest is marked chain_restarted",
+                   d->o->id, d->chain, r.data);
+        weir_buf_free(&r);
+        return state_write(d, err);
     }
     d->st.next_seq = 0;
     d->st.period_start = (int64_t)time(NULL);
@@ -1092,17 +1108,10 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     char why[256] = "";
     int sr = state_read(d, why, sizeof why);
     if (sr <= 0) {
-        if (!have_creds) {
-            weir_err_set(err,
-                         "digest chain %s has no state, and without credentials weir "
-                         "cannot list the bucket to see whether it existed",
-                         d->chain);
-            return -1;
-        }
         char reason[300];
         snprintf(reason, sizeof reason, sr == 0 ? "state missing" : "state unreadable: %s", why);
         if (sr < 0) weir_error("s3 %s: %s/state.json is unreadable: %s", d->o->id, d->dir, why);
-        if (chain_from_bucket(d, cr, reason, err) != 0) return -1;
+        if (chain_from_bucket(d, cr, have_creds, reason, err) != 0) return -1;
     }
     if (load_pending(d, err) != 0) return -1;
     weir_buf_t p;
