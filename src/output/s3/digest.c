@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,8 @@ struct s3_digest {
     int open_fd;
     dg_chain_t st;
     /* the loop's side */
-    int64_t cur_end;
+    int64_t cur_start, cur_end; /* the period objects go into now */
+    _Atomic bool state_dirty;   /* the chain advanced but state.json could not be written */
     uv_timer_t *period_timer;
     dg_op_t *head, *tail;
     bool running;
@@ -590,7 +592,12 @@ static int close_period(s3_digest_t *d, int64_t end, weir_err_t *err)
     memcpy(d->st.last_sig, sig, sizeof sig);
     json_decref(d->st.restarted);
     d->st.restarted = NULL;
-    if (state_write(d, err) != 0) goto out;
+    if (state_write(d, err) != 0) {
+        /* the digest is made and pending: written again before the next step, and pending
+         * digests are not removed until it is (they are how a start rolls the state forward) */
+        d->state_dirty = true;
+        goto out;
+    }
     if (ftruncate(d->open_fd, 0) != 0 || fdatasync(d->open_fd) != 0) {
         /* harmless for the chain: the lines are older than the state's period start */
         weir_warn("s3 %s: cannot empty %s/open.jsonl: %s", d->o->id, d->dir, strerror(errno));
@@ -615,6 +622,16 @@ static void run_work(uv_work_t *req)
     s3_digest_t *d = req->data;
     weir_err_t err = {{0}};
     d->run_rc = 0;
+    if (d->state_dirty) {
+        if (state_write(d, &err) == 0) {
+            d->state_dirty = false;
+        } else if (d->batch->kind == OP_CLOSE) {
+            d->run_rc = -1;
+            snprintf(d->run_msg, sizeof d->run_msg, "%s", err.msg);
+            return;
+        }
+        err.msg[0] = '\0';
+    }
     if (d->batch->kind == OP_CLOSE) {
         d->run_rc = close_period(d, d->batch->end, &err);
     } else {
@@ -721,6 +738,7 @@ static void close_due(s3_digest_t *d, int64_t now)
         op->kind = OP_CLOSE;
         op->end = d->cur_end;
         push(d, op);
+        d->cur_start = d->cur_end;
         d->cur_end += d->period;
     }
 }
@@ -739,13 +757,15 @@ void s3_digest_record(s3_digest_t *d, const s3_digest_obj_t *obj,
                       void (*cb)(void *arg, int rc, const char *msg), void *arg)
 {
     close_due(d, obj->accepted);
+    /* never before the open period's start (a wall clock stepped back): a line older than the
+     * state's period start would be taken for one already digested */
+    int64_t t = obj->accepted > d->cur_start ? obj->accepted : d->cur_start;
     char oldest[32], newest[32];
     rfc3339(obj->oldest, oldest);
     rfc3339(obj->newest, newest);
-    json_t *line =
-        json_pack("{s:I,s:s,s:I,s:s,s:I,s:s,s:s}", "t", (json_int_t)obj->accepted, "key", obj->key,
-                  "size", (json_int_t)obj->size, "sha256", obj->sha256, "records",
-                  (json_int_t)obj->records, "oldest", oldest, "newest", newest);
+    json_t *line = json_pack("{s:I,s:s,s:I,s:s,s:I,s:s,s:s}", "t", (json_int_t)t, "key", obj->key,
+                             "size", (json_int_t)obj->size, "sha256", obj->sha256, "records",
+                             (json_int_t)obj->records, "oldest", oldest, "newest", newest);
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);
     if (!text) {
@@ -838,7 +858,9 @@ static void up_done(s3_http_req_t *r)
         d->backoff_ms = 0;
         weir_counter_add(d->m_uploaded, 1);
         weir_info("s3 %s: stored digest s3://%s/%s", d->o->id, d->o->bucket, d->up_key);
-        if (unlink(d->pend[0].path) != 0)
+        if (d->state_dirty)
+            weir_warn("s3 %s: %s stays until state.json can be written", d->o->id, d->pend[0].path);
+        else if (unlink(d->pend[0].path) != 0)
             weir_warn("s3 %s: cannot remove %s: %s (it would be stored again, the same bytes)",
                       d->o->id, d->pend[0].path, strerror(errno));
         free(d->pend[0].path);
@@ -1123,6 +1145,7 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     weir_buf_free(&p);
     if (rc != 0) return -1;
     int64_t now = (int64_t)time(NULL);
+    d->cur_start = d->st.period_start;
     d->cur_end = next_boundary(now > d->st.period_start ? now : d->st.period_start, d->period);
     uv_loop_t *loop = weir_engine_loop(d->o->eng);
     d->period_timer = weir_calloc(1, sizeof *d->period_timer);
