@@ -519,10 +519,10 @@ static int flush_run(verify_t *v)
 }
 
 static int add_listed(verify_t *v, const char *key, uint64_t size, const char *sha,
-                      long long records, const char *digest)
+                      long long records, bool in_range, const char *digest)
 {
-    weir_buf_printf(&v->run, "%s\t%llu\t%s\t%lld\t%s\n", key, (unsigned long long)size, sha,
-                    records, digest);
+    weir_buf_printf(&v->run, "%s\t%llu\t%s\t%lld\t%d\t%s\n", key, (unsigned long long)size, sha,
+                    records, in_range, digest);
     if (v->run.len >= VERIFY_RUN_BYTES) return flush_run(v);
     return 0;
 }
@@ -665,13 +665,15 @@ static void check_link(verify_t *v, chain_t *c, json_t *d, const char *key, cons
     c->end = end;
 }
 
-/* The listed objects of a digest into the runs (when its period overlaps --from/--to). */
+/* The listed objects of a digest into the runs, marked to be checked when the digest's
+ * period [start, end) overlaps --from/--to (the others are known, so not unlisted, but not
+ * read). */
 static int take_objects(verify_t *v, json_t *d, const char *key)
 {
     time_t start = 0, end = 0;
     parse_time(jstr(d, "period_start"), false, &start);
     parse_time(jstr(d, "period_end"), false, &end);
-    if ((v->have_from && end < v->from) || (v->have_to && start > v->to)) return 0;
+    bool in_range = !(v->have_from && end <= v->from) && !(v->have_to && start > v->to);
     const char *dp = jstr(d, "data_prefix");
     if (!v->seen_data_prefix) {
         v->seen_data_prefix = weir_strdup(dp);
@@ -697,7 +699,7 @@ static int take_objects(verify_t *v, json_t *d, const char *key)
             continue;
         }
         if (add_listed(v, k, (uint64_t)json_integer_value(size), sha, json_integer_value(rec),
-                       key) != 0)
+                       in_range, key) != 0)
             return -1;
     }
     return 0;
@@ -854,24 +856,26 @@ typedef struct entry {
     const char *key, *sha, *digest;
     uint64_t size;
     long long records;
+    bool in_range; /* its digest's period overlaps --from/--to */
 } entry_t;
 
 static bool entry_parse(char *line, entry_t *e)
 {
     e->line = line;
-    char *f[5];
+    char *f[6];
     char *p = line;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         f[i] = p;
-        p = i < 4 ? strchr(p, '\t') : NULL;
-        if (i < 4 && !p) return false;
+        p = i < 5 ? strchr(p, '\t') : NULL;
+        if (i < 5 && !p) return false;
         if (p) *p++ = '\0';
     }
     e->key = f[0];
     e->size = strtoull(f[1], NULL, 10);
     e->sha = f[2];
     e->records = strtoll(f[3], NULL, 10);
-    e->digest = f[4];
+    e->in_range = f[4][0] == '1';
+    e->digest = f[5];
     return true;
 }
 
@@ -903,7 +907,7 @@ static void drain_missing(verify_t *v, dataset_t *ds, const char *key)
             free(line);
             return;
         }
-        if (ok) report_missing(v, &e);
+        if (ok && e.in_range) report_missing(v, &e);
         free(line);
         reader_next(r);
     }
@@ -928,7 +932,7 @@ static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
         rc = -1;
     } else if (r.status == 404) {
         for (size_t i = 0; i < n; i++)
-            report_missing(v, &es[i]); /* deleted since it was listed */
+            if (es[i].in_range) report_missing(v, &es[i]); /* deleted since it was listed */
     } else if (r.status != 200) {
         char a[512];
         answer_text(&r, a, sizeof a);
@@ -949,6 +953,7 @@ static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
         v->nobjects_checked++;
         for (size_t i = 0; i < n; i++) {
             entry_t *e = &es[i];
+            if (!e->in_range) continue;
             if (h.size != e->size || strcmp(sha, e->sha) != 0 || h.zfailed || records != e->records)
                 finding(v, F_ALTERED, obj->key, e->digest,
                         "listed in %s with %llu bytes, sha256 %s, %lld records; the bucket "
@@ -988,8 +993,13 @@ static int on_data(verify_t *v, const listed_t *obj, void *arg)
         reader_next(r);
     }
     int rc = 0;
-    if (n) {
+    bool any_in_range = false;
+    for (size_t i = 0; i < n; i++)
+        any_in_range = any_in_range || es[i].in_range;
+    if (any_in_range) {
         rc = check_object(v, obj, es, n);
+    } else if (n) {
+        /* listed by digests outside --from/--to only: known, not read */
     } else if ((v->have_from && obj->mtime < v->from) || (v->have_to && obj->mtime > v->to)) {
         /* outside the range asked for */
     } else {
