@@ -173,6 +173,8 @@ static int zlib_call(weir_inflate_t *z, weir_err_t *err)
 /* One call into zstd, with the same results. */
 static int zstd_call(weir_inflate_t *z, weir_err_t *err)
 {
+    /* streaming: a frame ended with the piece before, and this piece is empty */
+    if (z->streaming && z->zret == 0 && z->in_off == z->len) return z->last ? 1 : 2;
     size_t room = out_room(z);
     ZSTD_inBuffer ib = {z->in, z->len, z->in_off};
     ZSTD_outBuffer ob = {z->out->data + z->out->len, room, 0};

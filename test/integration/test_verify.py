@@ -351,6 +351,42 @@ def test_from_to_restrict_the_check():
     assert summary["objects_checked"] == 2, summary
 
 
+def test_large_and_zstd_objects_are_streamed():
+    """A gzip object of 200,000 events (several MB, read in many pieces) and zstd objects (as
+    store_as zstd writes them): hashed and their lines counted through decompression. A digest
+    that claims one record more than an object holds, with the right size and hash, is caught:
+    the count comes from the decompressed lines."""
+    d = tmp()
+    bucket = new_bucket()
+    key, pub = new_key(d, bucket)
+    c = Chain(bucket, "weir-0", key)
+    end = (int(time.time()) // HOUR + 1) * HOUR
+    big = b"".join(json.dumps({"seq": i, "id": hashlib.sha256(b"%d" % i).hexdigest()}).encode() +
+                   b"\n" for i in range(200000))
+    part = big[:big.index(b"\n", 100000) + 1]  # whole lines
+    small = big[:big.index(b"\n", 5000) + 1]
+    entries = []
+    for k, data, n in (
+            (DATA + "big.gz", gzip.compress(big), 200000),
+            (DATA + "a.zst", subprocess.run(["zstd", "-q", "-c"], input=part,
+                                            capture_output=True, check=True).stdout,
+             part.count(b"\n")),
+            (DATA + "b.json", small, small.count(b"\n"))):
+        put(bucket, k, data)
+        entries.append({"key": k, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                        "records": n, "oldest": rfc3339(end - 50), "newest": rfc3339(end - 50)})
+    assert entries[0]["size"] > 4 << 20, entries[0]["size"]
+    c.digest(end - 2 * HOUR, end - HOUR, entries)
+    rc, findings, summary = verify(bucket, pub)
+    assert rc == 0 and findings == [] and summary["objects_checked"] == 3, (rc, findings, ERR)
+    # the next digest lists the zstd object again, claiming one record more
+    wrong = dict(entries[1], records=entries[1]["records"] + 1)
+    c.digest(end - HOUR, end, [wrong])
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 1 and kinds(findings) == [("altered-object", "", DATA + "a.zst")], findings
+    assert "%d records" % entries[1]["records"] in findings[0]["detail"], findings
+
+
 def test_many_objects_across_pages():
     d = tmp()
     bucket = new_bucket()
@@ -510,6 +546,7 @@ def main():
             test_stale_chain,
             test_config_mode,
             test_cannot_run_exits_2,
+            test_large_and_zstd_objects_are_streamed,
             test_many_objects_across_pages,
             test_memory_does_not_grow_with_listed_objects,
         ])

@@ -957,10 +957,10 @@ static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
             if (h.size != e->size || strcmp(sha, e->sha) != 0 || h.zfailed || records != e->records)
                 finding(v, F_ALTERED, obj->key, e->digest,
                         "listed in %s with %llu bytes, sha256 %s, %lld records; the bucket "
-                        "holds %llu bytes, sha256 %s, %s%lld records",
+                        "holds %llu bytes, sha256 %s, %s%s%lld records",
                         e->digest, (unsigned long long)e->size, e->sha, e->records,
-                        (unsigned long long)h.size, sha, h.zfailed ? "not decompressible: " : "",
-                        h.zfailed ? 0LL : records);
+                        (unsigned long long)h.size, sha, h.zfailed ? h.zerr.msg : "",
+                        h.zfailed ? ": " : "", h.zfailed ? 0LL : records);
         }
     }
     s3_http_req_reset(&r);
