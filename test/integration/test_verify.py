@@ -332,6 +332,22 @@ def test_restart_hiding_deleted_digests_is_chain_break():
         findings
 
 
+def test_restart_that_could_not_list_is_reported():
+    """weir restarted a chain while S3 was unreachable: last_found null, a reason that says
+    so. Not a chain break (weir said what it knew), but reported with what the bucket holds."""
+    d = tmp()
+    bucket, c, pub, objs = trail(d, periods=2)
+    start = int(time.time()) // HOUR * HOUR + HOUR
+    k = c.digest(start, start + HOUR, [], restarted={
+        "reason": "state missing; the bucket could not be listed: connection refused",
+        "last_found": None})
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 1 and [f["finding"] for f in findings] == ["chain-restarted"] * 2, findings
+    assert all(f["key"] == k for f in findings), findings
+    assert "could not be listed" in findings[0]["detail"], findings
+    assert c.keys[1] in findings[1]["detail"], findings
+
+
 def test_from_to_restrict_the_check():
     d = tmp()
     bucket, c, pub, objs = trail(d, periods=3)
@@ -542,6 +558,7 @@ def main():
             test_digest_signed_by_other_key_is_bad_signature,
             test_chain_restarted_is_reported,
             test_restart_hiding_deleted_digests_is_chain_break,
+            test_restart_that_could_not_list_is_reported,
             test_from_to_restrict_the_check,
             test_stale_chain,
             test_config_mode,

@@ -615,9 +615,15 @@ static void check_link(verify_t *v, chain_t *c, json_t *d, const char *key, cons
         if (seq != 0 || !json_is_null(prev))
             finding(v, F_CHAIN_BREAK, key, key,
                     "a restarted chain must begin at sequence 0 with previous null");
-        if (c->any &&
-            (!json_is_object(lf) || !jstr(lf, "key") || strcmp(jstr(lf, "key"), c->key) != 0 ||
-             !jstr(lf, "sha256") || strcmp(jstr(lf, "sha256"), c->sha) != 0))
+        /* last_found null: weir could not list the bucket when it restarted, and says so */
+        if (c->any && json_is_null(lf))
+            finding(v, F_CHAIN_RESTARTED, key, key,
+                    "the restart found no earlier digest, but the bucket holds chain %s up to %s "
+                    "(sequence %lld)",
+                    c->name, c->key, c->seq);
+        else if (c->any &&
+                 (!json_is_object(lf) || !jstr(lf, "key") || strcmp(jstr(lf, "key"), c->key) != 0 ||
+                  !jstr(lf, "sha256") || strcmp(jstr(lf, "sha256"), c->sha) != 0))
             finding(v, F_CHAIN_BREAK, key, key,
                     "the restart names as the last digest found %s, but the last digest of the "
                     "chain in the bucket is %s (sha256 %s)",
