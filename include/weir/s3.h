@@ -196,4 +196,8 @@ int s3_xml_text(const char *xml, size_t len, const char *tag, weir_buf_t *out);
 /* "Code: Message" from an S3 error body, or "" when there is none. */
 void s3_error_summary(const char *xml, size_t len, weir_buf_t *out);
 
+/* `weir verify` (src/output/s3/verify.c): argv[0] is "verify". Returns the exit status: 0
+ * verified, 1 findings, 2 could not run. */
+int weir_verify_main(int argc, char **argv);
+
 #endif

@@ -69,8 +69,10 @@ def test_strict_requests():
         assert b"RFC 9112" in r
         r = exchange(http, post(eol=b"\n"))
         assert r.startswith(b"HTTP/1.1 400 "), r
-        # one LF without CR among CRLFs is enough
+        # one LF without CR among CRLFs is enough, the empty line that ends the head included
         r = exchange(http, post().replace(b"Host: x\r\n", b"Host: x\n"))
+        assert r.startswith(b"HTTP/1.1 400 "), r
+        r = exchange(http, post().replace(b"\r\n\r\n", b"\r\n\n"))
         assert r.startswith(b"HTTP/1.1 400 "), r
         # the monitoring server: the same reader
         assert exchange(prom, get()).startswith(b"HTTP/1.1 200 ")
@@ -78,10 +80,12 @@ def test_strict_requests():
         assert r.startswith(b"HTTP/1.1 400 "), r
         r = exchange(prom, get(eol=b"\n"))
         assert r.startswith(b"HTTP/1.1 400 "), r
-        events = w.wait_events(1)
-        time.sleep(0.5)
-        events = w.stdout_events()
-        assert [e[3] for e in events] == [{"seq": 1}], events
+        # a last correct request: each one before it was answered before it was sent, so an
+        # event of theirs would be out before this one's
+        assert exchange(http, post().replace(BODY, b'{"seq": 2}').replace(
+            b"Content-Length: %d" % len(BODY), b"Content-Length: 10")).startswith(b"HTTP/1.1 200 ")
+        events = w.wait_events(2)
+        assert [e[3] for e in events] == [{"seq": 1}, {"seq": 2}], events
         w.stop()
 
 

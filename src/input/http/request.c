@@ -233,7 +233,10 @@ size_t weir_http_req_feed(weir_http_req_t *r, const char *data, size_t len, weir
     bool head = !r->headers_done;
     size_t n = http_parser_execute(&r->hp, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->hp);
-    if (head && (e == HPE_OK || e == HPE_PAUSED) && bare_lf(r, data, n)) {
+    /* paused at the end of the head, http_parser has not counted the LF of the empty line
+     * that ends it (it takes that byte again on the next call): look at it here */
+    size_t head_bytes = head && r->headers_done && n < len ? n + 1 : n;
+    if (head && (e == HPE_OK || e == HPE_PAUSED) && bare_lf(r, data, head_bytes)) {
         r->rfc9112 = true;
         fail(r, 400, "a line ending in LF without CR (RFC 9112 section 2.2)");
         *ev = WEIR_HTTP_EV_ERROR;

@@ -48,6 +48,7 @@
 #define DG_BACKOFF_MAX_MS 300000
 #define DG_LIST_PAGES_MAX 100000 /* pages of 1000 keys read at start */
 #define DG_SIG_LEN 64
+#define DG_START_TIMEOUT_MS 30000 /* the LIST and GET of a start without a state */
 #define DG_SIG_B64_LEN 88
 
 typedef enum op_kind { OP_APPEND, OP_CLOSE } op_kind_t;
@@ -960,7 +961,8 @@ static int list_last(s3_digest_t *d, const s3_creds_t *cr, char **last, weir_err
         s3_reqspec_t spec = {.method = "GET", .query = q, .nquery = nq};
         s3_http_req_t r;
         s3_http_req_init(&r);
-        int ok = s3_start_request(d->o, cr, &spec, &r, err) == 0 && r.status == 200;
+        int ok = s3_request_blocking(d->o, cr, &spec, &r, DG_START_TIMEOUT_MS, err) == 0 &&
+                 r.status == 200;
         if (!ok) {
             if (!err->msg[0])
                 weir_err_set(err, "ListObjectsV2 %s: HTTP %ld %s", pfx.data, r.status,
@@ -1037,7 +1039,8 @@ static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_cre
         s3_http_req_t r;
         s3_http_req_init(&r);
         json_t *found = NULL;
-        if (s3_start_request(d->o, cr, &spec, &r, err) == 0 && r.status == 200) {
+        if (s3_request_blocking(d->o, cr, &spec, &r, DG_START_TIMEOUT_MS, err) == 0 &&
+            r.status == 200) {
             char sha[S3_SHA256_HEX_LEN + 1];
             s3_sha256_hex(r.resp.data ? r.resp.data : "", r.resp.len, sha);
             found = json_pack("{s:s,s:s}", "key", last, "sha256", sha);

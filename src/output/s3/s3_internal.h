@@ -33,6 +33,8 @@ typedef struct s3_net_opts {
 
 /* Largest response body kept: S3 and STS answers we read are a few KiB. */
 #define S3_HTTP_MAX_RESPONSE (1024 * 1024)
+/* Largest value of a captured response header (a base64 Ed25519 signature is 88 bytes). */
+#define S3_HTTP_MAX_CAPTURED 256
 
 typedef struct s3_http s3_http_t;
 typedef struct s3_http_req s3_http_req_t;
@@ -50,6 +52,14 @@ struct s3_http_req {
     bool no_proxy;                  /* link-local credential endpoints are never proxied */
     void (*done)(s3_http_req_t *r); /* s3_http_submit: called on the loop thread */
     void *arg;
+    /* Streaming: when set, the body of a 2xx answer goes to sink(piece, arg) as it arrives
+     * instead of into resp (which still keeps error bodies); false stops the transfer. */
+    bool (*sink)(const char *p, size_t n, void *arg);
+    void (*sink_restart)(void *arg); /* s3_request_blocking: before each attempt */
+    void *sink_arg;
+    const char *capture_header; /* the name of one response header to keep in `captured` */
+    char captured[S3_HTTP_MAX_CAPTURED];
+    bool captured_too_long; /* the header came but did not fit: `captured` is empty */
     /* results */
     long status;   /* HTTP status; 0 when no response came */
     int curl_code; /* CURLcode */
@@ -216,9 +226,16 @@ struct s3_out {
     void *stop_arg;
 };
 
-/* A blocking request at start (s3.c), with the SDK's in-place retries for transient failures. */
-int s3_start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec, s3_http_req_t *r,
-                     weir_err_t *err);
+/* Where the objects of the <match> section `sec` (@type s3) go and the credentials to reach
+ * them, read exactly as the output reads them, without an engine (weir verify -c). NULL with
+ * err set on a bad configuration. Free with s3_target_free. */
+s3_out_t *s3_target_from_conf(weir_conf_section_t *sec, weir_err_t *err);
+void s3_target_free(s3_out_t *o);
+/* Blocking: builds, signs and performs `spec` into r, again after a pause (up to 4 attempts)
+ * while the answer is transient (s3_response_transient). Keeps r's sink and captured header
+ * across attempts. 0 when an answer came (any status), -1 otherwise. */
+int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
+                        s3_http_req_t *r, long timeout_ms, weir_err_t *err);
 
 /* ---- upload.c ----------------------------------------------------------------------------- */
 
