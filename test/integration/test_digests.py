@@ -19,9 +19,9 @@ import subprocess
 import tempfile
 import time
 
-from test_s3_output import (STATIC, cleanup, fwd_send, match_conf, prometheus_source, records, s3,
+from test_s3_output import (BASE_ENV, STATIC, cleanup, fwd_send, match_conf, prometheus_source, records, s3,
                             start_weir, stop_weir, tmpdir)
-from weirtest import dry_run, free_port, run_tests, scrape
+from weirtest import WEIR_BIN, dry_run, free_port, run_tests, scrape
 
 DIGEST_PREFIX = "weir-digests/"
 DATA_PREFIX = "logs/"
@@ -325,6 +325,40 @@ def test_digest_upload_failing_waits_in_pending_and_never_holds_data():
     assert puts == sorted(puts), puts
 
 
+def test_weir_verify_accepts_real_digests_and_finds_a_deleted_object():
+    """weir's own digests, across periods and a restart, checked by `weir verify -c` with the
+    same configuration: exit 0; then one object deleted from the bucket: exit 1, missing-object
+    naming it. verify runs while weir still writes digests (a stopped weir's chain goes stale
+    after two periods, 4 s here, which verify rightly reports)."""
+    from test_verify import delete
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-verify", key)
+    w = r.start()
+    send(w, 3, 0)
+    wait_listed(srv, "digests-verify", all_listed(3))
+    stop_weir(w)
+    w = r.start()
+    send(w, 2, 3)
+    data, chain = wait_listed(srv, "digests-verify", all_listed(5))
+    assert len(chain) >= 2
+
+    def verify():
+        p = subprocess.run([WEIR_BIN, "verify", "-c", w.conf, "--public-key", pub],
+                           capture_output=True, env=dict(BASE_ENV), timeout=120)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+    rc, out, err = verify()
+    assert rc == 0, (rc, out, err)
+    assert "verified:" in out and "5 objects checked" in out, out
+    gone = sorted(data)[1]
+    delete("digests-verify", gone)
+    rc, out, err = verify()
+    assert rc == 1, (rc, out, err)
+    assert "missing-object s3://digests-verify/%s" % gone in out, out
+    stop_weir(w)
+
+
 def write_conf(d, text):
     p = os.path.join(d, "fluent.conf")
     with open(p, "w") as f:
@@ -376,6 +410,7 @@ if __name__ == "__main__":
                    test_digests_across_periods_and_a_restart,
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
-                   test_digest_upload_failing_waits_in_pending_and_never_holds_data])
+                   test_digest_upload_failing_waits_in_pending_and_never_holds_data,
+                   test_weir_verify_accepts_real_digests_and_finds_a_deleted_object])
     finally:
         cleanup()
