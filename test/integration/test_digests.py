@@ -9,6 +9,7 @@ contiguous periods, sequences), and that every data object in the bucket is list
 once with its size, SHA-256 and record count."""
 
 import base64
+import calendar
 import gzip
 import hashlib
 import json
@@ -325,12 +326,14 @@ def test_digest_upload_failing_waits_in_pending_and_never_holds_data():
     assert puts == sorted(puts), puts
 
 
-def test_weir_verify_accepts_real_digests_and_finds_a_deleted_object():
+def test_weir_verify_on_real_digests_passes_then_reports_each_tampering():
     """weir's own digests, across periods and a restart, checked by `weir verify -c` with the
     same configuration: exit 0; then one object deleted from the bucket: exit 1, missing-object
-    naming it. verify runs while weir still writes digests (a stopped weir's chain goes stale
+    naming it; then the issue's other tamperings on top (a byte altered, a foreign object added
+    in a digested period, a digest deleted, a digest re-signed with another key), each reported
+    as what it is. verify runs while weir still writes digests (a stopped weir's chain goes stale
     after two periods, 4 s here, which verify rightly reports)."""
-    from test_verify import delete
+    from test_verify import delete, put
     srv = s3()
     kd = tmpdir("weir-digest-key-")
     key, pub = make_key(kd)
@@ -356,6 +359,40 @@ def test_weir_verify_accepts_real_digests_and_finds_a_deleted_object():
     rc, out, err = verify()
     assert rc == 1, (rc, out, err)
     assert "missing-object s3://digests-verify/%s" % gone in out, out
+    # the issue's other tamperings, on the real trail, each reported as what it is
+    b = "digests-verify"
+    altered = sorted(data)[2]
+    body = bytearray(data[altered][0])
+    body[len(body) // 2] ^= 1
+    put(b, altered, bytes(body))
+    foreign = DATA_PREFIX + "2023/foreign.gz"
+    put(b, foreign, gzip.compress(b'{"forged":true}\n'))
+    put_at = time.time()
+
+    def secs(t):
+        return calendar.timegm(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ"))
+    # a digest that ends after the foreign object appeared: it is then in a digested period
+    _, chain = wait_listed(srv, b, lambda d, c: len(c) >= 5 and
+                           secs(c[-1][3]["period_end"]) > put_at + 1)
+    dropped, resigned = chain[1][0], chain[3][0]
+    delete(b, dropped)
+    other, _ = make_key(kd, "other")
+    with tempfile.TemporaryDirectory() as t:
+        with open(os.path.join(t, "d"), "wb") as f:
+            f.write(chain[3][1])
+        sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", other, "-rawin", "-in",
+                              os.path.join(t, "d")], check=True, capture_output=True).stdout
+    put(b, resigned, chain[3][1], {"weir-signature": base64.b64encode(sig).decode()})
+    p = subprocess.run([WEIR_BIN, "verify", "-c", w.conf, "--public-key", pub, "--json"],
+                       capture_output=True, env=dict(BASE_ENV), timeout=120)
+    lines = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert p.returncode == 1 and lines[-1].get("summary"), (p.returncode, p.stdout, p.stderr)
+    found = {(f["finding"], f.get("kind", ""), f.get("key", "")) for f in lines[:-1]}
+    assert ("missing-object", "", gone) in found, found
+    assert ("altered-object", "", altered) in found, found
+    assert ("unlisted-object", "added", foreign) in found, found
+    assert any(f[0] == "chain-break" for f in found), found
+    assert any(f[0] == "bad-signature" and resigned in (f[2], "") for f in found), found
     stop_weir(w)
 
 
@@ -411,6 +448,6 @@ if __name__ == "__main__":
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,
-                   test_weir_verify_accepts_real_digests_and_finds_a_deleted_object])
+                   test_weir_verify_on_real_digests_passes_then_reports_each_tampering])
     finally:
         cleanup()
