@@ -258,6 +258,32 @@ def test_kill_9_between_uploads_the_chain_continues():
     assert len(data) >= 8
 
 
+def test_reload_continues_the_chain():
+    """SIGHUP rebuilds the output: the new one takes the chain's state from disk and goes on
+    (no chain_restarted, no second digest with a sequence), every object listed once."""
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-reload", key)
+    w = r.start()
+    send(w, 2, 0)
+    wait_listed(srv, "digests-reload", all_listed(2))
+    w.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while "the new configuration is running" not in w.log():
+        assert time.time() < deadline, w.log()
+        time.sleep(0.1)
+    send(w, 2, 2)
+    data, chain = wait_listed(srv, "digests-reload", lambda d, c: all_listed(4)(d, c) and
+                              len(c) >= 3)
+    log = stop_weir(w)
+    assert "state missing" not in log, log
+    data, digs = split(srv.objects("digests-reload"))
+    chain = parse_digests(digs)
+    check_chain(chain, pub, "digests-reload")
+    check_objects(data, chain)
+
+
 def test_state_lost_while_stopped_restarts_the_chain_visibly():
     srv = s3()
     kd = tmpdir("weir-digest-key-")
@@ -447,6 +473,7 @@ if __name__ == "__main__":
                    test_digests_across_periods_and_a_restart,
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
+                   test_reload_continues_the_chain,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,
                    test_weir_verify_on_real_digests_passes_then_reports_each_tampering])
     finally:
