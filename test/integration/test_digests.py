@@ -61,9 +61,9 @@ def digest_conf(key, chain="it", period=PERIOD, prefix=DIGEST_PREFIX):
             "    chain %s\n  </digest>\n" % (key, prefix, period, chain))
 
 
-def conf(d, name, bucket, key, chain="it", buffer_type="file"):
+def conf(d, name, bucket, key, chain="it", buffer_type="file", extra=""):
     c = match_conf(d, name, bucket, STATIC, path=DATA_PREFIX + "%Y/", pattern="dg.**",
-                   extra=digest_conf(key, chain))
+                   extra=extra + digest_conf(key, chain))
     if buffer_type != "file":
         c = c.replace("    @type file\n    path %s/buf-%s\n" % (d, name), "    @type memory\n")
     return c
@@ -72,16 +72,17 @@ def conf(d, name, bucket, key, chain="it", buffer_type="file"):
 class Run:
     """One weir process over a directory that outlives it (the buffer and the digest state)."""
 
-    def __init__(self, bucket, key, chain="it", name="dg"):
+    def __init__(self, bucket, key, chain="it", name="dg", extra=""):
         self.d = tmpdir("weir-digest-it-")
         self.bucket, self.key, self.chain, self.name = bucket, key, chain, name
+        self.extra = extra
         self.w = None
 
     def start(self):
         prom = free_port()
         self.w = start_weir([prometheus_source(prom),
                              lambda _d: conf(self.d, self.name, self.bucket, self.key,
-                                             self.chain)])
+                                             self.chain, extra=self.extra)])
         self.w.prom = prom
         return self.w
 
@@ -256,6 +257,22 @@ def test_kill_9_between_uploads_the_chain_continues():
     check_chain(chain, pub, "digests-kill")  # no chain_restarted: the state survived
     check_objects(data, chain)  # a chunk stored again after the crash is another object, listed
     assert len(data) >= 8
+
+
+def test_multipart_objects_are_listed_with_the_whole_body_hash():
+    """Above multipart_threshold the request hashes are per part: the digest's SHA-256 is
+    still the whole object's."""
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-mp", key, extra="  multipart_threshold 64\n")
+    w = r.start()
+    send(w, 2, 0)
+    data, chain = wait_listed(srv, "digests-mp", all_listed(2))
+    stop_weir(w)
+    assert srv.state.requests("POST", "/digests-mp/logs/"), "no multipart upload was made"
+    check_chain(chain, pub, "digests-mp")
+    check_objects(data, chain)
 
 
 def test_reload_continues_the_chain():
@@ -474,6 +491,7 @@ if __name__ == "__main__":
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
                    test_reload_continues_the_chain,
+                   test_multipart_objects_are_listed_with_the_whole_body_hash,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,
                    test_weir_verify_on_real_digests_passes_then_reports_each_tampering])
     finally:
