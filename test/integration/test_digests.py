@@ -468,6 +468,8 @@ def test_configuration_errors_at_dry_run():
     cases = [
         (one(path="weir-digests/x/"), "overlaps"),
         (one(path="weir-%Y/"), "overlaps"),
+        (one(digest=digest_conf(key) + "  s3_object_key_format weir-digests/%{time_slice}_"
+                                       "%{index}.%{file_extension}\n"), "object keys"),
         (one(buffer_type="memory"), "@type file"),
         (one(digest=digest_conf(rsa)), "Ed25519"),
         (one(digest=digest_conf(os.path.join(d, "missing.key"))), "cannot read the digest key"),

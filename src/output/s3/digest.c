@@ -343,6 +343,17 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
                                 "prefix '%s' overlaps the data path's static part '%s': digests "
                                 "would be loaded as data (give them a prefix of their own)",
                                 d->prefix, d->data_prefix);
+    /* where the keys really go: s3_object_key_format need not start with %{path} */
+    char *kp = o->keyfmt.tmpl ? static_prefix(o->keyfmt.tmpl) : weir_strdup("");
+    size_t k = strlen(kp);
+    bool clash = k && strncmp(d->prefix, kp, a < k ? a : k) == 0;
+    if (clash)
+        weir_conf_errorf(err, weir_conf_find(ds, "prefix"),
+                         "prefix '%s' overlaps the object keys' static part '%s' "
+                         "(s3_object_key_format): digests would be loaded as data",
+                         d->prefix, kp);
+    free(kp);
+    if (clash) return -1;
     const char *bpath = weir_buffer_path(o->buffer);
     if (!bpath)
         return weir_conf_section_errorf(err, ds,
