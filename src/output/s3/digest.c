@@ -955,8 +955,51 @@ static void up_kick(s3_digest_t *d)
 
 /* ---- start ---------------------------------------------------------------------------------- */
 
-/* The last key under `<prefix><chain>/`, or NULL (none); -1 when the listing failed. */
-static int list_last(s3_digest_t *d, const s3_creds_t *cr, char **last, weir_err_t *err)
+static bool sha_piece(const char *p, size_t n, void *arg)
+{
+    return EVP_DigestUpdate(arg, p, n) == 1;
+}
+
+static void sha_restart(void *arg)
+{
+    EVP_DigestInit_ex(arg, EVP_sha256(), NULL);
+}
+
+/* The SHA-256 of the object `key`, its body streamed through the hash (a digest may be larger
+ * than the HTTP client keeps in memory). */
+static int object_sha(s3_digest_t *d, const s3_creds_t *cr, const char *key,
+                      char out[S3_SHA256_HEX_LEN + 1], weir_err_t *err)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    s3_reqspec_t spec = {.method = "GET", .key = key};
+    s3_http_req_t r;
+    s3_http_req_init(&r);
+    r.sink = sha_piece;
+    r.sink_restart = sha_restart;
+    r.sink_arg = ctx;
+    int rc =
+        s3_request_blocking(d->o, cr, &spec, &r, DG_START_TIMEOUT_MS, err) == 0 && r.status == 200
+            ? 0
+            : -1;
+    if (rc == 0) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        EVP_DigestFinal_ex(ctx, md, &n);
+        for (unsigned i = 0; i < n; i++)
+            snprintf(out + 2 * i, 3, "%02x", md[i]);
+    } else if (!err->msg[0]) {
+        weir_err_set(err, "GET %s: HTTP %ld %s", key, r.status, s3_http_error(&r));
+    }
+    s3_http_req_reset(&r);
+    weir_buf_free(&r.resp);
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
+/* The last key under `<prefix><chain>/` and its SHA-256, or NULL (none); -1 when the listing
+ * or the read failed. */
+static int list_last(s3_digest_t *d, const s3_creds_t *cr, char **last,
+                     char sha[S3_SHA256_HEX_LEN + 1], weir_err_t *err)
 {
     weir_buf_t pfx, token, lastk;
     weir_buf_init(&pfx);
@@ -1007,6 +1050,7 @@ static int list_last(s3_digest_t *d, const s3_creds_t *cr, char **last, weir_err
     }
     if (lastk.len) {
         weir_buf_putc(&lastk, '\0');
+        if (object_sha(d, cr, lastk.data, sha, err) != 0) goto out;
         *last = weir_strdup(lastk.data);
     }
     rc = 0;
@@ -1021,10 +1065,10 @@ out:
 static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_creds,
                              const char *reason, weir_err_t *err)
 {
-    char *last = NULL;
+    char *last = NULL, last_sha[S3_SHA256_HEX_LEN + 1] = "";
     weir_err_t why = {{0}};
     if (!have_creds) weir_err_set(&why, "no credentials");
-    if (!have_creds || list_last(d, cr, &last, &why) != 0) {
+    if (!have_creds || list_last(d, cr, &last, last_sha, &why) != 0) {
         if (d->o->check_bucket || d->o->check_apikey_on_start) {
             weir_err_set(err, "digest chain %s: cannot tell a new chain from a lost state: %s",
                          d->chain, why.msg);
@@ -1046,22 +1090,7 @@ static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_cre
     d->st.next_seq = 0;
     d->st.period_start = (int64_t)time(NULL);
     if (last) {
-        s3_reqspec_t spec = {.method = "GET", .key = last};
-        s3_http_req_t r;
-        s3_http_req_init(&r);
-        json_t *found = NULL;
-        if (s3_request_blocking(d->o, cr, &spec, &r, DG_START_TIMEOUT_MS, err) == 0 &&
-            r.status == 200) {
-            char sha[S3_SHA256_HEX_LEN + 1];
-            s3_sha256_hex(r.resp.data ? r.resp.data : "", r.resp.len, sha);
-            found = json_pack("{s:s,s:s}", "key", last, "sha256", sha);
-        } else {
-            weir_warn("s3 %s: cannot read the last digest found, %s (HTTP %ld)", d->o->id, last,
-                      r.status);
-            found = json_pack("{s:s,s:n}", "key", last, "sha256");
-        }
-        s3_http_req_reset(&r);
-        weir_buf_free(&r.resp);
+        json_t *found = json_pack("{s:s,s:s}", "key", last, "sha256", last_sha);
         d->st.restarted = json_pack("{s:s,s:o}", "reason", reason, "last_found", found);
         weir_error("s3 %s: digest chain %s: %s, and digests are in the bucket (the last: %s); "
                    "the chain starts again at sequence 0, marked chain_restarted",
