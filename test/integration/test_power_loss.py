@@ -467,8 +467,8 @@ def test_s3_retry_after_put_with_chunk_id_and_check_object():
 # ---- S3 digests: a power cut between a digest's pending/ file and state.json ----------------
 
 def test_digest_chain_survives_power_loss_between_pending_and_state():
-    """The first period's close writes its digest to pending/ (durable), then the interposer
-    kills weir just before state.json is renamed into place, and the power goes. At the next
+    """A period's close writes its digest to pending/ (durable), then the interposer kills
+    weir just before state.json is renamed into place, and the power goes. At the next
     start the pending digest rolls the state forward: the chain goes on from it (no second
     digest with its sequence, no chain_restarted), and every object is listed once."""
     import test_s3_output as s3t
@@ -483,7 +483,10 @@ def test_digest_chain_survives_power_loss_between_pending_and_state():
             s3t.match_conf(d, name, name, s3t.STATIC, path=tdg.DATA_PREFIX + "%Y/",
                            extra=tdg.digest_conf(key, chain="pl")))
     # the 1st rename of state.json is the new chain's, at start; the 2nd the first close's
-    pl = PowerLoss(d, ["buf-" + name], crash_at="rename:state.json:2")
+    # (up to one period after the start); the 3rd the second close's, a whole period later:
+    # by then the objects sent at once are stored and recorded (a crash between S3's answer
+    # and the object's line is the known window of docs/integrity.md, not this test's subject)
+    pl = PowerLoss(d, ["buf-" + name], crash_at="rename:state.json:3")
     env = dict(s3t.BASE_ENV, HOME=d)
     w = start_weir(conf, d, dict(env, **pl.env()), [port])
     for i in range(2):
@@ -496,7 +499,7 @@ def test_digest_chain_survives_power_loss_between_pending_and_state():
     assert pending, "the crash came before the digest was written"
     w = start_weir(conf, d, env, [port])
     assert s3t.fwd_send(port, "app", s3t.records("pl", 3, start=6), t=s3t.T0 + 2)
-    data, chain = tdg.wait_listed(srv, name, lambda dt, c: len(dt) >= 3 and len(c) >= 2 and
+    data, chain = tdg.wait_listed(srv, name, lambda dt, c: len(dt) >= 3 and len(c) >= 3 and
                                   set(o["key"] for o in tdg.listed(c)) >= set(dt))
     assert w.stop() == 0, w.log()
     assert "rolled forward" in w.log(), w.log()
