@@ -61,9 +61,9 @@ def digest_conf(key, chain="it", period=PERIOD, prefix=DIGEST_PREFIX):
             "    chain %s\n  </digest>\n" % (key, prefix, period, chain))
 
 
-def conf(d, name, bucket, key, chain="it", buffer_type="file", extra=""):
+def conf(d, name, bucket, key, chain="it", buffer_type="file", extra="", period=PERIOD):
     c = match_conf(d, name, bucket, STATIC, path=DATA_PREFIX + "%Y/", pattern="dg.**",
-                   extra=extra + digest_conf(key, chain))
+                   extra=extra + digest_conf(key, chain, period))
     if buffer_type != "file":
         c = c.replace("    @type file\n    path %s/buf-%s\n" % (d, name), "    @type memory\n")
     return c
@@ -72,17 +72,18 @@ def conf(d, name, bucket, key, chain="it", buffer_type="file", extra=""):
 class Run:
     """One weir process over a directory that outlives it (the buffer and the digest state)."""
 
-    def __init__(self, bucket, key, chain="it", name="dg", extra=""):
+    def __init__(self, bucket, key, chain="it", name="dg", extra="", period=PERIOD):
         self.d = tmpdir("weir-digest-it-")
         self.bucket, self.key, self.chain, self.name = bucket, key, chain, name
-        self.extra = extra
+        self.extra, self.period = extra, period
         self.w = None
 
     def start(self):
         prom = free_port()
         self.w = start_weir([prometheus_source(prom),
                              lambda _d: conf(self.d, self.name, self.bucket, self.key,
-                                             self.chain, extra=self.extra)])
+                                             self.chain, extra=self.extra,
+                                             period=self.period)])
         self.w.prom = prom
         return self.w
 
@@ -389,12 +390,14 @@ def test_weir_verify_on_real_digests_passes_then_reports_each_tampering():
     naming it; then the issue's other tamperings on top (a byte altered, a foreign object added
     in a digested period, a digest deleted, a digest re-signed with another key), each reported
     as what it is. verify runs while weir still writes digests (a stopped weir's chain goes stale
-    after two periods, 4 s here, which verify rightly reports)."""
+    after two periods, which verify rightly reports)."""
     from test_verify import delete, put
     srv = s3()
     kd = tmpdir("weir-digest-key-")
     key, pub = make_key(kd)
-    r = Run("digests-verify", key)
+    # 3 s periods: verify calls a chain stale two periods after its last digest, and it runs
+    # while weir writes more, so 6 s of slack on a loaded machine
+    r = Run("digests-verify", key, period=3)
     w = r.start()
     send(w, 3, 0)
     wait_listed(srv, "digests-verify", all_listed(3))
