@@ -196,6 +196,10 @@ def test_digests_across_periods_and_a_restart():
     kd = tmpdir("weir-digest-key-")
     key, pub = make_key(kd)
     r = Run("digests", key)
+    # start in the second half of a 2 s period (an odd second), so that the chain's first
+    # period would be 1 s if weir did not stretch it to a whole period
+    while int(time.time()) % PERIOD != 1 or time.time() % 1 > 0.3:
+        time.sleep(0.02)
     w = r.start()
     send(w, 3, 0)
     wait_listed(srv, "digests", all_listed(3))
@@ -226,6 +230,11 @@ def test_digests_across_periods_and_a_restart():
     # a digest whose period spans the downtime (longer than one period)
     def secs(s):
         return time.mktime(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+    # no period shorter than the configured one, the first included (verify's stale-chain
+    # check reads a chain's period from its digests)
+    assert all(secs(doc["period_end"]) - secs(doc["period_start"]) >= PERIOD
+               for _, _, _, doc in chain), [(d["period_start"], d["period_end"])
+                                            for _, _, _, d in chain]
     assert any(secs(doc["period_end"]) - secs(doc["period_start"]) > PERIOD and
                secs(doc["period_start"]) <= stopped_at for _, _, _, doc in chain), \
         [(doc["period_start"], doc["period_end"]) for _, _, _, doc in chain]

@@ -1190,6 +1190,9 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     int64_t now = (int64_t)time(NULL);
     d->cur_start = d->st.period_start;
     d->cur_end = next_boundary(now > d->st.period_start ? now : d->st.period_start, d->period);
+    /* never a period shorter than `period` (a new chain starts between two boundaries): a
+     * verifier judges a chain stale by its periods */
+    if (d->cur_end - d->st.period_start < d->period) d->cur_end += d->period;
     uv_loop_t *loop = weir_engine_loop(d->o->eng);
     d->period_timer = weir_calloc(1, sizeof *d->period_timer);
     d->retry_timer = weir_calloc(1, sizeof *d->retry_timer);
