@@ -537,6 +537,29 @@ def test_cannot_run_exits_2():
         assert rc == 2, (args, rc, err)
 
 
+def test_transient_errors_are_retried_and_refusals_stop_it():
+    """S3 throttles a listing and fails a GET once, and a connection drops mid-answer: verify
+    asks again (as the output's start-up checks do) and verifies. An object S3 refuses to
+    hand out (403) is not a finding about the trail: verify could not run, exit 2."""
+    d = tmp()
+    bucket, c, pub, objs = trail(d, periods=2)
+    st = s3t.s3().state
+    k = sorted(objs)[1]
+    st.inject(r"^GET /%s\?.*list-type=2" % bucket, count=2, status=503, code="SlowDown")
+    st.inject(r"^GET /%s/%s\?$" % (bucket, k), count=1, status=500, code="InternalError")
+    st.inject(r"^GET /%s/%s\?$" % (bucket, c.keys[0]), count=1, kind="lost")
+    before = len(st.injected)
+    rc, findings, summary = verify(bucket, pub)
+    assert rc == 0 and findings == [] and summary["objects_checked"] == 6, (rc, findings, ERR)
+    assert len(st.injected) - before == 4, st.injected[before:]
+    # once: a refusal is not asked again (a second attempt would succeed and hide it)
+    st.inject(r"^GET /%s/%s\?$" % (bucket, k), count=1, status=403, code="AccessDenied")
+    rc, out, err = verify(bucket, pub, json_out=False)
+    assert rc == 2 and "cannot read s3://%s/%s" % (bucket, k) in err and "AccessDenied" in err, \
+        (rc, err)
+    assert out.strip().splitlines()[-1].startswith("could not verify"), out
+
+
 def test_stale_chain():
     d = tmp()
     end = int(time.time()) // HOUR * HOUR - 3 * HOUR  # the last digest ended 3+ periods ago
@@ -562,6 +585,7 @@ def main():
             test_restart_that_could_not_list_is_reported,
             test_from_to_restrict_the_check,
             test_stale_chain,
+            test_transient_errors_are_retried_and_refusals_stop_it,
             test_config_mode,
             test_cannot_run_exits_2,
             test_large_and_zstd_objects_are_streamed,
