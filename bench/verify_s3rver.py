@@ -4,7 +4,10 @@ hourly digests of 1000 objects (test/integration/test_verify.py's writer), then 
 `weir verify` straight at s3rver (not through the tests' Python proxy, which would be the
 bottleneck) under /usr/bin/time, for each N given.
 
-    /usr/bin/python3 bench/verify.py BUILD_DIR N [N ...]     (needs npm ci for s3rver)
+    /usr/bin/python3 bench/verify_s3rver.py BUILD_DIR N [N ...]   (needs npm ci for s3rver)
+
+bench/verify.py (the digest writer's) times the same on weir's own digests, through the
+tests' proxy; this one isolates verify's own cost (no proxy, digests written directly).
 """
 
 import os
