@@ -1070,13 +1070,6 @@ static const char *section_id(weir_conf_section_t *s)
     return p ? p->value : NULL;
 }
 
-/* The static part of the output's path: up to its first placeholder. */
-static char *static_prefix(const char *path)
-{
-    size_t n = strcspn(path, "%$#");
-    return weir_strndup(path, n);
-}
-
 static int target_from_conf(verify_t *v)
 {
     weir_err_t err = {{0}};
@@ -1113,15 +1106,20 @@ static int target_from_conf(verify_t *v)
         return -1;
     }
     weir_conf_section_t *dsec = weir_conf_child(sec, "digest", 0);
-    weir_conf_param_t *pp = dsec ? weir_conf_find(dsec, "prefix") : NULL;
+    /* only the prefix: the section's private key is not needed (nor wanted) to verify */
+    const char *prefix = NULL;
+    if (dsec && weir_conf_get_str(dsec, "prefix", &prefix, &err) < 0) {
+        fprintf(stderr, "weir verify: %s\n", err.msg);
+        return -1;
+    }
     if (!v->digest_prefix) {
-        if (!pp || !*pp->value) {
+        if (!prefix || !*prefix) {
             fprintf(stderr, "weir verify: the S3 output has no <digest> prefix\n");
             return -1;
         }
-        v->digest_prefix = weir_strdup(pp->value);
+        v->digest_prefix = weir_strdup(prefix);
     }
-    if (!v->data_prefix) v->data_prefix = static_prefix(v->o->path);
+    if (!v->data_prefix) v->data_prefix = s3_static_prefix(v->o->path);
     return 0;
 }
 
