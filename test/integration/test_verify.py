@@ -538,6 +538,11 @@ def test_cannot_run_exits_2():
                         "--endpoint", "http://127.0.0.1:1", "--force-path-style",
                         "--public-key", pub], capture_output=True, env=ENV, timeout=120)
     assert p.returncode == 2 and b"cannot list" in p.stderr, (p.returncode, p.stderr)
+    # the commands say what they are
+    p = subprocess.run([WEIR_BIN, "--help"], capture_output=True)
+    assert p.returncode == 0 and b"weir verify" in p.stdout, p.stdout
+    p = subprocess.run([WEIR_BIN, "verify", "--help"], capture_output=True)
+    assert p.returncode == 0 and b"--public-key" in p.stdout and b"Exit status" in p.stdout
     # bad arguments
     for args in (["--from", "yesterday"], ["--max-keys", "0"], ["--bogus"]):
         rc, out, err = verify(bucket, pub, *args, json_out=False)
@@ -567,6 +572,43 @@ def test_transient_errors_are_retried_and_refusals_stop_it():
     assert out.strip().splitlines()[-1].startswith("could not verify"), out
 
 
+def test_malformed_digest_signed_with_the_key():
+    """Bytes signed with the right key that are not a digest of the format (a writer's bug, or
+    the key used for something else): malformed-digest, and nothing in them is used."""
+    d = tmp()
+    bucket, c, pub, objs = trail(d, periods=1)
+    for body in (b"not json", json.dumps({"version": 2}).encode()):
+        k = "%sweir-1/2026/12/03/x_0000000000.json" % PREFIX
+        put(bucket, k, body, {"weir-signature": base64.b64encode(c.key.sign(body)).decode()})
+        rc, findings, _ = verify(bucket, pub)
+        assert rc == 1 and kinds(findings) == [("malformed-digest", "", k)], findings
+    # a signature header that is not 64 bytes of base64
+    put(bucket, k, b"{}", {"weir-signature": "AAAA"})
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 1 and kinds(findings) == [("bad-signature", "", k)], findings
+
+
+def test_two_chains_in_one_prefix():
+    """Two pods, two chains under one prefix and one data prefix: both verify; an object
+    stored after one chain's last digest but before the other's is not yet digested (the
+    other pod may still list it)."""
+    d = tmp()
+    bucket, a, pub, objs = trail(d, periods=2)  # chain weir-0, ends at the next hour
+    b = Chain(bucket, "weir-1", a.key)
+    end = int(time.time()) - 2
+    entries = [data_object(bucket, "%s2026/12/03/b-%d.gz" % (DATA, i), 3, end - 60)
+               for i in range(2)]
+    b.digest(end - HOUR, end, entries)
+    rc, findings, summary = verify(bucket, pub)
+    assert rc == 0 and findings == [] and summary["chains"] == 2, (findings, summary)
+    assert summary["objects_checked"] == 8, summary
+    late = DATA + "2026/12/03/zz-late.gz"
+    put(bucket, late, gzip.compress(b'{"x":1}\n'))
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 0 and kinds(findings) == [("unlisted-object", "not-yet-digested", late)], \
+        findings
+
+
 def test_stale_chain():
     d = tmp()
     end = int(time.time()) // HOUR * HOUR - 3 * HOUR  # the last digest ended 3+ periods ago
@@ -592,6 +634,8 @@ def main():
             test_restart_that_could_not_list_is_reported,
             test_from_to_restrict_the_check,
             test_stale_chain,
+            test_malformed_digest_signed_with_the_key,
+            test_two_chains_in_one_prefix,
             test_transient_errors_are_retried_and_refusals_stop_it,
             test_config_mode,
             test_cannot_run_exits_2,
