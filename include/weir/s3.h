@@ -136,6 +136,10 @@ typedef struct s3_keyfmt {
  * formats that produce the same key twice. */
 int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err);
 void s3_keyfmt_free(s3_keyfmt_t *k);
+/* The static part of an output's `path`: up to its first placeholder (`%...`, `${...}`,
+ * `#{...}`), the prefix every data key begins with (a digest's data_prefix, what weir verify
+ * lists). Caller frees. */
+char *s3_static_prefix(const char *path);
 
 int s3_index_format_parse(const char *fmt, s3_index_fmt_t *out);
 /* sprintf(index_format, i) */

@@ -581,10 +581,11 @@ static const char *digest_shape(json_t *d)
     if (!jstr(d, "chain") || !json_is_integer(json_object_get(d, "sequence")) ||
         json_integer_value(json_object_get(d, "sequence")) < 0)
         return "chain or sequence is missing";
-    time_t t;
-    if (!parse_time(jstr(d, "period_start"), false, &t) ||
-        !parse_time(jstr(d, "period_end"), false, &t))
+    time_t t0, t1;
+    if (!parse_time(jstr(d, "period_start"), false, &t0) ||
+        !parse_time(jstr(d, "period_end"), false, &t1))
         return "period_start or period_end is not RFC 3339 UTC";
+    if (t1 <= t0) return "period_end is not after period_start";
     if (!jstr(d, "bucket") || !jstr(d, "data_prefix")) return "bucket or data_prefix is missing";
     json_t *prev = json_object_get(d, "previous");
     if (!prev || (!json_is_null(prev) && (!jstr(prev, "key") || !is_hex64(jstr(prev, "sha256")) ||
@@ -659,7 +660,7 @@ static void check_link(verify_t *v, chain_t *c, json_t *d, const char *key, cons
                     "period_start %s is not the previous digest's period_end %s", got, want);
         }
     }
-    if (!c->any || json_is_object(cr)) c->start = c->any ? c->start : start;
+    if (!c->any) c->start = start;
     if (!c->any || end - start < c->min_period) c->min_period = end - start;
     c->any = true;
     c->seq = seq;
@@ -1069,13 +1070,6 @@ static const char *section_id(weir_conf_section_t *s)
     return p ? p->value : NULL;
 }
 
-/* The static part of the output's path: up to its first placeholder. */
-static char *static_prefix(const char *path)
-{
-    size_t n = strcspn(path, "%$#");
-    return weir_strndup(path, n);
-}
-
 static int target_from_conf(verify_t *v)
 {
     weir_err_t err = {{0}};
@@ -1112,15 +1106,20 @@ static int target_from_conf(verify_t *v)
         return -1;
     }
     weir_conf_section_t *dsec = weir_conf_child(sec, "digest", 0);
-    weir_conf_param_t *pp = dsec ? weir_conf_find(dsec, "prefix") : NULL;
+    /* only the prefix: the section's private key is not needed (nor wanted) to verify */
+    const char *prefix = NULL;
+    if (dsec && weir_conf_get_str(dsec, "prefix", &prefix, &err) < 0) {
+        fprintf(stderr, "weir verify: %s\n", err.msg);
+        return -1;
+    }
     if (!v->digest_prefix) {
-        if (!pp || !*pp->value) {
+        if (!prefix || !*prefix) {
             fprintf(stderr, "weir verify: the S3 output has no <digest> prefix\n");
             return -1;
         }
-        v->digest_prefix = weir_strdup(pp->value);
+        v->digest_prefix = weir_strdup(prefix);
     }
-    if (!v->data_prefix) v->data_prefix = static_prefix(v->o->path);
+    if (!v->data_prefix) v->data_prefix = s3_static_prefix(v->o->path);
     return 0;
 }
 
@@ -1243,7 +1242,7 @@ static int run(verify_t *v)
     }
     /* with several chains (pods), an object is digested once every live chain passed it */
     ds.digested_until = any_fresh ? fresh_min : all_max;
-    if (!ds.any_chain && !v->have_to)
+    if (!v->ndigests && !v->have_to)
         finding(v, F_STALE, v->digest_prefix, NULL, "no digest under s3://%s/%s", v->o->bucket,
                 v->digest_prefix);
     if (!v->data_prefix)
