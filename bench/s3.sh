@@ -5,6 +5,8 @@
 # RSS; at the end, the time the buffer takes to empty once the load stops (the lag from an
 # event's arrival to its object: one second of bucket, plus this).
 #   bench/s3.sh [build dir] [seconds] [connections]      (needs npm ci for s3rver)
+# With DIGEST=<period> in the environment (e.g. DIGEST=10s) the output also signs digests
+# (<digest>, docs/integrity.md) with a key made here, one per period.
 set -eu
 cd "$(dirname "$0")/.."
 B=${1:-build-rel}
@@ -23,6 +25,15 @@ mkdir -p "$W/s3"
 node node_modules/s3rver/bin/s3rver.js -d "$W/s3" -p $S3PORT --address 127.0.0.1 --silent &
 SPID=$!
 sleep 1.5
+DIGEST_CONF=""
+if [ -n "${DIGEST:-}" ]; then
+    openssl genpkey -algorithm ed25519 -out "$W/digest.key"
+    DIGEST_CONF="<digest>
+    private_key_path $W/digest.key
+    prefix weir-digests/
+    period $DIGEST
+  </digest>"
+fi
 cat > "$W/fluent.conf" <<CONF
 <source>
   @type forward
@@ -51,19 +62,20 @@ cat > "$W/fluent.conf" <<CONF
     timekey_use_utc true
     flush_thread_count 4
   </buffer>
+  $DIGEST_CONF
 </match>
 CONF
 "$B/weir" -c "$W/fluent.conf" -q &
 WPID=$!
 sleep 1
-stored() { find "$W/s3/bench" -name '*._S3rver_object' 2>/dev/null | xargs -r cat | wc -c; }
+stored() { find "$W/s3/bench/logs" -name '*._S3rver_object' 2>/dev/null | xargs -r cat | wc -c; }
 "$B/bench/fwd_loadgen" -p $FWDPORT -c "$CONNS" -e 1000 -r 200 -s "$SECS" -a -T --pid $WPID &
 LPID=$!
 t=0
 while kill -0 $LPID 2>/dev/null; do
     sleep 5
     t=$((t + 5))
-    echo "t=${t}s s3 objects=$(find "$W/s3/bench" -name '*._S3rver_object' | wc -l)" \
+    echo "t=${t}s s3 objects=$(find "$W/s3/bench/logs" -name '*._S3rver_object' | wc -l)" \
          "stored=$(stored) bytes (gzip) buffer=$(du -sk "$W/buf" | cut -f1) KiB" \
          "weir $(grep VmRSS /proc/$WPID/status | tr -s ' ')"
 done
@@ -72,7 +84,9 @@ start=$(date +%s.%N)
 while [ "$(find "$W/buf" -name 'buffer.*.chunk' | wc -l)" -gt 0 ]; do sleep 0.1; done
 end=$(date +%s.%N)
 echo "after the load stopped the buffer emptied in $(awk "BEGIN { printf \"%.2f\", $end - $start }") s"
-echo "objects=$(find "$W/s3/bench" -name '*._S3rver_object' | wc -l) stored=$(stored) bytes" \
+[ -n "${DIGEST:-}" ] && echo "digests=$(find "$W/s3/bench/weir-digests" -name '*.json._S3rver_object' 2>/dev/null | wc -l)" \
+    "pending=$(ls "$W/buf/digest/pending" | wc -l)"
+echo "objects=$(find "$W/s3/bench/logs" -name '*._S3rver_object' | wc -l) stored=$(stored) bytes" \
      "weir peak $(grep VmHWM /proc/$WPID/status | tr -s ' ')"
 # Lag from a time bucket's end to its object in the bucket: s3rver writes each object when it
 # is uploaded, so the file's mtime is the upload time; the key names the bucket's start.

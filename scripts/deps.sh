@@ -17,6 +17,7 @@ libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev"
 TEST="libcmocka-dev python3 python3-msgpack python3-fluent-logger golang-go
 golang-github-fluent-fluent-logger-golang-dev openssl curl jq zstd clang libclang-rt-14-dev
 clang-format procps util-linux strace chromium chromium-driver python3-selenium python3-yaml
+python3-cryptography
 time $IMAGE"
 # s3rver (the S3 server of the tests) runs on Node.js; use the one on PATH if there is one
 if [ "${1:-}" = "test" ] && ! command -v node >/dev/null 2>&1; then

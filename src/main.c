@@ -21,6 +21,7 @@
 #include "weir/config.h"
 #include "weir/engine.h"
 #include "weir/log.h"
+#include "weir/s3.h"
 
 #define FLUENTD_ETC "/fluentd/etc"
 
@@ -64,6 +65,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: weir [options]\n"
+            "       weir verify ...   check an S3 output's signed digests against the bucket\n"
+            "                         (weir verify --help; docs/integrity.md)\n"
             "  -c, --config FILE   fluent.conf to run (default: $FLUENTD_CONF, then\n"
             "                      " FLUENTD_ETC "/fluent.conf, then the embedded default)\n"
             "      --dry-run       check the configuration and exit 0 (valid) or 1\n"
@@ -245,6 +248,7 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},        {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
+    if (argc > 1 && strcmp(argv[1], "verify") == 0) return weir_verify_main(argc - 1, argv + 1);
     const char *config = NULL;
     bool dry_run = false, show = false;
     int verbosity = 0;

@@ -10,6 +10,9 @@
 #   client.crt, client.key  CN=Client, keyUsage digitalSignature, extendedKeyUsage clientAuth;
 #                           client.key is not encrypted (the event handler cannot read an
 #                           encrypted key)
+#   digest.key, digest.pub  Ed25519: the key weir signs its S3 digests with (<digest> in
+#                           fluent.conf, ../../docs/integrity.md), and its public half for
+#                           `weir verify --public-key digest.pub`
 #
 # Both leaf certificates carry the subjectAltNames the client checks the server against: DNS
 # localhost and IP 127.0.0.1 unless --dns-names / --ip say otherwise. Validity 10 years
@@ -66,7 +69,7 @@ IFS=$old_ifs
 
 mkdir -p "$out"
 if [ "$force" -eq 0 ]; then
-    for f in ca.crt ca.key server.crt server.key client.crt client.key; do
+    for f in ca.crt ca.key server.crt server.key client.crt client.key digest.key digest.pub; do
         if [ -e "$out/$f" ]; then
             echo "make-certs.sh: $out/$f exists; use --force to replace the whole set" >&2
             exit 1
@@ -134,7 +137,10 @@ openssl x509 -req -in "$work/client.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key
 openssl verify -CAfile "$work/ca.crt" -purpose sslserver "$work/server.crt" >/dev/null
 openssl verify -CAfile "$work/ca.crt" -purpose sslclient "$work/client.crt" >/dev/null
 
-for f in ca.crt ca.key server.crt server.key client.crt client.key; do
+openssl genpkey -algorithm ed25519 -out "$work/digest.key"
+openssl pkey -in "$work/digest.key" -pubout -out "$work/digest.pub"
+
+for f in ca.crt ca.key server.crt server.key client.crt client.key digest.key digest.pub; do
     cp "$work/$f" "$out/$f"
 done
 # Certificates are public. ca.key and client.key stay private to you. server.key is readable
@@ -143,12 +149,16 @@ done
 # take care of this instead; see ../kubernetes).
 # The folder too: created with the caller's umask (0700 under umask 077), it would keep uid
 # 999 out of every file in it. Read and search for all are added, nothing is taken away.
+# digest.key is not encrypted (weir signs with it unattended): readable by all here so that
+# uid 999 can read the bind mount on this one demo machine; in production keep it in a
+# secret store readable only by weir (../kubernetes: a Secret with mode 0440 and fsGroup).
 chmod 0644 "$out/ca.crt" "$out/server.crt" "$out/client.crt" "$out/server.key"
+chmod 0644 "$out/digest.key" "$out/digest.pub"
 chmod 0600 "$out/ca.key" "$out/client.key"
 chmod a+rx "$out"
 
 cat >&2 <<EOF
-wrote $out/{ca,server,client}.{crt,key}
+wrote $out/{ca,server,client}.{crt,key} and $out/digest.{key,pub}
 server.key is encrypted; give weir its passphrase in FLUENTD_KEY_PASSPHRASE (printed on
 stdout). Keep ca.key offline: it is only needed to make more certificates.
 EOF

@@ -131,6 +131,8 @@ void weir_buffer_get_stats(const weir_buffer_t *b, weir_buffer_stats_t *out);
 /* Whether the chunk keys include tag / time (for an output's key-format checks). */
 bool weir_buffer_has_key(const weir_buffer_t *b, const char *key);
 double weir_buffer_timekey(const weir_buffer_t *b);
+/* The directory of a file buffer; NULL for a memory buffer. */
+const char *weir_buffer_path(const weir_buffer_t *b);
 bool weir_buffer_timekey_utc(const weir_buffer_t *b);
 int weir_buffer_timekey_offset(const weir_buffer_t *b, int64_t t); /* seconds east of UTC */
 

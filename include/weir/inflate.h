@@ -50,10 +50,19 @@ weir_inflate_t *weir_inflate_new(weir_inflate_format_t fmt, const char *in, size
                                  size_t limit, weir_buf_t *out, weir_err_t *err);
 /* Goes on until about `budget` more output bytes were produced or input bytes consumed (at
  * most one chunk more), or the end.
- * Returns 1 when the input is fully decoded, 0 when there is more to do (call again), -1 with
+ * Returns 1 when the input is fully decoded, 0 when there is more to do (call again), 2 when
+ * streaming and the piece fed is consumed (weir_inflate_feed the next), -1 with
  * err set on an error (a message naming the format and why; "decompression_size_limit" when
  * the limit was passed). After 1 or -1 only weir_inflate_free may be called. */
 int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err);
+/* Streaming, for input that arrives in pieces (an HTTP body): create with in = NULL and len =
+ * 0, then give each piece with weir_inflate_feed and call weir_inflate_step until it returns
+ * 2 (this piece is consumed, feed the next; `in` must stay valid until then) or 1 (done: the
+ * piece fed with last = true is consumed and the stream ended there; an empty stream is
+ * done). A stream that ends inside a member/frame after the last piece is "truncated". The
+ * caller may consume and empty `out` between steps (out->len = its length at creation), so
+ * that the output is never held whole; the limit then bounds what `out` holds. */
+void weir_inflate_feed(weir_inflate_t *z, const char *in, size_t len, bool last);
 /* Output bytes produced so far. */
 size_t weir_inflate_produced(const weir_inflate_t *z);
 void weir_inflate_free(weir_inflate_t *z);

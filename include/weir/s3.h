@@ -136,6 +136,10 @@ typedef struct s3_keyfmt {
  * formats that produce the same key twice. */
 int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err);
 void s3_keyfmt_free(s3_keyfmt_t *k);
+/* The static part of an output's `path`: up to its first placeholder (`%...`, `${...}`,
+ * `#{...}`), the prefix every data key begins with (a digest's data_prefix, what weir verify
+ * lists). Caller frees. */
+char *s3_static_prefix(const char *path);
 
 int s3_index_format_parse(const char *fmt, s3_index_fmt_t *out);
 /* sprintf(index_format, i) */
@@ -195,5 +199,9 @@ int s3_parse_iso8601(const char *s, int64_t *out);
 int s3_xml_text(const char *xml, size_t len, const char *tag, weir_buf_t *out);
 /* "Code: Message" from an S3 error body, or "" when there is none. */
 void s3_error_summary(const char *xml, size_t len, weir_buf_t *out);
+
+/* `weir verify` (src/output/s3/verify.c): argv[0] is "verify". Returns the exit status: 0
+ * verified, 1 findings, 2 could not run. */
+int weir_verify_main(int argc, char **argv);
 
 #endif

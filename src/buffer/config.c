@@ -256,6 +256,11 @@ bool weir_buffer_has_key(const weir_buffer_t *b, const char *key)
     return false;
 }
 
+const char *weir_buffer_path(const weir_buffer_t *b)
+{
+    return b->type == BUF_FILE ? b->path : NULL;
+}
+
 double weir_buffer_timekey(const weir_buffer_t *b)
 {
     return b->key_time ? b->timekey : 0;

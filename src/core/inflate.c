@@ -28,7 +28,11 @@ struct weir_inflate {
     weir_buf_t *out;
     z_stream zs;
     ZSTD_DCtx *zd;
-    size_t zret; /* last ZSTD_decompressStream result: 0 at a frame's end */
+    size_t zret;     /* last ZSTD_decompressStream result: 0 at a frame's end */
+    bool streaming;  /* input comes in pieces (weir_inflate_feed) */
+    bool last;       /* streaming: the piece held now is the last one */
+    bool member_end; /* streaming: a gzip member or zlib stream ended with its piece */
+    uint64_t fed;    /* streaming: input bytes given so far */
 };
 
 const char *weir_inflate_format_name(weir_inflate_format_t fmt)
@@ -120,6 +124,16 @@ static int zlib_call(weir_inflate_t *z, weir_err_t *err)
 {
     z_stream *zs = &z->zs;
     const char *name = weir_inflate_format_name(z->fmt);
+    if (z->member_end) { /* streaming: what follows the member is in this piece or the next */
+        if (z->in_off == z->len) return z->last ? 1 : 2;
+        if (z->fmt == WEIR_INFLATE_GZIP && z->in[z->in_off] == GZIP_MAGIC0) {
+            inflateReset(zs);
+            z->member_end = false;
+        } else {
+            weir_err_set(err, "%s: trailing bytes after the end of the stream", name);
+            return -1;
+        }
+    }
     size_t in_left = z->len - z->in_off;
     zs->next_in = (unsigned char *)z->in + z->in_off;
     zs->avail_in = in_left > UINT_MAX ? UINT_MAX : (unsigned)in_left;
@@ -132,6 +146,10 @@ static int zlib_call(weir_inflate_t *z, weir_err_t *err)
     z->out->len += room - zs->avail_out;
     if (over_limit(z, err)) return -1;
     if (rc == Z_STREAM_END) {
+        if (z->in_off == z->len && z->streaming) {
+            z->member_end = true;
+            return z->last ? 1 : 2;
+        }
         if (z->in_off == z->len) return 1;
         if (z->fmt == WEIR_INFLATE_GZIP && z->in[z->in_off] == GZIP_MAGIC0) {
             inflateReset(zs); /* another member follows (Fluentd appends one per write) */
@@ -143,6 +161,7 @@ static int zlib_call(weir_inflate_t *z, weir_err_t *err)
     }
     if (rc == Z_OK) return 0;
     if (rc == Z_BUF_ERROR && z->in_off == z->len && zs->avail_out > 0) {
+        if (z->streaming && !z->last) return 2;
         weir_err_set(err, "%s: stream is truncated", name);
         return -1;
     }
@@ -154,6 +173,8 @@ static int zlib_call(weir_inflate_t *z, weir_err_t *err)
 /* One call into zstd, with the same results. */
 static int zstd_call(weir_inflate_t *z, weir_err_t *err)
 {
+    /* streaming: a frame ended with the piece before, and this piece is empty */
+    if (z->streaming && z->zret == 0 && z->in_off == z->len) return z->last ? 1 : 2;
     size_t room = out_room(z);
     ZSTD_inBuffer ib = {z->in, z->len, z->in_off};
     ZSTD_outBuffer ob = {z->out->data + z->out->len, room, 0};
@@ -167,8 +188,9 @@ static int zstd_call(weir_inflate_t *z, weir_err_t *err)
     z->zret = ret;
     if (over_limit(z, err)) return -1;
     if (ib.pos < ib.size) return 0; /* ret == 0 here: the next frame starts right here */
-    if (ret == 0) return 1;         /* the last frame is complete and flushed */
-    if (ob.pos < ob.size) {         /* room was left, yet the decoder wants more input */
+    if (ret == 0) return z->streaming && !z->last ? 2 : 1; /* a frame is complete, flushed */
+    if (ob.pos < ob.size) { /* room was left, yet the decoder wants more input */
+        if (z->streaming && !z->last) return 2;
         weir_err_set(err, "zstd: stream is truncated (frame incomplete)");
         return -1;
     }
@@ -179,7 +201,8 @@ _Thread_local size_t weir_inflate_step_max;
 
 static int step(weir_inflate_t *z, size_t budget, weir_err_t *err)
 {
-    if (z->len == 0) return 1;
+    if (!z->streaming && z->len == 0) return 1;
+    if (z->streaming && z->last && z->fed == 0) return 1; /* an empty stream */
     size_t start = weir_inflate_produced(z), in_start = z->in_off;
     for (;;) {
         int rc = z->fmt == WEIR_INFLATE_ZSTD ? zstd_call(z, err) : zlib_call(z, err);
@@ -196,6 +219,16 @@ int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err)
     size_t made = weir_inflate_produced(z) - start;
     if (made > weir_inflate_step_max) weir_inflate_step_max = made;
     return rc;
+}
+
+void weir_inflate_feed(weir_inflate_t *z, const char *in, size_t len, bool last)
+{
+    z->streaming = true;
+    z->in = (const unsigned char *)in;
+    z->len = len;
+    z->in_off = 0;
+    z->last = last;
+    z->fed += len;
 }
 
 int weir_inflate(weir_inflate_format_t fmt, const char *in, size_t len, size_t limit,

@@ -24,6 +24,7 @@ import glob
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import urllib.request
 
@@ -211,6 +212,26 @@ METRICS_CONF = """
     @type memory
   </buffer>
 </match>
+<match digest.**>
+  @type s3
+  @id digests
+  s3_bucket b
+  s3_endpoint http://127.0.0.1:9
+  force_path_style true
+  check_apikey_on_start false
+  check_bucket false
+  aws_key_id AKIAEXAMPLE
+  aws_sec_key awssecretkey
+  path logs/
+  <buffer>
+    @type file
+    path %(dir)s/digest-buf
+  </buffer>
+  <digest>
+    private_key_path %(dir)s/digest.key
+    prefix weir-digests/
+  </digest>
+</match>
 <match file.**>
   @type file
   path %(dir)s/out/${tag}
@@ -233,6 +254,8 @@ def test_documented_metrics():
             documented[n] = typ
     d = tempfile.mkdtemp(prefix="weir-docs-")
     ports = {"prom": free_port(), "http": free_port(), "fwd": free_port(), "dir": d}
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out",
+                    os.path.join(d, "digest.key")], check=True, capture_output=True)
     with Weir(METRICS_CONF % ports, workdir=d) as w:
         w.start([ports["prom"], ports["http"]])
         post(ports["http"], "file.a", '{"n":1}')  # a tag, a staged chunk with its timekey

@@ -465,6 +465,91 @@ def test_s3_retry_after_put_with_chunk_id_and_check_object():
     assert len(objs) == 1
 
 
+# ---- S3 digests: a power cut between a digest's pending/ file and state.json ----------------
+
+def test_digest_chain_survives_power_loss_between_pending_and_state():
+    """A period's close writes its digest to pending/ (durable), then the interposer kills
+    weir just before state.json is renamed into place, and the power goes. At the next
+    start the pending digest rolls the state forward: the chain goes on from it (no second
+    digest with its sequence, no chain_restarted), and every object is listed once."""
+    import test_s3_output as s3t
+    import test_digests as tdg
+    srv = s3t.s3()
+    name = "pldigest"
+    d = tmpdir("weir-pl-digest-")
+    os.makedirs(os.path.join(d, "buf-" + name))
+    key, pub = tdg.make_key(d)
+    port = free_port()
+    conf = ("<source>\n  @type forward\n  port %d\n  bind 127.0.0.1\n</source>\n" % port +
+            s3t.match_conf(d, name, name, s3t.STATIC, path=tdg.DATA_PREFIX + "%Y/",
+                           extra=tdg.digest_conf(key, chain="pl")))
+    # the 1st rename of state.json is the new chain's, at start; the 2nd the first close's
+    # (up to one period after the start); the 3rd the second close's, a whole period later:
+    # by then the objects sent at once are stored and recorded (a crash between S3's answer
+    # and the object's line is the known window of docs/integrity.md, not this test's subject)
+    pl = PowerLoss(d, ["buf-" + name], crash_at="rename:state.json:3")
+    env = dict(s3t.BASE_ENV, HOME=d)
+    w = start_weir(conf, d, dict(env, **pl.env()), [port])
+    for i in range(2):
+        assert s3t.fwd_send(port, "app", s3t.records("pl", 3, start=3 * i), t=s3t.T0 + i)
+    assert w.proc.wait(30) == -signal.SIGKILL, w.log()
+    pending = os.listdir(os.path.join(d, "buf-" + name, "digest", "pending"))
+    pl.cut()
+    assert os.listdir(os.path.join(d, "buf-" + name, "digest", "pending")) == pending, \
+        "the digest in pending/ was fsynced: the power cut must not take it"
+    assert pending, "the crash came before the digest was written"
+    w = start_weir(conf, d, env, [port])
+    assert s3t.fwd_send(port, "app", s3t.records("pl", 3, start=6), t=s3t.T0 + 2)
+    data, chain = tdg.wait_listed(srv, name, lambda dt, c: len(dt) >= 3 and len(c) >= 3 and
+                                  set(o["key"] for o in tdg.listed(c)) >= set(dt))
+    assert w.stop() == 0, w.log()
+    assert "rolled forward" in w.log(), w.log()
+    data, digs = tdg.split(srv.objects(name))
+    chain = tdg.parse_digests(digs)
+    tdg.check_chain(chain, pub, name)
+    tdg.check_objects(data, chain)
+
+
+def test_digest_lists_the_upload_again_after_power_loss_before_the_chunk_is_released():
+    """The object's line in open.jsonl is fdatasynced, then the interposer kills weir just before
+    it deletes the delivered chunk, and the power goes. The line survives; the chunk does too,
+    and is uploaded again after the restart (the HEAD loop finds _0 taken: _1). Both objects are
+    in the digests, each once, with the same records: the duplicate is listed as what it is."""
+    import test_s3_output as s3t
+    import test_digests as tdg
+    srv = s3t.s3()
+    name = "pldigdup"
+    d = tmpdir("weir-pl-digest-")
+    os.makedirs(os.path.join(d, "buf-" + name))
+    key, pub = tdg.make_key(d)
+    port = free_port()
+    conf = ("<source>\n  @type forward\n  port %d\n  bind 127.0.0.1\n</source>\n" % port +
+            s3t.match_conf(d, name, name, s3t.STATIC, path=tdg.DATA_PREFIX + "%Y/",
+                           extra=tdg.digest_conf(key, chain="pl")))
+    pl = PowerLoss(d, ["buf-" + name], crash_at="unlink:.chunk:1")
+    env = dict(s3t.BASE_ENV, HOME=d)
+    w = start_weir(conf, d, dict(env, **pl.env()), [port])
+    sent = s3t.records("pl", 5)
+    assert s3t.fwd_send(port, "app", sent)
+    assert w.proc.wait(30) == -signal.SIGKILL, w.log()
+    pl.cut()
+    with open(os.path.join(d, "buf-" + name, "digest", "open.jsonl")) as f:
+        recorded = [json.loads(x)["key"] for x in f.read().splitlines()]
+    assert len(recorded) == 1, recorded
+    w = start_weir(conf, d, env, [port])
+    data, chain = tdg.wait_listed(srv, name, lambda dt, c: len(dt) == 2 and
+                                  set(o["key"] for o in tdg.listed(c)) >= set(dt))
+    assert w.stop() == 0, w.log()
+    data, digs = tdg.split(srv.objects(name))
+    chain = tdg.parse_digests(digs)
+    tdg.check_chain(chain, pub, name)
+    tdg.check_objects(data, chain)
+    assert recorded[0] in data and len(data) == 2, (recorded, sorted(data))
+    bodies = [v[0] for v in data.values()]
+    assert bodies[0] == bodies[1], "the retry stored other bytes"
+    assert [o["records"] for o in tdg.listed(chain)] == [len(sent), len(sent)]
+
+
 def main():
     passed = False
     try:
@@ -477,6 +562,8 @@ def main():
             test_chunk_given_up_survives_power_loss_in_backup,
             test_s3_retry_after_put_writes_the_same_key,
             test_s3_retry_after_put_with_chunk_id_and_check_object,
+            test_digest_chain_survives_power_loss_between_pending_and_state,
+            test_digest_lists_the_upload_again_after_power_loss_before_the_chunk_is_released,
         ])
     except SystemExit as e:
         passed = e.code == 0

@@ -66,7 +66,8 @@ def make_certs(d, umask=0o022):
     assert p.returncode == 0, p.stderr.decode()
     out = p.stdout.decode().splitlines()
     assert len(out) == 1 and re.fullmatch(r"FLUENTD_KEY_PASSPHRASE=[0-9a-f]{64}", out[0]), out
-    for f in ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"):
+    for f in ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key",
+              "digest.key", "digest.pub"):
         assert os.path.exists(os.path.join(d, f)), f
     with open(os.path.join(d, "server.key")) as f:
         head = f.read(200)
@@ -87,7 +88,7 @@ def example_config(etc, keys, buffer_dir, http_port, fwd_port):
     etc/s3.d/local.conf."""
     with open(os.path.join(EXAMPLE, "fluent.conf")) as f:
         text = f.read()
-    text = rewrite(text, '"/keys/', '"%s/' % keys, 3)
+    text = rewrite(text, '"/keys/', '"%s/' % keys, 4)
     text = rewrite(text, "path /fluentd/buffer/s3", "path %s/s3" % buffer_dir, 1)
     text = rewrite(text, "port 8888", "port %d" % http_port, 1)
     text = rewrite(text, "port 24224", "port %d" % fwd_port, 1)
@@ -228,7 +229,10 @@ def test_teleport_example_end_to_end():
         assert rc == 0, "weir exited %d:\n%s" % (rc, log)
         for secret in (SECRET_KEY, passphrase):
             assert secret not in log, "a secret reached weir's log"
-        objs = s3.objects(BUCKET)  # after the stop: nothing more, nothing twice
+        # after the stop: nothing more, nothing twice (the data; the hour's digest is not due)
+        objs = {k: v for k, v in s3.objects(BUCKET).items() if k.startswith("logs/")}
+        # the digest state lives with the buffer, its open period on disk for the next start
+        assert os.path.exists(img.path("fluentd/buffer/s3/digest/state.json"))
 
         got, tags = [], set()
         for key, (data, meta) in sorted(objs.items()):
@@ -283,12 +287,25 @@ def test_teleport_example_end_to_end():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def with_digest_key(text, d):
+    """The examples' digest key paths (a mounted secret in production) pointed at a key made
+    here: --dry-run reads the key, as the start does."""
+    key = os.path.join(d, "digest.key")
+    if not os.path.exists(key):
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key], check=True,
+                       capture_output=True)
+    for path in ('"/keys/digest.key"', '"/digest-key/digest.key"'):
+        text = text.replace(path, '"%s"' % key)
+    assert '"%s"' % key in text, "no <digest> key in the example"
+    return text
+
+
 def test_example_dry_run_without_local_override():
     """Without s3.d/ the example is the production configuration: valid, talking to AWS."""
     d = tempfile.mkdtemp(prefix="weir-teleport-")
     try:
         with open(os.path.join(EXAMPLE, "fluent.conf")) as f:
-            text = f.read()
+            text = with_digest_key(f.read(), d)
         conf = os.path.join(d, "fluent.conf")
         with open(conf, "w") as f:
             f.write(text)
@@ -314,18 +331,25 @@ def test_every_example_config_is_valid_and_keeps_forward_off_the_audit_route():
     confs = sorted(glob.glob(os.path.join(SOURCE_DIR, "examples", "*", "fluent.conf")))
     assert len(confs) >= 2, confs
     env = weir_env(FLUENTD_KEY_PASSPHRASE="0" * 64)
-    for conf in confs:
+    d = tempfile.mkdtemp(prefix="weir-examples-")
+    for orig in confs:
+        with open(orig) as f:
+            text = with_digest_key(f.read(), d)
+        conf = os.path.join(d, "fluent.conf")
+        with open(conf, "w") as f:
+            f.write(text)
         p = subprocess.run([WEIR_BIN, "--dry-run", "-c", conf], capture_output=True, env=env,
                            timeout=60)
-        assert p.returncode == 0, (conf, p.stderr.decode())
+        assert p.returncode == 0, (orig, p.stderr.decode())
         p = subprocess.run([WEIR_BIN, "--show-config", "-c", conf], capture_output=True,
                            env=env, timeout=60)
-        assert p.returncode == 0, (conf, p.stderr.decode())
+        assert p.returncode == 0, (orig, p.stderr.decode())
         sources = re.findall(r"^<source>\n(.*?)^</source>", p.stdout.decode(), re.M | re.S)
         assert sources, conf
         for src in sources:
             if re.search(r"^  @type forward$", src, re.M):
-                assert re.search(r"^  @label @\w+$", src, re.M), (conf, src)
+                assert re.search(r"^  @label @\w+$", src, re.M), (orig, src)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

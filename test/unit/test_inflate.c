@@ -327,6 +327,101 @@ static void test_inflation_across_calls(void **state)
     free(plain);
 }
 
+/* Streaming (weir_inflate_feed): the input in pieces of every size from 1 byte, the output
+ * emptied after each step, gives the same bytes as one call, for several members/frames;
+ * a stream cut short is "truncated" only once the last piece was fed; empty is done. */
+static void stream_all(weir_inflate_format_t fmt, const weir_buf_t *in, size_t piece,
+                       bool end_empty, weir_buf_t *got, int *rc_out, weir_err_t *err)
+{
+    weir_buf_t out;
+    weir_buf_init(&out);
+    weir_inflate_t *z = weir_inflate_new(fmt, NULL, 0, 64 * 1024, &out, err);
+    assert_non_null(z);
+    int rc = 2;
+    size_t off = 0;
+    do {
+        size_t n = in->len - off < piece ? in->len - off : piece;
+        weir_inflate_feed(z, in->data + off, n, off + n == in->len && !end_empty);
+        off += n;
+        do {
+            rc = weir_inflate_step(z, 64 * 1024, err);
+            assert_true(out.len <= 64 * 1024 + 1); /* never more than the step held */
+            weir_buf_append(got, out.data, out.len);
+            out.len = 0;
+        } while (rc == 0);
+    } while (rc == 2 && off < in->len);
+    if (rc == 2) { /* the last piece was not marked last: say so with an empty one */
+        weir_inflate_feed(z, NULL, 0, true);
+        rc = weir_inflate_step(z, 64 * 1024, err);
+    }
+    weir_inflate_free(z);
+    weir_buf_free(&out);
+    *rc_out = rc;
+}
+
+static void test_streaming_pieces(void **state)
+{
+    size_t n = 3 * MIB + 17;
+    char *p = payload(n);
+    for (size_t f = 0; f < sizeof FORMATS / sizeof *FORMATS; f++) {
+        weir_buf_t in;
+        weir_buf_init(&in);
+        pack(FORMATS[f], &in, p, n);
+        if (FORMATS[f] != WEIR_INFLATE_ZLIB) pack(FORMATS[f], &in, p, 1000); /* a 2nd member */
+        size_t want = FORMATS[f] != WEIR_INFLATE_ZLIB ? n + 1000 : n;
+        size_t pieces[] = {1, 7, 4096, 65536, in.len};
+        for (size_t i = 0; i < sizeof pieces / sizeof *pieces; i++) {
+            weir_buf_t got;
+            weir_buf_init(&got);
+            int rc;
+            weir_err_t err = {{0}};
+            stream_all(FORMATS[f], &in, pieces[i], i % 2, &got, &rc, &err);
+            assert_int_equal(rc, 1);
+            assert_int_equal(got.len, want);
+            assert_memory_equal(got.data, p, n);
+            weir_buf_free(&got);
+        }
+        /* cut 5 bytes short: "truncated" once the last piece came, and what came is right */
+        {
+            weir_buf_t cut, got;
+            weir_buf_init(&cut);
+            weir_buf_init(&got);
+            weir_buf_append(&cut, in.data, in.len - 5);
+            int rc;
+            weir_err_t err = {{0}};
+            stream_all(FORMATS[f], &cut, 4096, false, &got, &rc, &err);
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(err.msg, "truncated"));
+            assert_memory_equal(got.data, p, got.len < n ? got.len : n);
+            weir_buf_free(&got);
+            weir_buf_free(&cut);
+        }
+        /* trailing garbage after the last member, in its own piece */
+        weir_buf_append(&in, "xyz", 3);
+        weir_buf_t got;
+        weir_buf_init(&got);
+        int rc;
+        weir_err_t err = {{0}};
+        stream_all(FORMATS[f], &in, in.len - 3, false, &got, &rc, &err);
+        assert_int_equal(rc, -1);
+        weir_buf_free(&got);
+        weir_buf_free(&in);
+        /* empty input: done, nothing out */
+        weir_buf_t empty;
+        weir_buf_init(&empty);
+        weir_buf_init(&got);
+        weir_buf_t out;
+        weir_buf_init(&out);
+        weir_inflate_t *z = weir_inflate_new(FORMATS[f], NULL, 0, 100, &out, &err);
+        weir_inflate_feed(z, NULL, 0, true);
+        assert_int_equal(weir_inflate_step(z, 1000, &err), 1);
+        assert_int_equal(out.len, 0);
+        weir_inflate_free(z);
+        weir_buf_free(&out);
+    }
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_members_and_frames),   cmocka_unit_test(test_truncated_and_trailing),
         cmocka_unit_test(test_steps_bounded),        cmocka_unit_test(test_steps_same_output),
         cmocka_unit_test(test_steps_count_input),    cmocka_unit_test(test_inflation_across_calls),
+        cmocka_unit_test(test_streaming_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

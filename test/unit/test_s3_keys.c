@@ -694,6 +694,25 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The static part of a path: up to %, ${ or #{; a lone $ or # is part of it. */
+static void test_static_prefix(void **state)
+{
+    static const char *const cases[][2] = {
+        {"logs/%Y/%m/%d/", "logs/"},
+        {"logs/${tag}/", "logs/"},
+        {"a/#{ENV}/", "a/"},
+        {"plain/path/", "plain/path/"},
+        {"", ""},
+        {"%Y", ""},
+        {"cost$/x#y/${tag}", "cost$/x#y/"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *p = s3_static_prefix(cases[i][0]);
+        assert_string_equal(p, cases[i][1]);
+        free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_endpoint_rules),
         cmocka_unit_test(test_config_validation),
         cmocka_unit_test(test_config_warnings),
+        cmocka_unit_test(test_static_prefix),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

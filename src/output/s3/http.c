@@ -64,6 +64,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
     s3_http_req_t *r = arg;
     size_t len = size * n;
+    if (r->sink) {
+        long st = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &st);
+        if (st >= 200 && st < 300) return r->sink(p, len, r->sink_arg) ? len : 0;
+    }
     size_t room = r->resp.len < S3_HTTP_MAX_RESPONSE ? S3_HTTP_MAX_RESPONSE - r->resp.len : 0;
     weir_buf_append(&r->resp, p, len < room ? len : room);
     return len;
@@ -80,6 +85,19 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
         while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
             e--;
         snprintf(r->etag, sizeof r->etag, "%.*s", (int)(e - v), v);
+    }
+    size_t hl = r->capture_header ? strlen(r->capture_header) : 0;
+    if (hl && len > hl && p[hl] == ':' && strncasecmp(p, r->capture_header, hl) == 0) {
+        const char *v = p + hl + 1, *e = p + len;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        r->captured_too_long = (size_t)(e - v) >= sizeof r->captured;
+        if (r->captured_too_long)
+            r->captured[0] = '\0';
+        else
+            snprintf(r->captured, sizeof r->captured, "%.*s", (int)(e - v), v);
     }
     return len;
 }
@@ -110,6 +128,8 @@ static CURL *easy_new(s3_http_req_t *r, const s3_net_opts_t *net)
     r->body_off = 0;
     r->status = 0;
     r->etag[0] = '\0';
+    r->captured[0] = '\0';
+    r->captured_too_long = false;
     r->resp.len = 0;
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);

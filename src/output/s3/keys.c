@@ -274,6 +274,15 @@ int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err)
     return 0;
 }
 
+char *s3_static_prefix(const char *path)
+{
+    size_t n = 0;
+    while (path[n] && path[n] != '%' && !(path[n] == '$' && path[n + 1] == '{') &&
+           !(path[n] == '#' && path[n + 1] == '{'))
+        n++;
+    return weir_strndup(path, n);
+}
+
 void s3_keyfmt_free(s3_keyfmt_t *k)
 {
     free(k->tmpl);

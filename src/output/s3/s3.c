@@ -488,48 +488,69 @@ static int setup_keys(s3_out_t *o, weir_conf_section_t *s, weir_conf_section_t *
     return 0;
 }
 
-static int s3_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err)
+/* Where the objects go and how to reach them: the bucket, region, endpoint, path, store_as
+ * and TLS/proxy settings. The output and `weir verify -c` (s3_target_from_conf) read them
+ * here, so both reach the same bucket the same way. */
+static int read_target(s3_out_t *o, weir_conf_section_t *sec, s3_params_t *p, weir_err_t *err)
 {
-    s3_out_t *o = weir_calloc(1, sizeof *o);
-    o->eng = eng;
     o->check_object = o->check_bucket = o->auto_create_bucket = true;
     o->check_apikey_on_start = o->compute_checksums = true;
     o->multipart_threshold = S3_DEFAULT_MULTIPART_THRESHOLD;
     o->multipart_chunk_size = S3_DEFAULT_MULTIPART_CHUNK;
-    s3_params_t p = {.ssl_verify_peer = true, .hex_random_length = 4};
+    *p = (s3_params_t){.ssl_verify_peer = true, .hex_random_length = 4};
     const char *id = NULL;
-    if (weir_conf_get_str(sec, "@id", &id, err) < 0 || read_strings(sec, &p, err) < 0 ||
-        read_flags(o, sec, &p, err) < 0 || refuse_unsupported(sec, &p, err) < 0)
-        goto err;
+    if (weir_conf_get_str(sec, "@id", &id, err) < 0 || read_strings(sec, p, err) < 0 ||
+        read_flags(o, sec, p, err) < 0 || refuse_unsupported(sec, p, err) < 0)
+        return -1;
     o->id = weir_strdup(id ? id : "s3");
-    if (!p.bucket || !*p.bucket) {
-        weir_conf_section_errorf(err, sec, "@type s3 needs 's3_bucket'");
-        goto err;
-    }
-    o->bucket = weir_strdup(p.bucket);
+    if (!p->bucket || !*p->bucket)
+        return weir_conf_section_errorf(err, sec, "@type s3 needs 's3_bucket'");
+    o->bucket = weir_strdup(p->bucket);
     const char *env_region = getenv("AWS_REGION");
-    o->region = weir_strdup(p.region                    ? p.region
+    o->region = weir_strdup(p->region                   ? p->region
                             : env_region && *env_region ? env_region
                                                         : "us-east-1");
-    o->path = weir_strdup(p.path ? p.path : "");
+    o->path = weir_strdup(p->path ? p->path : "");
     weir_err_t why = {{0}};
-    int sa = s3_store_as_parse(p.store_as ? p.store_as : "gzip", &o->store_as, &why);
-    if (sa < 0) {
-        weir_conf_errorf(err, weir_conf_find(sec, "store_as"), "%s", why.msg);
-        goto err;
-    }
+    int sa = s3_store_as_parse(p->store_as ? p->store_as : "gzip", &o->store_as, &why);
+    if (sa < 0) return weir_conf_errorf(err, weir_conf_find(sec, "store_as"), "%s", why.msg);
     if (sa == 1)
-        weir_warn("s3: store_as '%s' is unknown; using text (as Fluentd does)", p.store_as);
-    if (setup_endpoint(o, sec, &p, err) != 0 || setup_format(o, sec, err) != 0 ||
-        setup_compress(o, sec, err) != 0 || setup_multipart(o, sec, err) != 0)
-        goto err;
-
-    o->net.verify_peer = p.ssl_verify_peer;
+        weir_warn("s3: store_as '%s' is unknown; using text (as Fluentd does)", p->store_as);
+    if (setup_endpoint(o, sec, p, err) != 0) return -1;
+    o->net.verify_peer = p->ssl_verify_peer;
     const char *env_ca = getenv("AWS_CA_BUNDLE");
-    o->net.ca_bundle = dup_or_null(p.ca_bundle ? p.ca_bundle : env_ca && *env_ca ? env_ca : NULL);
-    o->net.ca_dir = dup_or_null(p.ca_dir);
-    o->net.proxy = dup_or_null(p.proxy);
-    if (!p.ssl_verify_peer) weir_warn("s3: ssl_verify_peer is false: TLS peers are not checked");
+    o->net.ca_bundle = dup_or_null(p->ca_bundle ? p->ca_bundle : env_ca && *env_ca ? env_ca : NULL);
+    o->net.ca_dir = dup_or_null(p->ca_dir);
+    o->net.proxy = dup_or_null(p->proxy);
+    if (!p->ssl_verify_peer) weir_warn("s3: ssl_verify_peer is false: TLS peers are not checked");
+    return 0;
+}
+
+s3_out_t *s3_target_from_conf(weir_conf_section_t *sec, weir_err_t *err)
+{
+    s3_out_t *o = weir_calloc(1, sizeof *o);
+    s3_params_t p;
+    if (read_target(o, sec, &p, err) != 0 || setup_credentials(o, sec, &p, err) != 0) {
+        s3_destroy(o);
+        return NULL;
+    }
+    return o;
+}
+
+void s3_target_free(s3_out_t *o)
+{
+    s3_destroy(o);
+}
+
+static int s3_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err)
+{
+    s3_out_t *o = weir_calloc(1, sizeof *o);
+    o->eng = eng;
+    s3_params_t p;
+    if (read_target(o, sec, &p, err) != 0) goto err;
+    if (setup_format(o, sec, err) != 0 || setup_compress(o, sec, err) != 0 ||
+        setup_multipart(o, sec, err) != 0)
+        goto err;
 
     weir_conf_section_t *bsec = weir_conf_child(sec, "buffer", 0);
     weir_buffer_defaults_t defs = {.chunk_keys = "time", .timekey = 86400};
@@ -544,6 +565,7 @@ static int s3_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
         goto err;
     o->pm = weir_engine_plugin_metrics(eng);
     s3_upload_metrics(o, o->pm);
+    if (s3_digest_create(o, sec, err) != 0) goto err;
     *state = o;
     return 0;
 err:
@@ -553,20 +575,35 @@ err:
 
 /* ---- start-up checks ---------------------------------------------------------------------- */
 
-/* A blocking request at start, with the SDK's in-place retries for transient failures. */
-static int start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
-                         s3_http_req_t *r, weir_err_t *err)
+int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
+                        s3_http_req_t *r, long timeout_ms, weir_err_t *err)
 {
+    bool (*sink)(const char *, size_t, void *) = r->sink;
+    void (*sink_restart)(void *) = r->sink_restart;
+    void *sink_arg = r->sink_arg;
+    const char *capture = r->capture_header;
     for (int i = 0; i < S3_START_ATTEMPTS; i++) {
         if (i) usleep((useconds_t)(300000u << (i - 1)));
         s3_http_req_reset(r);
+        r->sink = sink;
+        r->sink_restart = sink_restart;
+        r->sink_arg = sink_arg;
+        r->capture_header = capture;
+        if (sink_restart) sink_restart(sink_arg);
         r->connect_timeout_ms = S3_START_CONNECT_MS;
-        r->timeout_ms = S3_START_TIMEOUT_MS;
+        r->timeout_ms = timeout_ms;
         if (s3_request_build(o, cr, spec, r, err) != 0) return -1;
         s3_http_perform(r, &o->net);
         if (!s3_response_transient(r)) return 0;
     }
     return r->curl_code == CURLE_OK ? 0 : -1;
+}
+
+/* A blocking request at start, with the SDK's in-place retries for transient failures. */
+static int start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
+                         s3_http_req_t *r, weir_err_t *err)
+{
+    return s3_request_blocking(o, cr, spec, r, S3_START_TIMEOUT_MS, err);
 }
 
 static void answer_text(const s3_http_req_t *r, weir_buf_t *out)
@@ -703,8 +740,10 @@ static int s3_start(void *state, weir_err_t *err)
         }
         weir_warn("s3 %s: %s; trying again at the first upload", o->id, why.msg);
     }
+    bool have_creds = cr.access_key != NULL;
     if (o->check_apikey_on_start && check_apikey(o, &cr, &why) != 0) rc = -1;
     if (rc == 0 && o->check_bucket && check_bucket(o, &cr, &why) != 0) rc = -1;
+    if (rc == 0 && o->digest && s3_digest_start(o->digest, &cr, have_creds, &why) != 0) rc = -1;
     s3_creds_free(&cr);
     if (rc != 0) {
         weir_err_set(err, "%s", why.msg);
@@ -728,13 +767,35 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
-static void s3_stopped_later(uv_timer_t *t)
+static void s3_close_http(uv_timer_t *t)
 {
     s3_out_t *o = t->data;
     uv_close((uv_handle_t *)t, free_handle);
     s3_http_free(o->http);
     o->http = NULL;
     if (o->stop_done) o->stop_done(o->stop_arg);
+}
+
+/* On the next loop turn: the caller may be inside the HTTP client's own callback. */
+static void s3_close_http_later(void *arg)
+{
+    s3_out_t *o = arg;
+    uv_timer_t *t = weir_calloc(1, sizeof *t);
+    uv_timer_init(weir_engine_loop(o->eng), t);
+    t->data = o;
+    uv_timer_start(t, s3_close_http, 0, 0);
+}
+
+static void s3_stopped_later(uv_timer_t *t)
+{
+    s3_out_t *o = t->data;
+    if (o->digest) {
+        /* pending digests go now if S3 takes them, before the HTTP client closes */
+        uv_close((uv_handle_t *)t, free_handle);
+        s3_digest_stop(o->digest, s3_close_http_later, o);
+        return;
+    }
+    s3_close_http(t);
 }
 
 /* The buffer has no write in flight any more: close the HTTP client so the loop can end.
@@ -763,6 +824,7 @@ static void s3_destroy(void *state)
     if (!o) return;
     if (o->pm) weir_metrics_unregister(weir_plugin_metrics_registry(o->pm), o);
     s3_upload_memo_free(o);
+    s3_digest_free(o->digest);
     weir_buffer_free(o->buffer);
     if (o->opts_owned) {
         weir_format_opts_release(&o->fopts);

@@ -6,6 +6,7 @@
  *   request.c  URLs, endpoint styles and signed S3 requests
  *   upload.c   one chunk: format + compress on a worker thread, then HEAD loop and PUT or
  *              multipart upload on the loop
+ *   digest.c   <digest>: signed digests of the objects stored, per period (docs/integrity.md)
  *   s3.c       configuration, start-up checks, the plugin ops */
 #ifndef WEIR_S3_INTERNAL_H
 #define WEIR_S3_INTERNAL_H
@@ -32,6 +33,8 @@ typedef struct s3_net_opts {
 
 /* Largest response body kept: S3 and STS answers we read are a few KiB. */
 #define S3_HTTP_MAX_RESPONSE (1024 * 1024)
+/* Largest value of a captured response header (a base64 Ed25519 signature is 88 bytes). */
+#define S3_HTTP_MAX_CAPTURED 256
 
 typedef struct s3_http s3_http_t;
 typedef struct s3_http_req s3_http_req_t;
@@ -49,6 +52,14 @@ struct s3_http_req {
     bool no_proxy;                  /* link-local credential endpoints are never proxied */
     void (*done)(s3_http_req_t *r); /* s3_http_submit: called on the loop thread */
     void *arg;
+    /* Streaming: when set, the body of a 2xx answer goes to sink(piece, arg) as it arrives
+     * instead of into resp (which still keeps error bodies); false stops the transfer. */
+    bool (*sink)(const char *p, size_t n, void *arg);
+    void (*sink_restart)(void *arg); /* s3_request_blocking: before each attempt */
+    void *sink_arg;
+    const char *capture_header; /* the name of one response header to keep in `captured` */
+    char captured[S3_HTTP_MAX_CAPTURED];
+    bool captured_too_long; /* the header came but did not fit: `captured` is empty */
     /* results */
     long status;   /* HTTP status; 0 when no response came */
     int curl_code; /* CURLcode */
@@ -128,6 +139,7 @@ const char *s3_cred_kind_name(s3_cred_kind_t k);
 
 typedef struct s3_out s3_out_t;
 typedef struct s3_key_memo s3_key_memo_t;
+typedef struct s3_digest s3_digest_t;
 
 /* An S3 request before signing. */
 typedef struct s3_reqspec {
@@ -207,11 +219,23 @@ struct s3_out {
     weir_plugin_metrics_t *pm;                   /* NULL without an engine */
     weir_counter_t *req_errors[S3_ERR_NREASONS]; /* by reason; NULL without an engine */
     weir_counter_t *req_retries;                 /* requests sent again within one upload */
+    s3_digest_t *digest;                         /* digest.c; NULL without <digest> */
     s3_key_memo_t *memo; /* upload.c: keys of chunks whose last attempt may have stored them */
     size_t nmemo;
     void (*stop_done)(void *arg);
     void *stop_arg;
 };
+
+/* Where the objects of the <match> section `sec` (@type s3) go and the credentials to reach
+ * them, read exactly as the output reads them, without an engine (weir verify -c). NULL with
+ * err set on a bad configuration. Free with s3_target_free. */
+s3_out_t *s3_target_from_conf(weir_conf_section_t *sec, weir_err_t *err);
+void s3_target_free(s3_out_t *o);
+/* Blocking: builds, signs and performs `spec` into r, again after a pause (up to 4 attempts)
+ * while the answer is transient (s3_response_transient). Keeps r's sink and captured header
+ * across attempts. 0 when an answer came (any status), -1 otherwise. */
+int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
+                        s3_http_req_t *r, long timeout_ms, weir_err_t *err);
 
 /* ---- upload.c ----------------------------------------------------------------------------- */
 
@@ -238,5 +262,36 @@ void s3_describe_object(const s3_out_t *o, const char *key, size_t len, weir_buf
 /* Registers weir_s3_request_errors_total and weir_s3_request_retries_total (s3.c calls it
  * from create, when the engine's plugin metrics handle is there). */
 void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm);
+
+/* Counts a failed request in weir_s3_request_errors_total by its reason. */
+void s3_count_request_error(s3_out_t *o, const s3_http_req_t *r);
+#define S3_INNER_RETRIES 3          /* the SDK's legacy retry_limit */
+#define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
+
+/* ---- digest.c ----------------------------------------------------------------------------- */
+
+/* One object S3 accepted, for the open period's digest. */
+typedef struct s3_digest_obj {
+    const char *key;
+    uint64_t size;      /* bytes as stored */
+    const char *sha256; /* hex, of the bytes as stored */
+    uint64_t records;
+    int64_t oldest, newest; /* event seconds */
+    int64_t accepted;       /* when S3 answered the upload's last request */
+} s3_digest_obj_t;
+
+/* Reads <digest> (none: o->digest stays NULL), loads the key. After the buffer is made. */
+int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err);
+/* Blocking: the chain's state (a LIST when it is lost), pending digests, the period timer.
+ * `cr` are valid credentials when have_creds. Before the buffer starts. */
+int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_err_t *err);
+/* Records an object in the open period; cb(arg, 0 or -1, why) once its line is durable.
+ * Loop thread. */
+void s3_digest_record(s3_digest_t *d, const s3_digest_obj_t *obj,
+                      void (*cb)(void *arg, int rc, const char *msg), void *arg);
+/* After the buffer stopped: finishes the steps under way, stores the pending digests if S3
+ * takes them (once each), leaves the open period open; then done(arg). */
+void s3_digest_stop(s3_digest_t *d, void (*done)(void *arg), void *arg);
+void s3_digest_free(s3_digest_t *d);
 
 #endif

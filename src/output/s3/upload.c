@@ -50,10 +50,8 @@
 #include "weir/log.h"
 #include "weir/placeholder.h"
 
-#define S3_INNER_RETRIES 3          /* the SDK's legacy retry_limit */
-#define S3_INNER_FIRST_DELAY_MS 300 /* then doubled: 0.3, 0.6, 1.2 s */
-#define S3_MAX_PARTS 10000          /* S3's limit on parts per upload */
-#define S3_GZIP_STEP (1u << 30)     /* zlib counts in uInt: feed at most 1 GiB at a time */
+#define S3_MAX_PARTS 10000      /* S3's limit on parts per upload */
+#define S3_GZIP_STEP (1u << 30) /* zlib counts in uInt: feed at most 1 GiB at a time */
 
 struct s3_key_memo {
     char id[33]; /* the chunk's id */
@@ -83,6 +81,11 @@ typedef struct s3_job {
     char md5[S3_MD5_B64_LEN + 1];
     part_t *parts;
     size_t nparts;
+    /* for the digest (<digest> only): the whole body's SHA-256, the records stored, the
+     * oldest and newest event seconds */
+    char body_sha[S3_SHA256_HEX_LEN + 1];
+    uint64_t records;
+    int64_t oldest, newest;
     s3_creds_t creds;
     weir_write_status_t status;
     char msg[WEIR_ERR_MAX];
@@ -190,6 +193,11 @@ static s3_err_reason_t error_reason(const s3_http_req_t *r, phase_t phase)
     if (credentials_rejected(r, phase)) return S3_ERR_CREDENTIALS;
     if (code_is(r, unstorable_codes)) return S3_ERR_UNSTORABLE;
     return S3_ERR_REFUSED;
+}
+
+void s3_count_request_error(s3_out_t *o, const s3_http_req_t *r)
+{
+    weir_counter_add(o->req_errors[error_reason(r, PH_PUT)], 1);
 }
 
 void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm)
@@ -319,6 +327,19 @@ static void bw_free(body_writer_t *w)
     ZSTD_freeCCtx(w->zc);
 }
 
+/* The oldest and newest event seconds of a run of entries, for the digest. */
+static void event_seconds(s3_job_t *j, const char *entries, size_t len)
+{
+    weir_batch_iter_t it;
+    weir_entry_t e;
+    weir_batch_iter_init(&it, entries, len);
+    while (weir_batch_iter_next(&it, &e) == 1) {
+        int64_t t = e.time.sec;
+        if (j->oldest < 0 || t < j->oldest) j->oldest = t;
+        if (t > j->newest) j->newest = t;
+    }
+}
+
 /* Formats the chunk one appended batch at a time into the body writer: memory holds one batch
  * and its text, never the chunk (a 1 s bucket at a million events/s is 200 MB). */
 static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
@@ -348,6 +369,10 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
     if (weir_chunk_is_fluentd(j->chunk)) {
         /* adopted from Fluentd, whose out_s3 formatted the lines already: store them */
         while ((r = weir_chunk_reader_raw(rd, &entries, &len, err)) == 1) {
+            if (o->digest) /* lines already: count them */
+                for (const char *p = entries, *e = entries + len;
+                     (p = memchr(p, '\n', (size_t)(e - p))); p++)
+                    j->records++;
             if (bw_write(bw, entries, len) != 0) {
                 weir_err_set(err, "compression failed");
                 goto out;
@@ -370,6 +395,10 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
             goto out;
         }
         skipped += bad;
+        if (o->digest) {
+            j->records += count - bad;
+            event_seconds(j, entries, len);
+        }
         if (bw_write(bw, text.data, text.len) != 0) {
             weir_err_set(err, "compression failed");
             goto out;
@@ -396,8 +425,10 @@ static void plan_parts(s3_job_t *j)
     if (len <= o->multipart_threshold) {
         s3_sha256_hex(j->body.data ? j->body.data : "", len, j->sha);
         s3_md5_base64(j->body.data ? j->body.data : "", len, j->md5);
+        memcpy(j->body_sha, j->sha, sizeof j->sha); /* the digest's hash is the signature's */
         return;
     }
+    if (o->digest) s3_sha256_hex(j->body.data, len, j->body_sha);
     size_t size = o->multipart_chunk_size;
     if ((len + size - 1) / size > S3_MAX_PARTS) size = (len + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
     j->nparts = (len + size - 1) / size;
@@ -425,6 +456,7 @@ static void prep_work(uv_work_t *req)
         goto out;
     }
     have_bw = true;
+    j->oldest = j->newest = -1;
     if (bw_init(&bw, o->store_as, o->zstd_level, &j->body) != 0) {
         weir_err_set(&err, "cannot start the compressor");
         goto out;
@@ -619,6 +651,20 @@ static void fail_request(s3_job_t *j, const char *what)
     weir_buf_free(&m);
 }
 
+/* The object's line in the digest's open.jsonl is durable, or could not be written: then the
+ * chunk stays and its key is remembered, so that the next attempt finds the object there by
+ * its ETag (check_object) and records it again rather than storing a second copy. */
+static void recorded(void *arg, int rc, const char *msg)
+{
+    s3_job_t *j = arg;
+    if (rc == 0) {
+        finish(j, WEIR_WRITE_OK, NULL);
+        return;
+    }
+    j->maybe_stored = true;
+    finish(j, WEIR_WRITE_RETRY, msg);
+}
+
 static void succeeded(s3_job_t *j)
 {
     s3_out_t *o = j->o;
@@ -635,7 +681,22 @@ static void succeeded(s3_job_t *j)
     weir_debug("s3 %s: stored s3://%s/%s (%llu events, %zu bytes%s)", o->id, o->bucket, j->key.data,
                (unsigned long long)weir_chunk_events(j->chunk), j->body.len,
                j->nparts ? ", multipart" : "");
-    finish(j, WEIR_WRITE_OK, NULL);
+    if (!o->digest) {
+        finish(j, WEIR_WRITE_OK, NULL);
+        return;
+    }
+    /* the object goes into the open period's digest before its chunk is released */
+    int64_t now = (int64_t)time(NULL);
+    if (j->oldest < 0) /* no event times (a chunk adopted from Fluentd): its time bucket */
+        j->oldest = j->newest = weir_chunk_timekey(j->chunk, &tk) ? tk : now;
+    s3_digest_obj_t obj = {.key = j->key.data,
+                           .size = j->body.len,
+                           .sha256 = j->body_sha,
+                           .records = j->records,
+                           .oldest = j->oldest,
+                           .newest = j->newest,
+                           .accepted = now};
+    s3_digest_record(o->digest, &obj, recorded, j);
 }
 
 /* ---- the loop: requests ------------------------------------------------------------------- */
