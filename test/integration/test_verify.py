@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import test_s3_output as s3t
-from weirtest import WEIR_BIN, run_tests
+from weirtest import WEIR_BIN, rss_env, run_tests
 
 HOUR = 3600
 PREFIX = "weir-digests/"
@@ -447,10 +447,7 @@ def test_memory_does_not_grow_with_listed_objects():
                         "oldest": rfc3339(end), "newest": rfc3339(end)} for i in range(per)]
             c.digest(end + p * HOUR, end + (p + 1) * HOUR, entries)
         f = os.path.join(d, "rss-%d" % n)
-        # a sanitizer build keeps freed memory in quarantine: off, or it reads as growth
-        asan = ":".join(filter(None, [ENV.get("ASAN_OPTIONS"), "quarantine_size_mb=0"]))
-        rc, out, err = verify(bucket, pub, json_out=False, rss=f,
-                              env=dict(ENV, ASAN_OPTIONS=asan))
+        rc, out, err = verify(bucket, pub, json_out=False, rss=f, env=rss_env(ENV))
         assert rc == 1, (rc, err)
         assert out.count("missing-object ") == n, (out.count("missing-object "), err[-500:])
         with open(f) as fh:

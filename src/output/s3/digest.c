@@ -234,16 +234,6 @@ static void reg_remove(const s3_digest_t *d)
     }
 }
 
-/* The static part of `path`: up to its first placeholder (%..., ${...}, #{...}). */
-static char *static_prefix(const char *path)
-{
-    size_t n = 0;
-    while (path[n] && path[n] != '%' && !(path[n] == '$' && path[n + 1] == '{') &&
-           !(path[n] == '#' && path[n + 1] == '{'))
-        n++;
-    return weir_strndup(path, n);
-}
-
 static int load_key(s3_digest_t *d, weir_conf_param_t *p, const char *path, weir_err_t *err)
 {
     FILE *f = fopen(path, "r");
@@ -336,7 +326,7 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
                                 chain ? chain : "", DG_CHAIN_MAX);
     d->prefix = weir_strdup(prefix);
     d->chain = weir_strdup(chain);
-    d->data_prefix = static_prefix(o->path);
+    d->data_prefix = s3_static_prefix(o->path);
     size_t a = strlen(d->prefix), b = strlen(d->data_prefix);
     if (strncmp(d->prefix, d->data_prefix, a < b ? a : b) == 0)
         return weir_conf_errorf(err, weir_conf_find(ds, "prefix"),
@@ -344,7 +334,7 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
                                 "would be loaded as data (give them a prefix of their own)",
                                 d->prefix, d->data_prefix);
     /* where the keys really go: s3_object_key_format need not start with %{path} */
-    char *kp = o->keyfmt.tmpl ? static_prefix(o->keyfmt.tmpl) : weir_strdup("");
+    char *kp = o->keyfmt.tmpl ? s3_static_prefix(o->keyfmt.tmpl) : weir_strdup("");
     size_t k = strlen(kp);
     bool clash = k && strncmp(d->prefix, kp, a < k ? a : k) == 0;
     if (clash)
