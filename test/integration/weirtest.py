@@ -323,6 +323,8 @@ def http_get(port, path, headers=None, tls_ctx=None):
             break
         data += b
     s.close()
+    if not data:  # accepted, then closed (a refused connection): no answer to parse
+        raise ConnectionError("127.0.0.1:%d closed the connection without an answer" % port)
     return parse_response(data)
 
 
