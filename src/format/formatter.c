@@ -176,6 +176,7 @@ static bool key_equals(const weir_mp_obj_t *k, const char *s, size_t n)
 static void put_replaced(weir_buf_t *out, const char *src, size_t n, const char *from,
                          size_t from_len, const char *to, size_t to_len)
 {
+    if (n == 0) return; /* src may be NULL then (an empty value in a buffer never grown) */
     if (from_len == 0) {
         weir_buf_append(out, src, n);
         return;

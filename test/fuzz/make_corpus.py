@@ -425,8 +425,28 @@ def config_seeds():
     return s
 
 
+def format_seeds():
+    """Records (msgpack maps) for the formatters: every type, nesting, keys that collide as
+    written, invalid UTF-8, the time key's name, and what the fuzzer found."""
+    s = {}
+    s["plain"] = mp_map([(mp_s("message"), mp_s("hello")), (mp_s("n"), mp_int(42))])
+    s["types"] = mp_map([(mp_s("t"), b"\xc3"), (mp_s("f"), b"\xc2"), (mp_s("nil"), b"\xc0"),
+                         (mp_s("d"), b"\xcb" + struct.pack(">d", 2.5)),
+                         (mp_s("neg"), b"\xd0\x80"), (mp_s("bin"), b"\xc4\x02ab"),
+                         (mp_s("arr"), b"\x92\x01\xa1x")])
+    s["nested"] = mp_map([(mp_s("a"), mp_map([(mp_s("b"), mp_map([(mp_s("c"), b"\x90")]))]))])
+    s["collide"] = mp_map([(mp_int(1), mp_s("int")), (mp_s("1"), mp_s("str")),
+                           (b"\xc0", mp_s("nil")), (mp_s(""), mp_s("empty"))])
+    s["utf8"] = mp_map([(mp_s("bad"), b"\xa3\xff\xfe\x80"), (mp_s("tab"), mp_s("a\tb\nc"))])
+    s["time_key"] = mp_map([(mp_s("tag"), mp_s("x")), (mp_s("1"), mp_int(7))])
+    # regressions: what the fuzzer found (see test/fuzz/README.md)
+    s["found_ltsv_empty_first_value"] = b"\x89\xa0\xa0"
+    return s
+
+
 SEEDS = {
     "fuzz_forward": forward_seeds,
+    "fuzz_format": format_seeds,
     "fuzz_http": http_seeds,
     "fuzz_inflate": inflate_seeds,
     "fuzz_chunkfile": chunkfile_seeds,

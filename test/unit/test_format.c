@@ -1049,6 +1049,16 @@ static void test_json_and_msgpack_formatters(void **state)
     weir_formatter_free(&f);
 }
 
+/* fuzz_format: an empty first value, formatted by a fresh ltsv formatter (whose scratch
+ * buffer was never grown, so its data is NULL), was NULL + 0: undefined behaviour. */
+static void test_ltsv_empty_first_value(void **state)
+{
+    weir_format_opts_t o;
+    weir_format_opts_init(&o, WEIR_FORMAT_LTSV);
+    weir_time_t t = {T_S3, 0};
+    assert_string_equal(format_line(&o, "test", t, "\x81\xa0\xa0", 3), ":\n");
+}
+
 static void test_ltsv(void **state)
 {
     /* {"a":1,"b":"x\ty","c":nil,"d":{"e":[1,2.5]},"f":true,"g":0.1} */
@@ -1516,6 +1526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tzif_crafted, tzdir_setup, tzdir_teardown),
         cmocka_unit_test(test_out_file),
         cmocka_unit_test(test_json_and_msgpack_formatters),
+        cmocka_unit_test(test_ltsv_empty_first_value),
         cmocka_unit_test(test_ltsv),
         cmocka_unit_test(test_single_value),
         cmocka_unit_test(test_stdout_line),
