@@ -113,11 +113,7 @@ class Hostile:
                    if n == "weir_input_connections" and ("type", "forward") in labels)
 
     def rss_kib(self):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        return weirtest.rss_kib(self.proc.pid)
 
     def legit(self, sender, new_tag=True):
         """One frame from the legitimate sender, under a new tag (new chunk files) unless

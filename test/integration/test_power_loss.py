@@ -26,6 +26,8 @@ import threading
 import time
 import types
 
+import test_digests as tdg
+import test_s3_output as s3t
 from fwdclient import AckSender
 from weirtest import (SOURCE_DIR, Weir, forward_to_file, free_port, known_gap, read_chunk_events,
                       run_tests)
@@ -398,7 +400,6 @@ def s3_crash_after_put(name, key_format_lines):
     """weir uploads one chunk; the interposer kills it just before it unlinks the delivered
     chunk, i.e. after S3 answered 200; the power goes; weir restarts and retries the chunk.
     Returns (sent records, objects in the bucket, the PUT paths in order, the second log)."""
-    import test_s3_output as s3t
     srv = s3t.s3()
     d = tmpdir("weir-pl-s3-")
     os.makedirs(os.path.join(d, "buf-" + name))
@@ -467,15 +468,10 @@ def test_s3_retry_after_put_with_chunk_id_and_check_object():
 
 # ---- S3 digests: a power cut between a digest's pending/ file and state.json ----------------
 
-def test_digest_chain_survives_power_loss_between_pending_and_state():
-    """A period's close writes its digest to pending/ (durable), then the interposer kills
-    weir just before state.json is renamed into place, and the power goes. At the next
-    start the pending digest rolls the state forward: the chain goes on from it (no second
-    digest with its sequence, no chain_restarted), and every object is listed once."""
-    import test_s3_output as s3t
-    import test_digests as tdg
+def digest_setup(name):
+    """An S3 output `name` that signs digests, fed by a forward source, on s3rver: (server,
+    name, work dir, public key, forward port, configuration)."""
     srv = s3t.s3()
-    name = "pldigest"
     d = tmpdir("weir-pl-digest-")
     os.makedirs(os.path.join(d, "buf-" + name))
     key, pub = tdg.make_key(d)
@@ -483,6 +479,25 @@ def test_digest_chain_survives_power_loss_between_pending_and_state():
     conf = ("<source>\n  @type forward\n  port %d\n  bind 127.0.0.1\n</source>\n" % port +
             s3t.match_conf(d, name, name, s3t.STATIC, path=tdg.DATA_PREFIX + "%Y/",
                            extra=tdg.digest_conf(key, chain="pl")))
+    return srv, name, d, pub, port, conf
+
+
+def digest_check(srv, name, pub):
+    """The bucket's digests are signed and chained, and list every data object once:
+    (data objects, parsed chain)."""
+    data, digs = tdg.split(srv.objects(name))
+    chain = tdg.parse_digests(digs)
+    tdg.check_chain(chain, pub, name)
+    tdg.check_objects(data, chain)
+    return data, chain
+
+
+def test_digest_chain_survives_power_loss_between_pending_and_state():
+    """A period's close writes its digest to pending/ (durable), then the interposer kills
+    weir just before state.json is renamed into place, and the power goes. At the next
+    start the pending digest rolls the state forward: the chain goes on from it (no second
+    digest with its sequence, no chain_restarted), and every object is listed once."""
+    srv, name, d, pub, port, conf = digest_setup("pldigest")
     # the 1st rename of state.json is the new chain's, at start; the 2nd the first close's
     # (up to one period after the start); the 3rd the second close's, a whole period later:
     # by then the objects sent at once are stored and recorded (a crash between S3's answer
@@ -504,10 +519,7 @@ def test_digest_chain_survives_power_loss_between_pending_and_state():
                                   set(o["key"] for o in tdg.listed(c)) >= set(dt))
     assert w.stop() == 0, w.log()
     assert "rolled forward" in w.log(), w.log()
-    data, digs = tdg.split(srv.objects(name))
-    chain = tdg.parse_digests(digs)
-    tdg.check_chain(chain, pub, name)
-    tdg.check_objects(data, chain)
+    digest_check(srv, name, pub)
 
 
 def test_digest_lists_the_upload_again_after_power_loss_before_the_chunk_is_released():
@@ -515,17 +527,7 @@ def test_digest_lists_the_upload_again_after_power_loss_before_the_chunk_is_rele
     it deletes the delivered chunk, and the power goes. The line survives; the chunk does too,
     and is uploaded again after the restart (the HEAD loop finds _0 taken: _1). Both objects are
     in the digests, each once, with the same records: the duplicate is listed as what it is."""
-    import test_s3_output as s3t
-    import test_digests as tdg
-    srv = s3t.s3()
-    name = "pldigdup"
-    d = tmpdir("weir-pl-digest-")
-    os.makedirs(os.path.join(d, "buf-" + name))
-    key, pub = tdg.make_key(d)
-    port = free_port()
-    conf = ("<source>\n  @type forward\n  port %d\n  bind 127.0.0.1\n</source>\n" % port +
-            s3t.match_conf(d, name, name, s3t.STATIC, path=tdg.DATA_PREFIX + "%Y/",
-                           extra=tdg.digest_conf(key, chain="pl")))
+    srv, name, d, pub, port, conf = digest_setup("pldigdup")
     pl = PowerLoss(d, ["buf-" + name], crash_at="unlink:.chunk:1")
     env = dict(s3t.BASE_ENV, HOME=d)
     w = start_weir(conf, d, dict(env, **pl.env()), [port])
@@ -540,10 +542,7 @@ def test_digest_lists_the_upload_again_after_power_loss_before_the_chunk_is_rele
     data, chain = tdg.wait_listed(srv, name, lambda dt, c: len(dt) == 2 and
                                   set(o["key"] for o in tdg.listed(c)) >= set(dt))
     assert w.stop() == 0, w.log()
-    data, digs = tdg.split(srv.objects(name))
-    chain = tdg.parse_digests(digs)
-    tdg.check_chain(chain, pub, name)
-    tdg.check_objects(data, chain)
+    data, chain = digest_check(srv, name, pub)
     assert recorded[0] in data and len(data) == 2, (recorded, sorted(data))
     bodies = [v[0] for v in data.values()]
     assert bodies[0] == bodies[1], "the retry stored other bytes"

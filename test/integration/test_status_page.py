@@ -100,19 +100,10 @@ def test_page_answers_self_contained():
         refs = re.findall(r'(?:src|href)="([^"]*)"', html)
         assert refs and all(r.startswith("/") or r == "data:," for r in refs), refs
         # HEAD: the same headers, no body
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        s.close()
-        head, _, rest = data.partition(b"\r\n\r\n")
-        assert rest == b"", rest
-        assert b"Content-Length: %d\r\n" % len(body) in head, head
-        assert b"Content-Security-Policy: default-src 'none'" in head, head
+        st, h, rest, after = http_get(port, "/", method="HEAD")
+        assert st == 200 and rest == b"" and after == b"", (st, rest, after)
+        assert h["content-length"] == str(len(body)), h
+        assert h["content-security-policy"].startswith("default-src 'none'"), h
         for path, ctype in (("/status/page.js", "text/javascript; charset=utf-8"),
                             ("/status/page.css", "text/css; charset=utf-8"),
                             ("/status/errors.json", "application/json")):

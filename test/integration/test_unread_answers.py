@@ -6,20 +6,12 @@ option, each acknowledged at once by echoing the chunk. Each sends ~20 MB of ans
 of requests; weir must say it stopped reading and stay small."""
 
 import msgpack
-import os
 import socket
 import time
 
-from weirtest import Weir, free_port, rss_env, run_tests
+from weirtest import Weir, free_port, http_get, rss_env, rss_kib, run_tests, wait_for
 
 GROWTH_MAX_KB = 16 * 1024  # 1 MiB queued per connection, plus the pages being built
-
-
-def rss_kb(pid):
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def push(port, payload, count):
@@ -37,13 +29,6 @@ def push(port, payload, count):
         except BlockingIOError:
             time.sleep(0.01)
     return s
-
-
-def wait_log(w, text, timeout=20):
-    deadline = time.time() + timeout
-    while text not in w.log() and time.time() < deadline:
-        time.sleep(0.1)
-    return text in w.log()
 
 
 def test_unread_answers_are_bounded_on_every_input():
@@ -67,16 +52,18 @@ def test_unread_answers_are_bounded_on_every_input():
 </match>
 """ % (fwd, prom)
     with Weir(conf, env=rss_env()).start(wait_ports=(fwd, prom)) as w:
-        base = rss_kb(w.proc.pid)
+        base = rss_kib(w.proc.pid)
         get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-        page = len(os.popen("curl -s http://127.0.0.1:%d/metrics" % prom).read())
+        page = len(http_get(prom, "/metrics")[2])
         assert page > 1000, page
         a = push(prom, get, 20 * 1024 * 1024 // page)
-        assert wait_log(w, "monitor: 127.0.0.1 is not reading its responses"), w.log()
+        wait_for(lambda: "monitor: 127.0.0.1 is not reading its responses" in w.log(),
+                 timeout=20, what="the monitor to stop reading")
         frame = msgpack.packb(["t", [], {"chunk": "c" * 100000}], use_bin_type=True)
         b = push(fwd, frame, 200)
-        assert wait_log(w, "forward: 127.0.0.1 is not reading its responses"), w.log()
-        grown = rss_kb(w.proc.pid) - base
+        wait_for(lambda: "forward: 127.0.0.1 is not reading its responses" in w.log(),
+                 timeout=20, what="forward to stop reading")
+        grown = rss_kib(w.proc.pid) - base
         assert grown < GROWTH_MAX_KB, (grown, w.log()[-2000:])
         a.close()
         b.close()

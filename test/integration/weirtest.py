@@ -307,12 +307,13 @@ def metric(metrics, name, **labels):
     return metrics.get((name, frozenset(labels.items())))
 
 
-def http_get(port, path, headers=None, tls_ctx=None):
-    """(status, headers dict with lower-case names, body bytes) over a fresh connection."""
+def http_get(port, path, headers=None, tls_ctx=None, method="GET"):
+    """(status, headers dict with lower-case names, body bytes, bytes after the response) over
+    a fresh connection; with method="HEAD" the body is what came after the head (b"")."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     if tls_ctx:
         s = tls_ctx.wrap_socket(s, server_hostname="localhost")
-    req = "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % path
+    req = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % (method, path)
     for k, v in (headers or {}).items():
         req += "%s: %s\r\n" % (k, v)
     s.sendall((req + "\r\n").encode())
@@ -325,7 +326,7 @@ def http_get(port, path, headers=None, tls_ctx=None):
     s.close()
     if not data:  # accepted, then closed (a refused connection): no answer to parse
         raise ConnectionError("127.0.0.1:%d closed the connection without an answer" % port)
-    return parse_response(data)
+    return parse_response(data, head_request=method == "HEAD")
 
 
 def parse_response(data, head_request=False):
@@ -359,6 +360,15 @@ def wait_for(fn, timeout=15.0, what="condition"):
             return last
         time.sleep(0.1)
     raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def rss_kib(pid):
+    """The resident memory of process `pid`, KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
 
 
 def metric_at(port, name, **labels):
