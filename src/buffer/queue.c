@@ -94,8 +94,8 @@ typedef struct backup_job {
     weir_chunk_t *c;
     char *why;
     weir_buf_t dst;
-    int rc, err;
-    const char *failed_step;
+    int rc, err; /* the move's result; errno of its failure */
+    bool no_dir; /* backup/ could not be created */
 } backup_job_t;
 
 static void backup_work(uv_work_t *req)
@@ -106,7 +106,7 @@ static void backup_work(uv_work_t *req)
     j->rc = -1;
     if (weir_dir_make(b->backup_dir, 0700) != 0) {
         j->err = errno;
-        j->failed_step = "create";
+        j->no_dir = true;
         return;
     }
     if (c->fluentd_meta) {
@@ -129,7 +129,6 @@ static void backup_work(uv_work_t *req)
     if (rc == 0 && b->path) rc = weir_dir_sync(b->path);
     j->rc = rc;
     j->err = rc == 0 ? 0 : errno;
-    j->failed_step = "move";
 }
 
 static void backup_after(uv_work_t *req, int status)
@@ -141,7 +140,7 @@ static void backup_after(uv_work_t *req, int status)
     if (j->rc == 0)
         weir_error("buffer %s: chunk %s (%" PRIu64 " events) given up (%s); moved to %s",
                    b->plugin_id, c->id_hex, c->events, j->why, j->dst.data);
-    else if (j->failed_step[0] == 'c')
+    else if (j->no_dir)
         weir_error("buffer %s: cannot create backup directory %s: %s; chunk %s stays at %s",
                    b->plugin_id, b->backup_dir, strerror(j->err), c->id_hex,
                    c->path ? c->path : "(memory, lost)");

@@ -991,6 +991,36 @@ static void test_unit_retry_schedule_per_chunk(void **state)
     free(dir);
 }
 
+/* A give-up whose move to backup/ fails (here a file stands where backup/ would be) keeps the
+ * chunk where it is: never deleted, found again at the next start. */
+static void test_unit_backup_that_cannot_move_keeps_the_chunk(void **state)
+{
+    char *dir = mkdtemp_dir();
+    char blocker[256];
+    snprintf(blocker, sizeof blocker, "%s/backup", dir);
+    FILE *f = fopen(blocker, "w");
+    assert_non_null(f);
+    fclose(f);
+    harness_t h;
+    h_open(&h, dir, "time", "timekey 60\nflush_mode interval\nflush_interval 3600");
+    weir_batch_t b;
+    make_batch(&b, "app", 1700000000, 1, 0, 1);
+    ack_t a = {0};
+    assert_int_equal(weir_buffer_append(h.b, &b, ack_cb, &a), WEIR_EMIT_PENDING);
+    h_acked(&h, &a);
+    weir_buffer_flush_all(h.b);
+    assert_int_equal(h.nhanded, 1);
+    h_answer(&h, 0, WEIR_WRITE_UNRECOVERABLE);
+    while (h.b->backing_up)
+        uv_run(&h.loop, UV_RUN_ONCE);
+    assert_int_equal(chunk_files(dir, NULL, 0), 1); /* still there */
+    weir_batch_free(&b);
+    h_close(&h);
+    unlink(blocker);
+    rm_tree(dir);
+    free(dir);
+}
+
 /* Two tags in one <buffer time> chunk: each event is read back with its own tag. */
 static void test_unit_chunk_of_several_tags(void **state)
 {
@@ -1323,6 +1353,7 @@ int main(void)
         cmocka_unit_test(test_unit_dirty_descriptors_at_and_past_the_limit),
         cmocka_unit_test(test_unit_enqueue_on_timekey),
         cmocka_unit_test(test_unit_retry_schedule_per_chunk),
+        cmocka_unit_test(test_unit_backup_that_cannot_move_keeps_the_chunk),
         cmocka_unit_test(test_unit_chunk_of_several_tags),
         cmocka_unit_test(test_unit_ack_after_write_keeps_no_descriptor),
         cmocka_unit_test(test_unit_record_key_name_limit),
