@@ -22,7 +22,7 @@ import time
 
 from test_s3_output import (BASE_ENV, STATIC, cleanup, fwd_send, match_conf, prometheus_source, records, s3,
                             start_weir, stop_weir, tmpdir)
-from weirtest import WEIR_BIN, dry_run, free_port, run_tests, scrape
+from weirtest import WEIR_BIN, dry_run, free_port, run_tests, scrape, wait_for
 
 DIGEST_PREFIX = "weir-digests/"
 DATA_PREFIX = "logs/"
@@ -359,6 +359,42 @@ def test_state_lost_while_stopped_restarts_the_chain_visibly():
     check_objects(data, chain)
 
 
+def test_state_lost_keeps_the_objects_recorded_in_the_open_period():
+    """Objects recorded in open.jsonl (their chunks released) but not yet in a digest when
+    state.json is lost are in the restarted chain's first digest: they were dropped as if their
+    period had closed, and weir verify would have called them added."""
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    name = "digests-lostopen"
+    r = Run(name, key, period=2)
+    w = r.start()
+    wait_listed(srv, name, lambda d, c: len(c) >= 1)  # digests in the bucket: a chain to lose
+    stop_weir(w)
+    r.period = 3600  # the next objects stay in the open period
+    w = r.start()
+    send(w, 2, 0)
+    ol = os.path.join(r.state_dir, "open.jsonl")
+
+    def two_lines():
+        with open(ol) as f:
+            got = [json.loads(x) for x in f.read().splitlines()]
+        return got if len(got) >= 2 else None
+    lines = wait_for(two_lines, what="both objects recorded in open.jsonl")
+    stop_weir(w)
+    os.unlink(os.path.join(r.state_dir, "state.json"))
+    # the restart comes after the second the objects were recorded in
+    wait_for(lambda: time.time() >= max(x["t"] for x in lines) + 1, what="the next second")
+    r.period = 2
+    w = r.start()
+    data, chain = wait_listed(srv, name, all_listed(2))
+    log = stop_weir(w)
+    assert "state missing" in log, log
+    recorded = set(x["key"] for x in lines)
+    assert recorded <= set(o["key"] for o in listed(chain)), (recorded, chain)
+    check_objects(data, chain)
+
+
 def test_digest_upload_failing_waits_in_pending_and_never_holds_data():
     srv = s3()
     kd = tmpdir("weir-digest-key-")
@@ -518,6 +554,7 @@ if __name__ == "__main__":
                    test_digests_across_periods_and_a_restart,
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
+                   test_state_lost_keeps_the_objects_recorded_in_the_open_period,
                    test_reload_continues_the_chain,
                    test_multipart_objects_are_listed_with_the_whole_body_hash,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,

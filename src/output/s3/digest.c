@@ -490,9 +490,11 @@ static int sign(const s3_digest_t *d, const char *data, size_t len, char out[DG_
     return 0;
 }
 
-/* The objects of open.jsonl accepted at or after the state's period start. */
-static json_t *read_open(s3_digest_t *d, weir_err_t *err)
+/* The objects of open.jsonl accepted at or after `since`; *earliest (if given) gets the
+ * first second any line was accepted in (INT64_MAX with none). */
+static json_t *read_open(s3_digest_t *d, int64_t since, int64_t *earliest, weir_err_t *err)
 {
+    if (earliest) *earliest = INT64_MAX;
     weir_buf_t path, text;
     weir_buf_init(&path);
     weir_buf_init(&text);
@@ -517,7 +519,8 @@ static json_t *read_open(s3_digest_t *d, weir_err_t *err)
             json_decref(o);
             continue;
         }
-        if (t < d->st.period_start) { /* closed already (a crash before the truncation) */
+        if (earliest && t < *earliest) *earliest = t;
+        if (t < since) { /* closed already (a crash before the truncation) */
             json_decref(o);
             continue;
         }
@@ -534,7 +537,7 @@ out:
  * then empties open.jsonl. On the runner's worker. */
 static int close_period(s3_digest_t *d, int64_t end, weir_err_t *err)
 {
-    json_t *objs = read_open(d, err);
+    json_t *objs = read_open(d, d->st.period_start, NULL, err);
     if (!objs) return -1;
     char ps[32], pe[32];
     rfc3339(d->st.period_start, ps);
@@ -1052,6 +1055,16 @@ out:
 }
 
 /* No usable state.json: a new chain, or a lost state (digests in the bucket). */
+/* Where a chain that lost its state starts: now, or earlier if open.jsonl records objects
+ * from before (their chunks are released: they must be in the new chain's first digest). */
+static int64_t restart_period_start(s3_digest_t *d)
+{
+    int64_t now = (int64_t)time(NULL), earliest;
+    weir_err_t ignored = {{0}};
+    json_decref(read_open(d, INT64_MAX, &earliest, &ignored));
+    return earliest < now ? earliest : now;
+}
+
 static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_creds,
                              const char *reason, weir_err_t *err)
 {
@@ -1067,7 +1080,7 @@ static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_cre
         /* told to start without S3 (check_bucket and check_apikey_on_start false): the next
          * digest says that weir could not look, rather than passing for a new chain */
         d->st.next_seq = 0;
-        d->st.period_start = (int64_t)time(NULL);
+        d->st.period_start = restart_period_start(d);
         weir_buf_t r;
         weir_buf_init(&r);
         weir_buf_printf(&r, "%s; the bucket could not be listed: %s", reason, why.msg);
@@ -1078,7 +1091,7 @@ static int chain_from_bucket(s3_digest_t *d, const s3_creds_t *cr, bool have_cre
         return state_write(d, err);
     }
     d->st.next_seq = 0;
-    d->st.period_start = (int64_t)time(NULL);
+    d->st.period_start = restart_period_start(d);
     if (last) {
         json_t *found = json_pack("{s:s,s:s}", "key", last, "sha256", last_sha);
         d->st.restarted = json_pack("{s:s,s:o}", "reason", reason, "last_found", found);
