@@ -146,13 +146,14 @@ def data_object(bucket, key, n, t):
 
 
 def trail(d, periods=3, per_period=3, end=None):
-    """A bucket with `periods` hourly digests, the last one ending at `end` (default: the next
-    hour boundary, so objects stored now fall in a digested period), each listing
-    `per_period` objects. Returns (bucket, chain, public key path, {object key: entry})."""
+    """A bucket with `periods` hourly digests, the last one ending at `end` (default: half an
+    hour from now, so objects stored now fall in a digested period, well before its end),
+    each listing `per_period` objects. Returns (bucket, chain, public key path, {object key:
+    entry})."""
     bucket = new_bucket()
     key, pub = new_key(d, bucket)
     c = Chain(bucket, "weir-0", key)
-    end = end or (int(time.time()) // HOUR + 1) * HOUR
+    end = end or int(time.time()) + HOUR // 2
     objs = {}
     for p in range(periods):
         pend = end - (periods - 1 - p) * HOUR
@@ -332,6 +333,53 @@ def test_restart_hiding_deleted_digests_is_chain_break():
     assert rc == 1
     assert [f for f in findings if f["finding"] == "chain-break" and c.keys[2] in f["detail"]], \
         findings
+
+
+def test_restart_after_every_earlier_digest_deleted_is_chain_break():
+    """The restart names its last digest found, and the bucket holds none of the chain before
+    it: every digest before the restart was deleted."""
+    d = tmp()
+    end = int(time.time()) + HOUR // 2
+    bucket, c, pub, objs = trail(d, periods=3, end=end)
+    found = {"key": c.keys[2], "sha256": c.prev["sha256"]}
+    old = list(c.keys)
+    k = c.digest(end, end + HOUR, [], restarted={"reason": "state missing", "last_found": found})
+    for key in old:
+        delete(bucket, key)
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 1
+    assert [f for f in findings if f["finding"] == "chain-break" and f["key"] == k and
+            c.keys[2] in f["detail"]], findings
+
+
+def test_every_digest_deleted_fails_with_to_as_without():
+    d = tmp()
+    bucket, c, pub, objs = trail(d, periods=2)
+    for key in c.keys:
+        delete(bucket, key)
+    for args in ((), ("--to", str(int(time.time()) + 10))):
+        rc, findings, _ = verify(bucket, pub, *args)
+        assert rc == 1 and "stale-chain" in [f["finding"] for f in findings], (args, findings)
+
+
+def test_object_stored_just_before_a_period_end_waits_for_the_next_digest():
+    """S3 dates an object by the request's start, weir files it by the answer: an object
+    stored a moment before the last digest's period end may be in the next digest, so it is
+    not yet digested rather than added."""
+    d = tmp()
+    bucket, c, pub, objs = trail(d, end=int(time.time()) + 60)
+    late = DATA + "2026/12/03/zz-late.gz"
+    put(bucket, late, gzip.compress(b'{"late":1}\n'))
+    rc, findings, _ = verify(bucket, pub)
+    assert rc == 0 and kinds(findings) == [("unlisted-object", "not-yet-digested", late)], \
+        findings
+
+
+def test_digest_prefix_without_its_slash():
+    d = tmp()
+    bucket, c, pub, objs = trail(d)
+    rc, findings, _ = verify(bucket, pub, digest_prefix=PREFIX.rstrip("/"))
+    assert rc == 0 and findings == [], findings
 
 
 def test_restart_that_could_not_list_is_reported():
@@ -629,6 +677,10 @@ def main():
             test_chain_restarted_is_reported,
             test_restart_hiding_deleted_digests_is_chain_break,
             test_restart_that_could_not_list_is_reported,
+            test_restart_after_every_earlier_digest_deleted_is_chain_break,
+            test_every_digest_deleted_fails_with_to_as_without,
+            test_object_stored_just_before_a_period_end_waits_for_the_next_digest,
+            test_digest_prefix_without_its_slash,
             test_from_to_restrict_the_check,
             test_stale_chain,
             test_malformed_digest_signed_with_the_key,

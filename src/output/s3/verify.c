@@ -32,6 +32,11 @@
 #include "weir/inflate.h"
 #include "weir/log.h"
 
+/* An unlisted object stored this close before the end of the last digest (at most one period)
+ * is taken as not yet digested: S3's LastModified is the request's start (a multipart
+ * upload's initiation) on S3's clock, while weir files an object by the answer on its own
+ * clock, so an upload that straddles a period's end is in the next, unwritten digest. */
+#define VERIFY_SKEW_MARGIN 300
 #define VERIFY_MAX_DIGEST (64u << 20)   /* a digest object */
 #define VERIFY_MAX_LISTING (16u << 20)  /* one ListObjectsV2 page */
 #define VERIFY_MAX_KEY 1024             /* S3's own limit on a key, in bytes */
@@ -617,7 +622,12 @@ static void check_link(verify_t *v, chain_t *c, json_t *d, const char *key, cons
             finding(v, F_CHAIN_BREAK, key, key,
                     "a restarted chain must begin at sequence 0 with previous null");
         /* last_found null: weir could not list the bucket when it restarted, and says so */
-        if (c->any && json_is_null(lf))
+        if (!c->any && json_is_object(lf))
+            finding(v, F_CHAIN_BREAK, key, key,
+                    "the restart names %s as the last digest found, but the bucket holds no "
+                    "earlier digest of chain %s (deleted)",
+                    jstr(lf, "key") ? jstr(lf, "key") : "(no key)", c->name);
+        else if (c->any && json_is_null(lf))
             finding(v, F_CHAIN_RESTARTED, key, key,
                     "the restart found no earlier digest, but the bucket holds chain %s up to %s "
                     "(sequence %lld)",
@@ -717,12 +727,13 @@ static int on_digest(verify_t *v, const listed_t *obj, void *arg)
     const char *key = obj->key;
     size_t pl = strlen(v->digest_prefix);
     const char *rest = key + pl;
+    if (*rest == '/') rest++; /* --digest-prefix given without its trailing slash */
     const char *slash = strchr(rest, '/');
     chain_t *c = chain_get(v, rest, slash ? (size_t)(slash - rest) : strlen(rest));
     v->ndigests++;
     progress(v, "digests");
     if (obj->size > VERIFY_MAX_DIGEST) {
-        finding(v, F_BAD_SIGNATURE, key, key, "%llu bytes, more than a digest may be (64 MiB)",
+        finding(v, F_MALFORMED_DIGEST, key, key, "%llu bytes, more than a digest may be (64 MiB)",
                 (unsigned long long)obj->size);
         return 0;
     }
@@ -889,6 +900,7 @@ static bool entry_parse(char *line, entry_t *e)
 typedef struct dataset {
     merger_t m;
     time_t digested_until; /* unlisted objects from here on are not yet digested */
+    time_t margin;         /* ...and from this long before it (VERIFY_SKEW_MARGIN) */
     time_t first_start;    /* before this no digest exists */
     bool any_chain;
 } dataset_t;
@@ -1012,7 +1024,7 @@ static int on_data(verify_t *v, const listed_t *obj, void *arg)
     } else {
         char t[21];
         fmt_time(obj->mtime, t);
-        if (!ds->any_chain || obj->mtime >= ds->digested_until)
+        if (!ds->any_chain || obj->mtime >= ds->digested_until - ds->margin)
             finding(v, F_NOT_YET, obj->key, NULL, "stored %s, after the last digest's period", t);
         else if (obj->mtime < ds->first_start)
             v->nbefore++; /* before any digest: from before digests were written */
@@ -1229,8 +1241,13 @@ static int run(verify_t *v)
         if (!ds.any_chain || c->end > all_max) all_max = c->end;
         ds.any_chain = true;
         time_t period = c->min_period > 0 ? c->min_period : 1;
-        bool stale = now - c->end > 2 * period;
-        if (stale && !v->have_to) {
+        time_t margin = period < VERIFY_SKEW_MARGIN ? period : VERIFY_SKEW_MARGIN;
+        if (margin > ds.margin) ds.margin = margin;
+        /* with --to, a chain must reach that far (a digest deleted at the end is as missing
+         * when the range is given as when it is not) */
+        time_t until = v->have_to && v->to < now ? v->to : now;
+        bool stale = until - c->end > 2 * period;
+        if (stale) {
             char t[21];
             fmt_time(c->end, t);
             finding(v, F_STALE, c->key, c->key,
@@ -1242,7 +1259,7 @@ static int run(verify_t *v)
     }
     /* with several chains (pods), an object is digested once every live chain passed it */
     ds.digested_until = any_fresh ? fresh_min : all_max;
-    if (!v->ndigests && !v->have_to)
+    if (!v->ndigests)
         finding(v, F_STALE, v->digest_prefix, NULL, "no digest under s3://%s/%s", v->o->bucket,
                 v->digest_prefix);
     if (!v->data_prefix)
