@@ -429,6 +429,25 @@ def test_digest_upload_failing_waits_in_pending_and_never_holds_data():
     assert puts == sorted(puts), puts
 
 
+def test_records_are_the_lines_verify_counts_whatever_the_format():
+    """single_value writes a message with a newline in it as two lines: the digest's records
+    are the lines stored, so `weir verify` finds the untouched object as listed (with the
+    events counted, it was reported altered)."""
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-lines", key, period=3,
+            extra="  <format>\n    @type single_value\n  </format>\n")
+    w = r.start()
+    assert fwd_send(w.port, "dg.app", [{"message": "first\nsecond"}, {"message": "third"}])
+    data, chain = wait_listed(srv, "digests-lines", all_listed(1))
+    assert [o["records"] for o in listed(chain)] == [3], listed(chain)
+    p = subprocess.run([WEIR_BIN, "verify", "-c", w.conf, "--public-key", pub],
+                       capture_output=True, env=dict(BASE_ENV), timeout=120)
+    stop_weir(w)
+    assert p.returncode == 0, (p.returncode, p.stdout.decode(), p.stderr.decode())
+
+
 def test_weir_verify_on_real_digests_passes_then_reports_each_tampering():
     """weir's own digests, across periods and a restart, checked by `weir verify -c` with the
     same configuration: exit 0; then one object deleted from the bucket: exit 1, missing-object
@@ -555,6 +574,7 @@ if __name__ == "__main__":
                    test_kill_9_between_uploads_the_chain_continues,
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
                    test_state_lost_keeps_the_objects_recorded_in_the_open_period,
+                   test_records_are_the_lines_verify_counts_whatever_the_format,
                    test_reload_continues_the_chain,
                    test_multipart_objects_are_listed_with_the_whole_body_hash,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,
