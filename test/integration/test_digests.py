@@ -448,6 +448,35 @@ def test_records_are_the_lines_verify_counts_whatever_the_format():
     assert p.returncode == 0, (p.returncode, p.stdout.decode(), p.stderr.decode())
 
 
+def test_a_second_weir_on_the_same_state_touches_nothing():
+    """A second weir started on the same buffer path stops at the digest state's lock, before
+    it reads the state or uploads a pending digest, and the first goes on."""
+    srv = s3()
+    kd = tmpdir("weir-digest-key-")
+    key, pub = make_key(kd)
+    r = Run("digests-twice", key, period=3600)
+    w = r.start()
+    send(w, 1, 0)
+    wait_for(lambda: os.path.getsize(os.path.join(r.state_dir, "open.jsonl")) > 0,
+             what="the object recorded")
+    before = {f: open(os.path.join(r.state_dir, f), "rb").read()
+              for f in ("state.json", "open.jsonl")}
+    second = w.conf.replace(".conf", "-second.conf")
+    with open(w.conf) as f:  # the same outputs, no source (its ports are the first's)
+        text = f.read()
+    with open(second, "w") as f:
+        f.write(text[text.index("<match"):])
+    p = subprocess.run([WEIR_BIN, "-c", second], capture_output=True, env=dict(BASE_ENV),
+                       timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "the digest state" in err and "in use by another weir" in err, \
+        (p.returncode, err)
+    assert {f: open(os.path.join(r.state_dir, f), "rb").read() for f in before} == before
+    send(w, 1, 1)
+    wait_listed(srv, "digests-twice", lambda d, c: len(d) >= 2)
+    stop_weir(w)
+
+
 def test_weir_verify_on_real_digests_passes_then_reports_each_tampering():
     """weir's own digests, across periods and a restart, checked by `weir verify -c` with the
     same configuration: exit 0; then one object deleted from the bucket: exit 1, missing-object
@@ -575,6 +604,7 @@ if __name__ == "__main__":
                    test_state_lost_while_stopped_restarts_the_chain_visibly,
                    test_state_lost_keeps_the_objects_recorded_in_the_open_period,
                    test_records_are_the_lines_verify_counts_whatever_the_format,
+                   test_a_second_weir_on_the_same_state_touches_nothing,
                    test_reload_continues_the_chain,
                    test_multipart_objects_are_listed_with_the_whole_body_hash,
                    test_digest_upload_failing_waits_in_pending_and_never_holds_data,

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +85,7 @@ struct s3_digest {
     char *prefix, *chain, *data_prefix, *dir, *pending_dir;
     int64_t period;
     int open_fd;
+    int lock_fd; /* flock on digest/.lock: one weir per chain state */
     dg_chain_t st;
     /* the loop's side */
     int64_t cur_start, cur_end; /* the period objects go into now */
@@ -100,6 +102,7 @@ struct s3_digest {
     dg_pending_t *pend;
     size_t npend, cap_pend;
     bool up_busy;
+    const char *up_path; /* pend[0]'s file, for the worker (pend may be reallocated) */
     uv_work_t up_work;
     s3_http_req_t up_req;
     s3_creds_t up_creds;
@@ -297,6 +300,7 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
     s3_digest_t *d = weir_calloc(1, sizeof *d);
     d->o = o;
     d->open_fd = -1;
+    d->lock_fd = -1;
     o->digest = d;
     const char *key = NULL, *prefix = NULL, *chain = NULL;
     double period = 3600;
@@ -735,17 +739,19 @@ static void push(s3_digest_t *d, dg_op_t *op)
     run_next(d);
 }
 
-/* Queues the close of every period that has ended by `now`. */
+/* Queues the close of the period that has ended by `now`: one close at the last boundary
+ * at or before `now`, however many periods passed (a wall clock stepped forward a day is
+ * one long period, as a downtime is, not a close per period). */
 static void close_due(s3_digest_t *d, int64_t now)
 {
-    while (now >= d->cur_end) {
-        dg_op_t *op = weir_calloc(1, sizeof *op);
-        op->kind = OP_CLOSE;
-        op->end = d->cur_end;
-        push(d, op);
-        d->cur_start = d->cur_end;
-        d->cur_end += d->period;
-    }
+    if (now < d->cur_end) return;
+    int64_t end = d->cur_end + (now - d->cur_end) / d->period * d->period;
+    dg_op_t *op = weir_calloc(1, sizeof *op);
+    op->kind = OP_CLOSE;
+    op->end = end;
+    push(d, op);
+    d->cur_start = end;
+    d->cur_end = end + d->period;
 }
 
 static void on_period(uv_timer_t *t)
@@ -801,7 +807,7 @@ static void up_prep_work(uv_work_t *req)
     weir_err_t err = {{0}};
     d->up_rc = -1;
     d->up_body.len = 0;
-    const char *path = d->pend[0].path;
+    const char *path = d->up_path;
     if (read_file(path, DG_PENDING_MAX, &d->up_body) != 0) {
         weir_err_set(&err, "cannot read %s: %s", path, strerror(errno));
         goto out;
@@ -942,6 +948,7 @@ static void up_kick(s3_digest_t *d)
     if (d->up_busy || !d->npend || d->closed || d->gave_up || !d->o->http) return;
     if (!d->stopping && uv_is_active((uv_handle_t *)d->backoff_timer)) return;
     d->up_busy = true;
+    d->up_path = d->pend[0].path;
     d->up_work.data = d;
     uv_queue_work(weir_engine_loop(d->o->eng), &d->up_work, up_prep_work, up_prep_after);
 }
@@ -1173,6 +1180,19 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
         weir_err_set(err, "cannot create %s: %s", d->pending_dir, strerror(errno));
         return -1;
     }
+    /* the state is this process's alone before it is read (the buffer's own lock is taken
+     * later, when the buffer starts: another weir on this path would otherwise roll the
+     * state forward and upload pending digests before failing there) */
+    weir_buf_t lp;
+    weir_buf_init(&lp);
+    weir_buf_printf(&lp, "%s/.lock", d->dir);
+    d->lock_fd = open(lp.data, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int le = d->lock_fd < 0 ? errno : flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0 ? errno : 0;
+    if (le)
+        weir_err_set(err, "the digest state %s is in use by another weir process (%s)", d->dir,
+                     le == EWOULDBLOCK ? "lock held" : strerror(le));
+    weir_buf_free(&lp);
+    if (le) return -1;
     char why[256] = "";
     int sr = state_read(d, why, sizeof why);
     if (sr <= 0) {
@@ -1208,7 +1228,10 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     s3_http_req_init(&d->up_req);
     d->started = true;
     on_period(d->period_timer);
-    up_kick(d);
+    /* pending digests go up from the next turn: a start that fails after this one (the
+     * buffer's) frees the digest at once, which a queued work request would outlive, while
+     * close_handles stops this timer */
+    uv_timer_start(d->backoff_timer, on_backoff, 0, 0);
     return 0;
 }
 
@@ -1268,6 +1291,7 @@ void s3_digest_free(s3_digest_t *d)
     if (!d->closed && d->started) close_handles(d); /* start failed later: the loop frees them */
     EVP_PKEY_free(d->key);
     if (d->open_fd >= 0) close(d->open_fd);
+    if (d->lock_fd >= 0) close(d->lock_fd);
     for (size_t i = 0; i < d->npend; i++)
         free(d->pend[i].path);
     free(d->pend);
