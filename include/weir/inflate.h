@@ -61,7 +61,8 @@ int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err);
  * piece fed with last = true is consumed and the stream ended there; an empty stream is
  * done). A stream that ends inside a member/frame after the last piece is "truncated". The
  * caller may consume and empty `out` between steps (out->len = its length at creation), so
- * that the output is never held whole; the limit then bounds what `out` holds. */
+ * that the output is never held whole; the limit then bounds what `out` holds, and zstd's
+ * window is allowed up to WEIR_INFLATE_ZSTD_WINDOWLOG_MAX whatever the limit. */
 void weir_inflate_feed(weir_inflate_t *z, const char *in, size_t len, bool last);
 /* Output bytes produced so far. */
 size_t weir_inflate_produced(const weir_inflate_t *z);

@@ -223,6 +223,10 @@ int weir_inflate_step(weir_inflate_t *z, size_t budget, weir_err_t *err)
 
 void weir_inflate_feed(weir_inflate_t *z, const char *in, size_t len, bool last)
 {
+    /* streaming, `limit` bounds what `out` holds, not the whole: it cannot size the window,
+     * and a frame of zstd's levels 20-22 declares up to 2^27 */
+    if (!z->streaming && z->fmt == WEIR_INFLATE_ZSTD)
+        ZSTD_DCtx_setParameter(z->zd, ZSTD_d_windowLogMax, WEIR_INFLATE_ZSTD_WINDOWLOG_MAX);
     z->streaming = true;
     z->in = (const unsigned char *)in;
     z->len = len;
