@@ -458,6 +458,26 @@ def test_large_and_zstd_objects_are_streamed():
     assert "%d records" % entries[1]["records"] in findings[0]["detail"], findings
 
 
+def test_compression_is_read_from_the_bytes_and_records_are_newlines():
+    """A key format without %{file_extension} stores gzip under a key with no .gz: verify reads
+    the bytes, not the suffix. And records are newlines, as the writer counts them: a text
+    without a final newline (add_newline false) counts one fewer than its lines."""
+    d = tmp()
+    bucket = new_bucket()
+    key, pub = new_key(d, bucket)
+    c = Chain(bucket, "weir-0", key)
+    end = int(time.time()) + HOUR // 2
+    entries = []
+    for k, data, n in ((DATA + "no-suffix-1", gzip.compress(b'{"a":1}\n{"a":2}\n'), 2),
+                       (DATA + "no-newline-2", b"one\ntwo", 1)):
+        put(bucket, k, data)
+        entries.append({"key": k, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                        "records": n, "oldest": rfc3339(end - 50), "newest": rfc3339(end - 50)})
+    c.digest(end - HOUR, end, entries)
+    rc, findings, summary = verify(bucket, pub)
+    assert rc == 0 and findings == [] and summary["objects_checked"] == 2, (rc, findings, ERR)
+
+
 def test_many_objects_across_pages():
     d = tmp()
     bucket = new_bucket()
@@ -694,6 +714,7 @@ def main():
             test_config_mode,
             test_cannot_run_exits_2,
             test_large_and_zstd_objects_are_streamed,
+            test_compression_is_read_from_the_bytes_and_records_are_newlines,
             test_many_objects_across_pages,
             test_memory_does_not_grow_with_listed_objects,
         ])

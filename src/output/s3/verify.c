@@ -805,21 +805,18 @@ out:
 typedef struct hasher {
     EVP_MD_CTX *md;
     uint64_t size, lines;
-    bool last_nl, any_out;
-    weir_inflate_t *z; /* NULL for uncompressed keys */
-    weir_inflate_format_t fmt;
+    bool sniffed;      /* the first bytes said how the object is stored */
+    weir_inflate_t *z; /* NULL for an uncompressed object */
     weir_buf_t out;
     weir_err_t zerr;
     bool zfailed;
 } hasher_t;
 
+/* The newlines, as the writer counts a digest's `records`. */
 static void count_lines(hasher_t *h, const char *p, size_t n)
 {
-    if (!n) return;
-    for (const char *q = p; (q = memchr(q, '\n', (size_t)(p + n - q))); q++)
+    for (const char *e = p + n; p < e && (p = memchr(p, '\n', (size_t)(e - p))); p++)
         h->lines++;
-    h->last_nl = p[n - 1] == '\n';
-    h->any_out = true;
 }
 
 /* Runs the inflater over the piece fed until it wants the next (or the end, with last). */
@@ -840,6 +837,17 @@ static bool hasher_put(const char *p, size_t n, void *arg)
     hasher_t *h = arg;
     EVP_DigestUpdate(h->md, p, n);
     h->size += n;
+    if (!h->sniffed && n > 0) {
+        /* by the magic bytes, not the key's suffix (s3_object_key_format may have none) */
+        const unsigned char *u = (const unsigned char *)p;
+        int fmt = n >= 2 && u[0] == 0x1f && u[1] == 0x8b                                   ? 1
+                  : n >= 4 && u[0] == 0x28 && u[1] == 0xb5 && u[2] == 0x2f && u[3] == 0xfd ? 2
+                                                                                           : 0;
+        if (fmt)
+            h->z = weir_inflate_new(fmt == 1 ? WEIR_INFLATE_GZIP : WEIR_INFLATE_ZSTD, NULL, 0,
+                                    VERIFY_INFLATE_LIMIT, &h->out, &h->zerr);
+        h->sniffed = true;
+    }
     if (!h->z) {
         count_lines(h, p, n);
     } else if (!h->zfailed) {
@@ -854,19 +862,11 @@ static void hasher_restart(void *arg)
     hasher_t *h = arg;
     EVP_DigestInit_ex(h->md, EVP_sha256(), NULL);
     h->size = h->lines = 0;
-    h->last_nl = h->any_out = h->zfailed = false;
+    h->sniffed = h->zfailed = false;
     h->zerr.msg[0] = '\0';
     if (h->z) weir_inflate_free(h->z);
     h->z = NULL;
     h->out.len = 0;
-    if (h->fmt != (weir_inflate_format_t)-1)
-        h->z = weir_inflate_new(h->fmt, NULL, 0, VERIFY_INFLATE_LIMIT, &h->out, &h->zerr);
-}
-
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
 typedef struct entry {
@@ -934,12 +934,8 @@ static void drain_missing(verify_t *v, dataset_t *ds, const char *key)
 
 static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
 {
-    hasher_t h = {.md = EVP_MD_CTX_new(), .fmt = (weir_inflate_format_t)-1};
+    hasher_t h = {.md = EVP_MD_CTX_new()};
     weir_buf_init(&h.out);
-    if (ends_with(obj->key, ".gz"))
-        h.fmt = WEIR_INFLATE_GZIP;
-    else if (ends_with(obj->key, ".zst"))
-        h.fmt = WEIR_INFLATE_ZSTD;
     s3_reqspec_t spec = {.method = "GET", .key = obj->key};
     s3_http_req_t r;
     s3_http_req_init(&r);
@@ -968,7 +964,7 @@ static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
         EVP_DigestFinal_ex(h.md, md, &mdlen);
         char sha[65];
         hex(md, 32, sha);
-        long long records = (long long)h.lines + (h.any_out && !h.last_nl ? 1 : 0);
+        long long records = (long long)h.lines;
         v->nobjects_checked++;
         for (size_t i = 0; i < n; i++) {
             entry_t *e = &es[i];
