@@ -2,7 +2,7 @@
 builds and runs the tests even in a build/ that scripts/run.sh configured without them (and a
 build with no tests fails instead of passing), and the first build command people type,
 `cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build`, does not turn a
-compiler's warnings into errors. (That a Release build has no warnings is scripts/test.sh's
+compiler's warnings into errors, even in a build/ the test command configured. (That a Release build has no warnings is scripts/test.sh's
 Release stage, which builds with -Werror.)"""
 
 import json
@@ -64,8 +64,12 @@ def test_tests_exist_after_run_sh_configured_the_build():
 
 
 def test_default_build_does_not_make_warnings_errors():
+    """Also when the test command configured the directory first (-DWEIR_WERROR=ON): CMake
+    would keep a cached option for the next plain configure."""
     d = scratch()
     try:
+        p = steps('weir_configure_tests "$1"', d)
+        assert p.returncode == 0, p.stderr
         p = subprocess.run(["cmake", "-S", ".", "-B", d, "-DCMAKE_BUILD_TYPE=Release"],
                            cwd=SOURCE_DIR, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
