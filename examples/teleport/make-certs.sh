@@ -137,21 +137,22 @@ openssl x509 -req -in "$work/client.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key
 openssl verify -CAfile "$work/ca.crt" -purpose sslserver "$work/server.crt" >/dev/null
 openssl verify -CAfile "$work/ca.crt" -purpose sslclient "$work/client.crt" >/dev/null
 
-openssl genpkey -algorithm ed25519 -out "$work/digest.key"
-openssl pkey -in "$work/digest.key" -pubout -out "$work/digest.pub"
+# The digest signing key is encrypted with the same passphrase, for the same reason.
+openssl genpkey -algorithm ed25519 -aes-256-cbc -pass env:FLUENTD_KEY_PASSPHRASE \
+    -out "$work/digest.key"
+openssl pkey -in "$work/digest.key" -passin env:FLUENTD_KEY_PASSPHRASE -pubout \
+    -out "$work/digest.pub"
 
 for f in ca.crt ca.key server.crt server.key client.crt client.key digest.key digest.pub; do
     cp "$work/$f" "$out/$f"
 done
-# Certificates are public. ca.key and client.key stay private to you. server.key is readable
-# by all: it is encrypted, and weir runs as uid 999 in the image, so a bind-mounted 0600 file
+# Certificates are public. ca.key and client.key stay private to you. server.key and
+# digest.key are readable by all: they are encrypted, and weir runs as uid 999 in the image,
+# so a bind-mounted 0600 file
 # owned by you would be unreadable to it (in Kubernetes the Secret's defaultMode and fsGroup
 # take care of this instead; see ../kubernetes).
 # The folder too: created with the caller's umask (0700 under umask 077), it would keep uid
 # 999 out of every file in it. Read and search for all are added, nothing is taken away.
-# digest.key is not encrypted (weir signs with it unattended): readable by all here so that
-# uid 999 can read the bind mount on this one demo machine; in production keep it in a
-# secret store readable only by weir (../kubernetes: a Secret with mode 0440 and fsGroup).
 chmod 0644 "$out/ca.crt" "$out/server.crt" "$out/client.crt" "$out/server.key"
 chmod 0644 "$out/digest.key" "$out/digest.pub"
 chmod 0600 "$out/ca.key" "$out/client.key"

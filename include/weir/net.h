@@ -44,6 +44,11 @@ void weir_tls_opts_free(weir_tls_opts_t *opts);
 typedef struct weir_tls_ctx weir_tls_ctx_t;
 /* Loads certificates and keys; errors name the file and OpenSSL's reason. */
 weir_tls_ctx_t *weir_tls_ctx_new(const weir_tls_opts_t *opts, weir_err_t *err);
+/* A PEM private key (legacy encrypted PEM or PKCS#8, encrypted or not) with its passphrase
+ * (NULL: none; never a prompt on the terminal); NULL with err set (naming the path, why, and
+ * whether the passphrase is missing or wrong). Free with EVP_PKEY_free. */
+struct evp_pkey_st *weir_read_private_key(const char *path, const char *passphrase,
+                                          weir_err_t *err);
 void weir_tls_ctx_free(weir_tls_ctx_t *ctx);
 
 typedef struct weir_conn weir_conn_t;

@@ -251,12 +251,11 @@ static int tls_pass_cb(char *buf, int size, int rwflag, void *u)
     return (int)n;
 }
 
-static EVP_PKEY *read_private_key(const weir_tls_opts_t *o, weir_err_t *err)
+EVP_PKEY *weir_read_private_key(const char *path, const char *passphrase, weir_err_t *err)
 {
-    const char *path = o->private_key_path;
     if (check_readable("private key", path, err) != 0) return NULL;
     BIO *bio = BIO_new_file(path, "r");
-    tls_pass_t pass = {.pass = o->private_key_passphrase};
+    tls_pass_t pass = {.pass = passphrase};
     /* PEM_read_bio_PrivateKey reads legacy encrypted PEM (Proc-Type/DEK-Info) and PKCS#8
      * "ENCRYPTED PRIVATE KEY" alike, as Ruby's OpenSSL::PKey.read does for Fluentd */
     EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, tls_pass_cb, &pass) : NULL;
@@ -266,8 +265,8 @@ static EVP_PKEY *read_private_key(const weir_tls_opts_t *o, weir_err_t *err)
     tls_err_reason(why, sizeof why);
     const char *hint = "";
     if (pass.asked)
-        hint = o->private_key_passphrase ? " (wrong private_key_passphrase?)"
-                                         : " (the key is encrypted: set private_key_passphrase)";
+        hint = passphrase ? " (wrong private_key_passphrase?)"
+                          : " (the key is encrypted: set private_key_passphrase)";
     weir_err_set(err, "cannot read private key %s: %s%s", path, why, hint);
     return NULL;
 }
@@ -285,7 +284,7 @@ static int ctx_load_identity(SSL_CTX *ctx, const weir_tls_opts_t *o, weir_err_t 
         weir_err_set(err, "cert_path %s needs private_key_path", o->cert_path);
         return -1;
     }
-    EVP_PKEY *key = read_private_key(o, err);
+    EVP_PKEY *key = weir_read_private_key(o->private_key_path, o->private_key_passphrase, err);
     if (!key) return -1;
     int ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
     EVP_PKEY_free(key);

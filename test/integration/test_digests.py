@@ -563,7 +563,13 @@ def test_configuration_errors_at_dry_run():
     rsa = os.path.join(d, "rsa.key")
     subprocess.run(["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048",
                     "-out", rsa], check=True, capture_output=True)
+    enc = os.path.join(d, "enc.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-aes-256-cbc", "-pass",
+                    "pass:sesame", "-out", enc], check=True, capture_output=True)
     src = "<source>\n  @type forward\n  port 1\n</source>\n"
+
+    def with_pass(k, pw):
+        return digest_conf(k).replace("  </digest>", "    private_key_passphrase %s\n  </digest>" % pw)
 
     def one(path=DATA_PREFIX + "%Y/", digest=None, buffer_type="file", name="a", chain="c"):
         c = match_conf(d, name, "conf", STATIC, path=path, pattern="dg.%s" % name,
@@ -582,8 +588,11 @@ def test_configuration_errors_at_dry_run():
                                        "%{index}.%{file_extension}\n"), "object keys"),
         (one(buffer_type="memory"), "@type file"),
         (one(digest=digest_conf(rsa)), "Ed25519"),
-        (one(digest=digest_conf(os.path.join(d, "missing.key"))), "cannot read the digest key"),
-        (one(digest=digest_conf(ok)), "not a PEM private key"),
+        (one(digest=digest_conf(os.path.join(d, "missing.key"))), "missing.key"),
+        (one(digest=digest_conf(ok)), "digest key: cannot read private key"),
+        # an encrypted key: never a prompt on the terminal, a clear error instead
+        (one(digest=digest_conf(enc)), "set private_key_passphrase"),
+        (one(digest=with_pass(enc, "wrong")), "wrong private_key_passphrase"),
         (one(digest="  <digest>\n    prefix weir-digests/\n  </digest>\n"), "private_key_path"),
         (one(digest=digest_conf(key, chain="a/b")), "chain"),
         (one(name="a") + one(name="b"), "same digest chain"),
@@ -591,6 +600,8 @@ def test_configuration_errors_at_dry_run():
     for text, want in cases:
         rc, err = dry_run(write_conf(d, src + text))
         assert rc != 0 and want in err, (want, rc, err)
+    rc, err = dry_run(write_conf(d, src + one(digest=with_pass(enc, "sesame"))))
+    assert rc == 0, err
     # two outputs, two chains: fine
     rc, err = dry_run(write_conf(d, src + one(name="a", chain="c1") + one(name="b", chain="c2")))
     assert rc == 0, err

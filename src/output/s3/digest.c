@@ -25,7 +25,6 @@
 #include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -39,6 +38,7 @@
 #include "s3_internal.h"
 #include "weir/dirsync.h"
 #include "weir/log.h"
+#include "weir/net.h"
 
 #define DG_CHAIN_MAX 128
 #define DG_PREFIX_MAX 512
@@ -237,20 +237,16 @@ static void reg_remove(const s3_digest_t *d)
     }
 }
 
-static int load_key(s3_digest_t *d, weir_conf_param_t *p, const char *path, weir_err_t *err)
+static int load_key(s3_digest_t *d, weir_conf_param_t *p, const char *path, const char *pass,
+                    weir_err_t *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return weir_conf_errorf(err, p, "cannot read the digest key %s: %s", path, strerror(errno));
-    d->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    if (!d->key) {
-        ERR_clear_error();
+    weir_err_t why = {{0}};
+    d->key = weir_read_private_key(path, pass, &why);
+    if (!d->key)
         return weir_conf_errorf(err, p,
-                                "%s is not a PEM private key (make one with: openssl genpkey "
-                                "-algorithm ed25519 -out %s)",
-                                path, path);
-    }
+                                "digest key: %s (make one with: openssl genpkey -algorithm "
+                                "ed25519 -out %s)",
+                                why.msg, path);
     if (EVP_PKEY_get_base_id(d->key) != EVP_PKEY_ED25519)
         return weir_conf_errorf(err, p, "%s is a %s key; digests are signed with Ed25519", path,
                                 OBJ_nid2sn(EVP_PKEY_get_base_id(d->key)));
@@ -302,9 +298,10 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
     d->open_fd = -1;
     d->lock_fd = -1;
     o->digest = d;
-    const char *key = NULL, *prefix = NULL, *chain = NULL;
+    const char *key = NULL, *pass = NULL, *prefix = NULL, *chain = NULL;
     double period = 3600;
     if (weir_conf_get_str(ds, "private_key_path", &key, err) < 0 ||
+        weir_conf_get_str(ds, "private_key_passphrase", &pass, err) < 0 ||
         weir_conf_get_str(ds, "prefix", &prefix, err) < 0 ||
         weir_conf_get_str(ds, "chain", &chain, err) < 0 ||
         weir_conf_get_time(ds, "period", &period, err) < 0)
@@ -368,7 +365,7 @@ int s3_digest_create(s3_out_t *o, weir_conf_section_t *sec, weir_err_t *err)
                                             "(bucket %s, prefix %s, chain %s); give one another "
                                             "chain",
                                             r->d->o->id, o->id, o->bucket, d->prefix, d->chain);
-    if (load_key(d, weir_conf_find(ds, "private_key_path"), key, err) != 0) return -1;
+    if (load_key(d, weir_conf_find(ds, "private_key_path"), key, pass, err) != 0) return -1;
     dg_reg_t *r = weir_calloc(1, sizeof *r);
     r->eng = o->eng;
     r->d = d;
