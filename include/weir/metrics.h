@@ -161,7 +161,6 @@ typedef struct weir_output_status {
     double retry_start, retry_next; /* wall clock */
     char last_error[256];           /* the reason the last failed write logged; "" = none yet */
     double last_error_time;         /* wall clock of that failure; 0 = none yet */
-    double last_success;            /* wall clock of the last chunk delivered; 0 = none yet */
     /* counters */
     uint64_t emit_records, emit_count, write_count, num_errors, retry_count;
     uint64_t delivered_records, delivered_chunks, backup_chunks;

@@ -169,7 +169,6 @@ static void buffer_status(void *arg, weir_output_status_t *st)
     st->failing_since = failing_since(b);
     snprintf(st->last_error, sizeof st->last_error, "%s", b->last_error);
     st->last_error_time = b->last_error_time;
-    st->last_success = b->last_success_time;
     retry_info(b, st);
 }
 

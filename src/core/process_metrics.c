@@ -56,13 +56,19 @@ static double boot_time(void)
     return bt;
 }
 
-static double g_start_time(void *arg)
+/* The kernel's start time of this process: read once (it never changes, and /proc/stat is
+ * large on a many-core host), kept for every scrape after. */
+static double start_time(void)
 {
-    (void)arg;
     long hz = sysconf(_SC_CLK_TCK);
     double ticks = start_ticks(), bt = boot_time();
     if (hz <= 0 || isnan(ticks) || isnan(bt)) return NAN;
     return bt + ticks / (double)hz;
+}
+
+static double g_start_time(void *arg)
+{
+    return *(const double *)arg;
 }
 
 static double g_resident(void *arg)
@@ -99,16 +105,21 @@ static double g_max_fds(void *arg)
 
 void weir_metrics_process(weir_metrics_t *m, const void *owner)
 {
-    static const struct {
+    static double started; /* the process's, so the same across reloads */
+    if (started == 0) started = start_time();
+    const struct {
         const char *name, *help;
         weir_gauge_fn fn;
+        void *arg;
     } gauges[] = {
         {"process_start_time_seconds", "Start time of the process since the Unix epoch, seconds.",
-         g_start_time},
-        {"process_resident_memory_bytes", "Resident memory size, bytes.", g_resident},
-        {"process_open_fds", "Open file descriptors.", g_open_fds},
-        {"process_max_fds", "Limit on open file descriptors (RLIMIT_NOFILE, soft).", g_max_fds},
+         g_start_time, &started},
+        {"process_resident_memory_bytes", "Resident memory size, bytes.", g_resident, NULL},
+        {"process_open_fds", "Open file descriptors.", g_open_fds, NULL},
+        {"process_max_fds", "Limit on open file descriptors (RLIMIT_NOFILE, soft).", g_max_fds,
+         NULL},
     };
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
-        weir_metrics_gauge_fn(m, owner, gauges[i].name, gauges[i].help, NULL, gauges[i].fn, NULL);
+        weir_metrics_gauge_fn(m, owner, gauges[i].name, gauges[i].help, NULL, gauges[i].fn,
+                              gauges[i].arg);
 }
