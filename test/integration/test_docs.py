@@ -8,8 +8,8 @@ page cannot drift from the program unseen:
 - metrics: every name in docs/observability.md's `| Name | Type | What |` table is a family of
   that type in /metrics of a weir that runs every plugin the table covers;
 - parameters: every parameter of docs/migration.md's `| parameter | default | what it bounds |`
-  table is accepted by `--dry-run` in a forward and an http source, with its documented
-  default where that is a value; so is every <buffer> parameter of its `| | what weir reads |`
+  table is accepted by `--dry-run` in a forward and an http source, set to its documented
+  default where that is a value (that weir's own default is that value is not checked); so is every <buffer> parameter of its `| | what weir reads |`
   table's buffers row (and every `retry_*` it names), in a file buffer; the configuration
   blocks of docs/observability.md pass `--dry-run` as written;
 - limits: every `WEIR_*` (`FWD_*`, `S3_*`) name the docs mention exists in the code, and
@@ -25,10 +25,10 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
-import urllib.request
 
-from weirtest import SOURCE_DIR, Weir, dry_run, free_port, run_tests, wait_for, wait_port
+from test_s3_output import cleanup, tmpdir
+from weirtest import (SOURCE_DIR, Weir, dry_run, free_port, http_post, run_tests, scrape,
+                      wait_for, wait_port)
 
 
 def doc(name):
@@ -89,10 +89,7 @@ SIGNAL_CONF = """
 
 
 def post(port, tag, record):
-    req = urllib.request.Request("http://127.0.0.1:%d/%s" % (port, tag),
-                                 data=("json=" + record).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 200, r.status
+    http_post(port, tag, ("json=" + record).encode(), "application/x-www-form-urlencoded")
 
 
 def out_text(d):
@@ -155,7 +152,7 @@ def test_documented_signals():
             sig = getattr(signal, name)
             line = ticked(log)[0].replace("<signal>", name)
             port = free_port()
-            d = tempfile.mkdtemp(prefix="weir-docs-")
+            d = tmpdir("weir-docs-")
             with Weir(SIGNAL_CONF % {"port": port, "dir": d, "extra": ""}, workdir=d) as w:
                 w.start([port])
                 checks[0](w, d, port, sig, line)
@@ -252,7 +249,7 @@ def test_documented_metrics():
         assert names and typ in ("counter", "gauge", "histogram"), (name_cell, typ)
         for n in expand(names):
             documented[n] = typ
-    d = tempfile.mkdtemp(prefix="weir-docs-")
+    d = tmpdir("weir-docs-")
     ports = {"prom": free_port(), "http": free_port(), "fwd": free_port(), "dir": d}
     subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out",
                     os.path.join(d, "digest.key")], check=True, capture_output=True)
@@ -261,11 +258,10 @@ def test_documented_metrics():
         post(ports["http"], "file.a", '{"n":1}')  # a tag, a staged chunk with its timekey
         post(ports["http"], "nowhere", '{"n":2}')  # unmatched
 
-        def families():
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % ports["prom"],
-                                        timeout=10) as r:
-                text = r.read().decode()
-            return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+        def families():  # the format checked on the way
+            types = {}
+            scrape(ports["prom"], types=types)
+            return types
 
         try:
             wait_for(lambda: all(n in families() for n in documented),
@@ -293,7 +289,7 @@ def test_documented_ingest_parameters():
         first = default.split(" ")[0].rstrip(",")
         value = first if VALUE.match(first) else "100"
         for source in ("forward", "http"):
-            path = os.path.join(tempfile.mkdtemp(prefix="weir-docs-"), "fluent.conf")
+            path = os.path.join(tmpdir("weir-docs-"), "fluent.conf")
             with open(path, "w") as f:
                 f.write("<source>\n  @type %s\n  port %d\n  %s %s\n</source>\n"
                         "<match **>\n  @type null\n</match>\n"
@@ -329,7 +325,7 @@ def test_documented_buffer_parameters():
     assert len(names) >= 15, names
     for name in sorted(set(names)):
         assert name in BUFFER_VALUES, "no test value for the documented <buffer> %s" % name
-        d = tempfile.mkdtemp(prefix="weir-docs-")
+        d = tmpdir("weir-docs-")
         path = os.path.join(d, "fluent.conf")
         with open(path, "w") as f:
             f.write("<match **>\n  @type file\n  path %s/out/x\n  <buffer tag,time>\n"
@@ -343,7 +339,7 @@ def test_observability_config_blocks_pass_dry_run():
     blocks = re.findall(r"```\n(.*?)```", doc("docs/observability.md"), re.S)
     conf = "".join(b for b in blocks if re.match(r"\s*<(source|system)>", b))
     assert conf.count("@type prometheus") and conf.count("<system>"), blocks
-    path = os.path.join(tempfile.mkdtemp(prefix="weir-docs-"), "fluent.conf")
+    path = os.path.join(tmpdir("weir-docs-"), "fluent.conf")
     with open(path, "w") as f:
         f.write(conf + "<match **>\n  @type null\n</match>\n")
     rc, err = dry_run(path)
@@ -426,12 +422,15 @@ def test_documented_files_exist():
 
 
 if __name__ == "__main__":
-    run_tests([
-        test_documented_signals,
-        test_documented_metrics,
-        test_documented_ingest_parameters,
-        test_documented_buffer_parameters,
-        test_observability_config_blocks_pass_dry_run,
-        test_documented_limits_match_the_code,
-        test_documented_files_exist,
-    ])
+    try:
+        run_tests([
+            test_documented_signals,
+            test_documented_metrics,
+            test_documented_ingest_parameters,
+            test_documented_buffer_parameters,
+            test_observability_config_blocks_pass_dry_run,
+            test_documented_limits_match_the_code,
+            test_documented_files_exist,
+        ])
+    finally:
+        cleanup()

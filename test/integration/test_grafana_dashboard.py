@@ -5,7 +5,8 @@ label_values() variable query) is parsed: tokens, balanced brackets, label match
 form name op "value", grouping lists, and function names PromQL knows. The metric names and
 label names it uses are then looked up in the /metrics of a running weir with every plugin
 the dashboard covers (forward and http inputs, the prometheus source, an S3 output on s3rver)
-after one event went through each input, one went unmatched, and one S3 request failed. A
+after one event went through each input and one went unmatched (the S3 families, request
+errors included, are registered when the output starts, so none need happen). A
 metric renamed in weir (or misspelt in the dashboard) fails this test, and so does an
 expression that does not parse; the checker is shown to catch both on altered copies first.
 
@@ -19,7 +20,7 @@ import re
 import test_s3_output as ts3  # its WEIRS list, which cleanup() stops
 from test_s3_output import (BASE_ENV, STATIC, cleanup, fwd_send, gz_lines, match_conf, records,
                             s3, stop_weir, tmpdir)
-from weirtest import SOURCE_DIR, Weir, free_port, http_get, http_post, run_tests, wait_for
+from weirtest import SOURCE_DIR, Weir, free_port, http_post, run_tests, scrape, wait_for
 
 DASHBOARD = os.path.join(SOURCE_DIR, "examples", "grafana", "weir-dashboard.json")
 TARGET_LABELS = {"instance", "job"}
@@ -152,17 +153,9 @@ def dashboard_queries(dash):
     return out
 
 
-def exposed(text):
-    """(sample names, label names) in a /metrics text."""
-    names, labels = set(), set()
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? \S+$", line)
-        assert m, line
-        names.add(m.group(1))
-        labels.update(re.findall(r'([a-zA-Z_]\w*)="', m.group(2) or ""))
-    return names, labels
+def exposed(metrics):
+    """(sample names, label names) of parsed /metrics series (weirtest.scrape)."""
+    return ({n for n, _ in metrics}, {k for _, ls in metrics for k, _ in ls})
 
 
 def check(dash, names, labels):
@@ -265,12 +258,11 @@ def test_every_queried_metric_is_exposed():
         assert gz_lines(objs) == 5
 
         def delivered():
-            _, _, body, _ = http_get(w.ports["prom"], "/metrics")
-            text = body.decode()
-            return text if "weir_output_last_success_timestamp_seconds" in text and \
-                re.search(r"weir_output_delivered_records_total\{[^}]*\} 5$", text, re.M) else None
-        text = wait_for(delivered, what="5 events delivered in /metrics")
-        names, labels = exposed(text)
+            m = scrape(w.ports["prom"])
+            return m if any(n == "weir_output_last_success_timestamp_seconds" for n, _ in m) and \
+                any(n == "weir_output_delivered_records_total" and v == 5
+                    for (n, _), v in m.items()) else None
+        names, labels = exposed(wait_for(delivered, what="5 events delivered in /metrics"))
         problems = check(dash, names, labels)
         assert problems == [], "\n".join(problems)
     finally:

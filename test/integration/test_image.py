@@ -475,8 +475,7 @@ def test_teleport_example_through_the_image():
             (open_keys, sorted(objs))
     finally:
         pm("rm", "--force", "--time", "0", name, check=False)
-        s3.proc.terminate()
-        s3.proc.wait(10)
+        s3.stop()
         shutil.rmtree(s3.dir, ignore_errors=True)
         shutil.rmtree(d, ignore_errors=True)
 

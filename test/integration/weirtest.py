@@ -274,10 +274,11 @@ def unescape(v):
     return v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
 
 
-def parse_metrics(text):
-    """{(name, frozenset(labels)): value}, checking the exposition format on the way."""
+def parse_metrics(text, types=None):
+    """{(name, frozenset(labels)): value}, checking the exposition format on the way; `types`
+    (a dict, if given) receives each family's TYPE."""
     out = {}
-    types = {}
+    types = {} if types is None else types
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, typ = line.split(" ")
@@ -342,12 +343,12 @@ def parse_response(data, head_request=False):
     return status, hdrs, rest[:n], rest[n:]
 
 
-def scrape(port, path="/metrics"):
+def scrape(port, path="/metrics", types=None):
     """The series of a weir's metrics endpoint, checked for the exposition format."""
     status, hdrs, body, _ = http_get(port, path)
     assert status == 200, (status, body)
     assert hdrs["content-type"] == "text/plain; version=0.0.4; charset=utf-8", hdrs
-    return parse_metrics(body.decode())
+    return parse_metrics(body.decode(), types)
 
 
 def wait_for(fn, timeout=15.0, what="condition"):
