@@ -57,11 +57,55 @@ typedef struct weir_input_ops {
     void (*destroy)(void *state);
 } weir_input_ops_t;
 
+/* A <filter> section. The router passes a batch through every filter of its label whose
+ * pattern matches the tag and that comes before the <match> that takes it, in file order, as
+ * Fluentd does; each filter sees what the one before it passed on.
+ *
+ * filter() reads `in` and either passes it on as it is (WEIR_FILTER_SAME) or writes what goes
+ * on into `out` (WEIR_FILTER_NEW; `out` is empty and carries in's tag; an empty `out` means
+ * nothing goes further and the batch is acknowledged), or rejects the whole batch
+ * (WEIR_FILTER_ERROR: no ack, the sender resends). It runs on the loop thread and must not
+ * block.
+ *
+ * A filter that must learn what became of the batch sets *hold (any non-NULL pointer it
+ * chooses). The router then calls settle() exactly once for it, with the batch's fate:
+ *   status 0: what the filter passed on is durable (or was dropped on purpose: unmatched, or
+ *             filtered out further on). The filter may finish work of its own first: it calls
+ *             done(arg, st) once, now or later on the loop thread, and the sender is
+ *             acknowledged only after every filter's done reported st == 0.
+ *   status -1: failed (no ack); done is NULL.
+ *   status WEIR_EMIT_FULL: not taken; the input will emit the same batch again later, through
+ *             the filters again; done is NULL.
+ * stop() finishes what the filter still holds, then calls done(arg) once; the router calls it
+ * after the outputs have stopped, so every hold has been settled by then. */
+typedef enum weir_filter_result {
+    WEIR_FILTER_ERROR = -1,
+    WEIR_FILTER_SAME = 0,
+    WEIR_FILTER_NEW = 1,
+} weir_filter_result_t;
+
+typedef struct weir_filter_ops {
+    const char *type;
+    /* Reads the <filter> section, validating everything; opens nothing (--dry-run). */
+    int (*create)(weir_engine_t *eng, weir_conf_section_t *sec, void **state, weir_err_t *err);
+    /* Opens files. May be NULL. */
+    int (*start)(void *state, weir_err_t *err);
+    weir_filter_result_t (*filter)(void *state, const weir_batch_t *in, weir_batch_t *out,
+                                   void **hold);
+    /* Only for filters that set holds. */
+    void (*settle)(void *state, void *hold, int status, weir_emit_cb done, void *arg);
+    /* May be NULL. */
+    void (*stop)(void *state, void (*done)(void *arg), void *arg);
+    void (*destroy)(void *state);
+} weir_filter_ops_t;
+
 /* The registry of built-in plugins (src/core/registry.c). */
 const weir_input_ops_t *weir_input_find(const char *type);
 const weir_output_ops_t *weir_output_find(const char *type);
-/* "forward, http" / "null, stdout, file": the names weir has, for messages. */
-void weir_plugin_names(bool inputs, weir_buf_t *out);
+const weir_filter_ops_t *weir_filter_find(const char *type);
+/* "forward, http" / "null, stdout, file": the names weir has of a category ("input",
+ * "output", "filter"), for messages. */
+void weir_plugin_names(const char *category, weir_buf_t *out);
 
 /* What each input uses of the engine. `label` is the source's @label ("" or NULL for the
  * top level). */

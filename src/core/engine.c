@@ -1,11 +1,14 @@
 /* The engine: the configuration tree turned into running inputs, a router and outputs.
  *
- * Routing follows Fluentd: each label (the top level is the label "") holds its <match>
- * directives in file order, and the first whose pattern matches the tag takes the batch.
- * Results are cached per tag in a small hash table, because a tag is matched once per batch and
- * senders reuse a handful of tags; the table is simply cleared when it fills up (a bounded
- * cost that an attacker sending random tags cannot turn into unbounded memory). Events that
- * match nothing are counted and dropped with a rate-limited warning, as Fluentd does.
+ * Routing follows Fluentd: each label (the top level is the label "") holds its <filter> and
+ * <match> directives in file order; the first <match> whose pattern matches the tag takes the
+ * batch, after every <filter> before it whose pattern matches too, in order. A filter that
+ * needs the batch's fate (dedupe) holds it, and the sender's acknowledgement then waits for
+ * the output and for every hold (emit_wait_t). Results are cached per tag in a small hash table,
+ * because a tag is matched once per batch and senders reuse a handful of tags; the table is simply
+ * cleared when it fills up (a bounded cost that an attacker sending random tags cannot turn into
+ * unbounded memory). Events that match nothing are counted and dropped with a rate-limited warning,
+ * as Fluentd does.
  *
  * The engine owns the metrics registry and one metrics handle per plugin (with its plugin_id,
  * Fluentd's "object:N" when the section has no @id). While a plugin's create() runs, that
@@ -28,6 +31,7 @@
 
 #define ROUTE_CACHE_SLOTS 1024 /* power of two; cleared when 3/4 full */
 #define ROUTE_TAG_MAX 1024     /* longer tags are matched every time instead of cached */
+#define LABEL_FILTERS_MAX 64   /* <filter>s per label: a route's filters are a 64-bit mask */
 
 typedef struct output_inst {
     const weir_output_ops_t *ops;
@@ -45,20 +49,42 @@ typedef struct input_inst {
     char *conf_text; /* the <source> as written back, to recognise it across reloads */
 } input_inst_t;
 
+typedef struct filter_inst {
+    const weir_filter_ops_t *ops;
+    void *state;
+    bool started;
+    weir_engine_plugin_t info;
+} filter_inst_t;
+
 typedef struct match_rule {
     weir_pattern_t *pattern;
     output_inst_t *out;
+    size_t pos; /* place among the label's directives */
 } match_rule_t;
+
+typedef struct filter_rule {
+    weir_pattern_t *pattern;
+    filter_inst_t *filter;
+    size_t pos;
+} filter_rule_t;
+
+typedef struct route {
+    int rule;      /* -1 = no match */
+    uint64_t mask; /* bit i: the label's filter i applies */
+} route_t;
 
 typedef struct route_slot {
     char *tag; /* NULL = empty */
-    int rule;  /* -1 = no match */
+    route_t route;
 } route_slot_t;
 
 typedef struct label {
     char *name;
     match_rule_t *rules;
     size_t nrules;
+    filter_rule_t *frules;
+    size_t nfrules;
+    size_t ndirectives;
     route_slot_t cache[ROUTE_CACHE_SLOTS];
     size_t cached;
 } label_t;
@@ -71,6 +97,8 @@ struct weir_engine {
     size_t ninputs;
     output_inst_t *outputs;
     size_t noutputs;
+    filter_inst_t *filters;
+    size_t nfilters;
     label_t *labels;
     size_t nlabels;
     weir_space_waiter_t *waiters;
@@ -280,16 +308,56 @@ static label_t *label_get(weir_engine_t *eng, const char *name)
     return NULL;
 }
 
+static int add_filter(weir_engine_t *eng, weir_conf_section_t *c, label_t *lab, weir_err_t *err)
+{
+    if (lab->nfrules >= LABEL_FILTERS_MAX) {
+        weir_conf_section_errorf(err, c, "more than %d <filter> sections in one label",
+                                 LABEL_FILTERS_MAX);
+        return -1;
+    }
+    const char *type = section_type(c, err);
+    if (!type) return -1;
+    const weir_filter_ops_t *ops = weir_filter_find(type);
+    if (!ops) { /* check_types() reported it already */
+        conf_fail(err, c, "unknown filter plugin");
+        return -1;
+    }
+    const char *lvl = NULL;
+    if (weir_conf_get_str(c, "@log_level", &lvl, err) < 0) return -1;
+    weir_pattern_t *pat = weir_pattern_compile(c->arg[0] ? c->arg : "**", err);
+    if (!pat) {
+        weir_err_prefix(err, "%s:%d:%d: <filter %s>", c->file, c->line, c->col, c->arg);
+        return -1;
+    }
+    filter_inst_t *f = &eng->filters[eng->nfilters];
+    memset(f, 0, sizeof *f);
+    if (plugin_begin(eng, c, "filter", type, &f->info, err) != 0) {
+        weir_pattern_free(pat);
+        return -1;
+    }
+    int rc = ops->create(eng, c, &f->state, err);
+    eng->creating = NULL;
+    if (rc != 0) {
+        plugin_info_free(&f->info);
+        weir_pattern_free(pat);
+        return -1;
+    }
+    f->ops = ops;
+    eng->nfilters++;
+    lab->frules = weir_realloc(lab->frules, (lab->nfrules + 1) * sizeof *lab->frules);
+    lab->frules[lab->nfrules++] = (filter_rule_t){pat, f, lab->ndirectives++};
+    return 0;
+}
+
 static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t *lab,
                        weir_err_t *err)
 {
     for (size_t i = 0; i < parent->nchildren; i++) {
         weir_conf_section_t *c = parent->children[i];
         if (strcmp(c->name, "filter") == 0) {
-            conf_fail(err, c,
-                      "<filter> is not supported by weir yet; remove it or transform records in "
-                      "the sender");
-            return -1;
+            weir_conf_section_use(c);
+            if (add_filter(eng, c, lab, err) != 0) return -1;
+            continue;
         }
         if (strcmp(c->name, "match") != 0) continue;
         weir_conf_section_use(c);
@@ -306,6 +374,7 @@ static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t 
         lab->rules = weir_realloc(lab->rules, (lab->nrules + 1) * sizeof *lab->rules);
         lab->rules[lab->nrules].pattern = pat;
         lab->rules[lab->nrules].out = o;
+        lab->rules[lab->nrules].pos = lab->ndirectives++;
         lab->nrules++;
     }
     return 0;
@@ -324,10 +393,13 @@ static size_t count_children(weir_conf_section_t *root, const char *name, bool d
 
 /* Names every @type weir does not have, all at once, so a user migrating a configuration
  * learns the whole list in one run. */
-static void note_unknown(weir_buf_t *msg, weir_conf_section_t *s, bool input)
+static void note_unknown(weir_buf_t *msg, weir_conf_section_t *s)
 {
     weir_conf_param_t *p = weir_conf_find(s, "@type");
-    if (!p || (input ? weir_input_find(p->value) != NULL : weir_output_find(p->value) != NULL))
+    if (!p) return;
+    if (strcmp(s->name, "source") == 0   ? weir_input_find(p->value) != NULL
+        : strcmp(s->name, "filter") == 0 ? weir_filter_find(p->value) != NULL
+                                         : weir_output_find(p->value) != NULL)
         return;
     weir_buf_printf(msg, "%s  %s:%d:%d: @type %s (<%s%s%s>)\n", msg->len ? "" : "\n", p->file,
                     p->line, p->col, p->value, s->name, s->arg[0] ? " " : "", s->arg);
@@ -339,27 +411,35 @@ static int check_types(weir_conf_section_t *root, weir_err_t *err)
     weir_buf_init(&msg);
     for (size_t i = 0; i < root->nchildren; i++) {
         weir_conf_section_t *c = root->children[i];
-        if (strcmp(c->name, "source") == 0) note_unknown(&msg, c, true);
-        if (strcmp(c->name, "match") == 0) note_unknown(&msg, c, false);
+        if (strcmp(c->name, "source") == 0 || strcmp(c->name, "match") == 0 ||
+            strcmp(c->name, "filter") == 0)
+            note_unknown(&msg, c);
         if (strcmp(c->name, "label") == 0)
             for (size_t j = 0; j < c->nchildren; j++)
-                if (strcmp(c->children[j]->name, "match") == 0)
-                    note_unknown(&msg, c->children[j], false);
+                if (strcmp(c->children[j]->name, "match") == 0 ||
+                    strcmp(c->children[j]->name, "filter") == 0)
+                    note_unknown(&msg, c->children[j]);
     }
     if (!msg.len) return 0;
-    weir_buf_t ins, outs;
+    weir_buf_t ins, outs, fils;
     weir_buf_init(&ins);
     weir_buf_init(&outs);
-    weir_plugin_names(true, &ins);
-    weir_plugin_names(false, &outs);
+    weir_buf_init(&fils);
+    weir_plugin_names("input", &ins);
+    weir_plugin_names("output", &outs);
+    weir_plugin_names("filter", &fils);
     weir_buf_putc(&ins, '\0');
     weir_buf_putc(&outs, '\0');
+    weir_buf_putc(&fils, '\0');
     weir_buf_putc(&msg, '\0');
-    weir_err_set(err, "weir does not have these plugins:%s  inputs weir has: %s; outputs: %s",
-                 msg.data, ins.data, outs.data);
+    weir_err_set(err,
+                 "weir does not have these plugins:%s  inputs weir has: %s; outputs: %s; "
+                 "filters: %s",
+                 msg.data, ins.data, outs.data, fils.data);
     weir_buf_free(&msg);
     weir_buf_free(&ins);
     weir_buf_free(&outs);
+    weir_buf_free(&fils);
     return -1;
 }
 
@@ -448,6 +528,8 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
     if (check_types(root, err) != 0) return -1;
     eng->outputs = weir_calloc(count_children(root, "match", true) + 1, sizeof *eng->outputs);
     eng->noutputs = 0;
+    eng->filters = weir_calloc(count_children(root, "filter", true) + 1, sizeof *eng->filters);
+    eng->nfilters = 0;
     eng->labels = weir_calloc(count_children(root, "label", false) + 1, sizeof *eng->labels);
     eng->labels[0].name = weir_strdup("");
     eng->nlabels = 1;
@@ -476,7 +558,8 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
                    strcmp(c->name, "filter") != 0) {
             char msg[200];
             snprintf(msg, sizeof msg,
-                     "unknown directive <%s>; expected <source>, <match>, <label> or <system>",
+                     "unknown directive <%s>; expected <source>, <filter>, <match>, <label> or "
+                     "<system>",
                      c->name);
             conf_fail(err, c, msg);
             return -1;
@@ -530,11 +613,27 @@ weir_engine_t *weir_engine_new(uv_loop_t *loop, weir_conf_section_t *root,
 
 /* ---- running ------------------------------------------------------------------------ */
 
+/* Filters first (the outputs' recovered chunks never pass through them; the inputs do). */
+static int start_filters(weir_engine_t *eng, weir_err_t *err)
+{
+    for (size_t i = 0; i < eng->nfilters; i++) {
+        filter_inst_t *f = &eng->filters[i];
+        if (f->started) continue;
+        if (f->ops->start && f->ops->start(f->state, err) != 0) {
+            weir_err_prefix(err, "filter %s", f->info.plugin_id);
+            return -1;
+        }
+        f->started = true;
+    }
+    return 0;
+}
+
 int weir_engine_start(weir_engine_t *eng, weir_err_t *err)
 {
     eng->space_idle = weir_calloc(1, sizeof *eng->space_idle);
     uv_idle_init(eng->loop, eng->space_idle);
     eng->space_idle->data = eng;
+    if (start_filters(eng, err) != 0) return -1;
     for (size_t i = 0; i < eng->noutputs; i++) {
         output_inst_t *o = &eng->outputs[i];
         if (o->ops->start && o->ops->start(o->state, err) != 0) {
@@ -567,32 +666,176 @@ static void cache_clear(label_t *lab)
     lab->cached = 0;
 }
 
-static int route_uncached(const label_t *lab, const char *tag)
+static route_t route_uncached(const label_t *lab, const char *tag)
 {
-    for (size_t i = 0; i < lab->nrules; i++)
-        if (weir_pattern_match(lab->rules[i].pattern, tag)) return (int)i;
-    return -1;
+    route_t r = {-1, 0};
+    size_t until = SIZE_MAX; /* filters after the taking <match> do not apply */
+    for (size_t i = 0; i < lab->nrules; i++) {
+        if (weir_pattern_match(lab->rules[i].pattern, tag)) {
+            r.rule = (int)i;
+            until = lab->rules[i].pos;
+            break;
+        }
+    }
+    for (size_t i = 0; i < lab->nfrules && lab->frules[i].pos < until; i++)
+        if (weir_pattern_match(lab->frules[i].pattern, tag)) r.mask |= (uint64_t)1 << i;
+    return r;
 }
 
-static int route(label_t *lab, const char *tag)
+static route_t route(label_t *lab, const char *tag)
 {
     size_t len;
     uint32_t h = hash_tag(tag, &len);
     if (len > ROUTE_TAG_MAX) return route_uncached(lab, tag);
     size_t i = h & (ROUTE_CACHE_SLOTS - 1);
     while (lab->cache[i].tag) {
-        if (strcmp(lab->cache[i].tag, tag) == 0) return lab->cache[i].rule;
+        if (strcmp(lab->cache[i].tag, tag) == 0) return lab->cache[i].route;
         i = (i + 1) & (ROUTE_CACHE_SLOTS - 1);
     }
-    int rule = route_uncached(lab, tag);
+    route_t r = route_uncached(lab, tag);
     if (lab->cached >= ROUTE_CACHE_SLOTS * 3 / 4) {
         cache_clear(lab);
         i = h & (ROUTE_CACHE_SLOTS - 1);
     }
     lab->cache[i].tag = weir_strndup(tag, len);
-    lab->cache[i].rule = rule;
+    lab->cache[i].route = r;
     lab->cached++;
-    return rule;
+    return r;
+}
+
+/* ---- emitting through filters ---------------------------------------------------------- */
+
+typedef struct held {
+    filter_inst_t *f;
+    void *hold;
+} held_t;
+
+/* A batch that filters hold: the sender's callback waits for the output's and for each hold's
+ * done. `refs` counts what is outstanding, plus one while weir_engine_emit runs, so that holds
+ * settled at once end in WEIR_EMIT_DONE without a callback. */
+typedef struct emit_wait {
+    weir_emit_cb cb;
+    void *arg;
+    size_t refs;
+    int status;
+    bool returned; /* weir_engine_emit answered PENDING: the end calls cb */
+    size_t nheld;
+    held_t held[];
+} emit_wait_t;
+
+static void wait_release(emit_wait_t *w, int status)
+{
+    if (status != 0) w->status = -1;
+    if (--w->refs > 0) return;
+    if (w->returned) {
+        w->cb(w->arg, w->status);
+        free(w);
+    }
+}
+
+static void hold_done(void *arg, int status)
+{
+    wait_release(arg, status);
+}
+
+/* status 0: durable (each hold may finish its own work first); -1 or WEIR_EMIT_FULL: released. */
+static void settle_holds(held_t *held, size_t n, emit_wait_t *w, int status)
+{
+    for (size_t i = 0; i < n; i++) {
+        const weir_filter_ops_t *ops = held[i].f->ops;
+        if (status == 0) {
+            w->refs++;
+            ops->settle(held[i].f->state, held[i].hold, 0, hold_done, w);
+        } else {
+            ops->settle(held[i].f->state, held[i].hold, status, NULL, NULL);
+        }
+    }
+}
+
+static void output_done_held(void *arg, int status)
+{
+    emit_wait_t *w = arg;
+    settle_holds(w->held, w->nheld, w, status == 0 ? 0 : -1);
+    wait_release(w, status);
+}
+
+static weir_emit_result_t emit_to_output(weir_engine_t *eng, int rule, label_t *lab,
+                                         const weir_batch_t *b, weir_emit_cb cb, void *arg)
+{
+    if (rule < 0) {
+        weir_tag_counter_add(eng->unmatched, b->tag, b->count);
+        unsigned long skipped = 0;
+        if (b->count && weir_ratelimit_ok(&eng->unmatched_rl, &skipped))
+            weir_warn("no patterns matched tag=\"%s\" (%lu similar warnings suppressed)", b->tag,
+                      skipped);
+        return WEIR_EMIT_DONE;
+    }
+    if (b->count == 0) return WEIR_EMIT_DONE; /* all filtered out */
+    output_inst_t *o = lab->rules[rule].out;
+    weir_emit_result_t r = o->ops->emit(o->state, b, cb, arg);
+    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
+        weir_metrics_output_emit(o->info.metrics, b->count);
+    return r;
+}
+
+static weir_emit_result_t emit_filtered(weir_engine_t *eng, label_t *lab, route_t rt,
+                                        const weir_batch_t *b, weir_emit_cb cb, void *arg)
+{
+    held_t held[LABEL_FILTERS_MAX];
+    size_t nheld = 0;
+    weir_batch_t bufs[2];
+    bool used[2] = {false, false};
+    const weir_batch_t *cur = b;
+    weir_emit_result_t r = WEIR_EMIT_DONE;
+    for (size_t i = 0; i < lab->nfrules && cur->count; i++) {
+        if (!(rt.mask & ((uint64_t)1 << i))) continue;
+        filter_inst_t *f = lab->frules[i].filter;
+        int k = cur == &bufs[0] ? 1 : 0; /* the buffer cur does not use */
+        if (!used[k]) {
+            weir_batch_init(&bufs[k], b->tag, b->tag_len);
+            used[k] = true;
+        } else {
+            weir_batch_reset(&bufs[k]);
+        }
+        void *hold = NULL;
+        weir_filter_result_t fr = f->ops->filter(f->state, cur, &bufs[k], &hold);
+        if (hold) held[nheld++] = (held_t){f, hold};
+        if (fr == WEIR_FILTER_ERROR) {
+            r = WEIR_EMIT_ERROR;
+            break;
+        }
+        if (fr == WEIR_FILTER_NEW) cur = &bufs[k];
+    }
+    if (r == WEIR_EMIT_ERROR) {
+        settle_holds(held, nheld, NULL, -1);
+    } else if (nheld == 0) {
+        r = emit_to_output(eng, rt.rule, lab, cur, cb, arg);
+    } else {
+        emit_wait_t *w = weir_malloc(sizeof *w + nheld * sizeof *held);
+        *w = (emit_wait_t){.cb = cb, .arg = arg, .refs = 2, .nheld = nheld};
+        memcpy(w->held, held, nheld * sizeof *held);
+        r = emit_to_output(eng, rt.rule, lab, cur, output_done_held, w);
+        if (r != WEIR_EMIT_PENDING) w->refs--; /* no output callback will come */
+        if (r == WEIR_EMIT_DONE) {
+            settle_holds(w->held, w->nheld, w, 0);
+        } else if (r != WEIR_EMIT_PENDING) {
+            settle_holds(w->held, w->nheld, w, r == WEIR_EMIT_FULL ? WEIR_EMIT_FULL : -1);
+            free(w);
+            w = NULL;
+        }
+        if (w) {
+            if (--w->refs == 0) {
+                r = w->status == 0 ? WEIR_EMIT_DONE : WEIR_EMIT_ERROR;
+                free(w);
+            } else {
+                w->returned = true;
+                r = WEIR_EMIT_PENDING;
+            }
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (used[k]) weir_batch_free(&bufs[k]);
+    return r;
 }
 
 weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const weir_batch_t *b,
@@ -604,20 +847,9 @@ weir_emit_result_t weir_engine_emit(weir_engine_t *eng, const char *label, const
         label_t *l = label_get(eng, label);
         if (l) lab = l;
     }
-    int rule = route(lab, b->tag);
-    if (rule < 0) {
-        weir_tag_counter_add(eng->unmatched, b->tag, b->count);
-        unsigned long skipped = 0;
-        if (b->count && weir_ratelimit_ok(&eng->unmatched_rl, &skipped))
-            weir_warn("no patterns matched tag=\"%s\" (%lu similar warnings suppressed)", b->tag,
-                      skipped);
-        return WEIR_EMIT_DONE;
-    }
-    output_inst_t *o = lab->rules[rule].out;
-    weir_emit_result_t r = o->ops->emit(o->state, b, cb, arg);
-    if (r == WEIR_EMIT_DONE || r == WEIR_EMIT_PENDING)
-        weir_metrics_output_emit(o->info.metrics, b->count);
-    return r;
+    route_t rt = route(lab, b->tag);
+    if (rt.mask) return emit_filtered(eng, lab, rt, b, cb, arg);
+    return emit_to_output(eng, rt.rule, lab, b, cb, arg);
 }
 
 uv_loop_t *weir_engine_loop(weir_engine_t *eng)
@@ -647,14 +879,16 @@ weir_plugin_metrics_t *weir_engine_plugin_metrics(weir_engine_t *eng)
 
 size_t weir_engine_plugin_count(const weir_engine_t *eng)
 {
-    return eng->ninputs + eng->noutputs;
+    return eng->ninputs + eng->noutputs + eng->nfilters;
 }
 
 const weir_engine_plugin_t *weir_engine_plugin_at(const weir_engine_t *eng, size_t i)
 {
     if (i < eng->ninputs) return &eng->inputs[i].info;
     i -= eng->ninputs;
-    return i < eng->noutputs ? &eng->outputs[i].info : NULL;
+    if (i < eng->noutputs) return &eng->outputs[i].info;
+    i -= eng->noutputs;
+    return i < eng->nfilters ? &eng->filters[i].info : NULL;
 }
 
 void weir_engine_on_space(weir_engine_t *eng, weir_space_waiter_t *w)
@@ -708,12 +942,34 @@ void weir_engine_flush(weir_engine_t *eng)
 
 /* ---- stopping ----------------------------------------------------------------------- */
 
-static void outputs_stopped(void *arg)
+static void filters_stopped(void *arg)
 {
     weir_engine_t *eng = arg;
     if (--eng->pending_stops > 0) return;
     if (eng->space_idle) uv_idle_stop(eng->space_idle);
     if (eng->stop_done) eng->stop_done(eng->stop_arg);
+}
+
+/* Filters stop after the outputs, which have called back every batch they held by then, so
+ * every hold is settled. */
+static void stop_filters(filter_inst_t *filters, size_t n, size_t *pending, void (*done)(void *),
+                         void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        filter_inst_t *f = &filters[i];
+        if (!f->started || !f->ops->stop) continue;
+        (*pending)++;
+        f->ops->stop(f->state, done, arg);
+    }
+}
+
+static void outputs_stopped(void *arg)
+{
+    weir_engine_t *eng = arg;
+    if (--eng->pending_stops > 0) return;
+    eng->pending_stops = 1;
+    stop_filters(eng->filters, eng->nfilters, &eng->pending_stops, filters_stopped, eng);
+    filters_stopped(eng);
 }
 
 static void stop_outputs(weir_engine_t *eng)
@@ -760,8 +1016,14 @@ static void free_inputs(input_inst_t *in, size_t n)
     free(in);
 }
 
-static void free_routes(output_inst_t *out, size_t nout, label_t *labels, size_t nlabels)
+static void free_routes(output_inst_t *out, size_t nout, filter_inst_t *filters, size_t nfilters,
+                        label_t *labels, size_t nlabels)
 {
+    for (size_t i = 0; i < nfilters; i++) {
+        if (filters[i].ops && filters[i].ops->destroy) filters[i].ops->destroy(filters[i].state);
+        plugin_info_free(&filters[i].info);
+    }
+    free(filters);
     /* a plugin's series go after the plugin, whose threads may still update them until then */
     for (size_t i = 0; i < nout; i++) {
         if (out[i].ops && out[i].ops->destroy) out[i].ops->destroy(out[i].state);
@@ -774,6 +1036,9 @@ static void free_routes(output_inst_t *out, size_t nout, label_t *labels, size_t
         for (size_t j = 0; j < lab->nrules; j++)
             weir_pattern_free(lab->rules[j].pattern);
         free(lab->rules);
+        for (size_t j = 0; j < lab->nfrules; j++)
+            weir_pattern_free(lab->frules[j].pattern);
+        free(lab->frules);
         cache_clear(lab);
         free(lab->name);
     }
@@ -784,7 +1049,8 @@ void weir_engine_free(weir_engine_t *eng)
 {
     if (!eng) return;
     free_inputs(eng->inputs, eng->ninputs);
-    free_routes(eng->outputs, eng->noutputs, eng->labels, eng->nlabels);
+    free_routes(eng->outputs, eng->noutputs, eng->filters, eng->nfilters, eng->labels,
+                eng->nlabels);
     weir_metrics_unregister(eng->metrics, eng);
     weir_metrics_free(eng->metrics);
     if (eng->space_idle) uv_close((uv_handle_t *)eng->space_idle, (uv_close_cb)free);
@@ -817,6 +1083,9 @@ typedef struct reload {
     size_t ngone;
     output_inst_t *old_outputs;
     size_t nold_outputs;
+    filter_inst_t *old_filters;
+    size_t nold_filters;
+    bool filters_stopping;
     label_t *old_labels;
     size_t nold_labels;
 } reload_t;
@@ -830,12 +1099,22 @@ static void reload_piece_stopped(void *arg)
 {
     reload_t *r = arg;
     if (--r->pending > 0) return;
+    if (!r->filters_stopping) { /* inputs and outputs have stopped: now the filters */
+        r->filters_stopping = true;
+        r->pending = 1;
+        stop_filters(r->old_filters, r->nold_filters, &r->pending, reload_piece_stopped, r);
+        reload_piece_stopped(r);
+        return;
+    }
+    r->filters_stopping = false;
     free_inputs(r->gone_inputs, r->ngone);
-    free_routes(r->old_outputs, r->nold_outputs, r->old_labels, r->nold_labels);
+    free_routes(r->old_outputs, r->nold_outputs, r->old_filters, r->nold_filters, r->old_labels,
+                r->nold_labels);
     r->gone_inputs = NULL;
     r->old_outputs = NULL;
+    r->old_filters = NULL;
     r->old_labels = NULL;
-    r->ngone = r->nold_outputs = r->nold_labels = 0;
+    r->ngone = r->nold_outputs = r->nold_filters = r->nold_labels = 0;
     r->next(r);
 }
 
@@ -873,6 +1152,10 @@ static void reload_teardown(reload_t *r, weir_conf_section_t *target, void (*nex
     r->nold_outputs = eng->noutputs;
     r->old_labels = eng->labels;
     r->nold_labels = eng->nlabels;
+    r->old_filters = eng->filters;
+    r->nold_filters = eng->nfilters;
+    eng->filters = NULL;
+    eng->nfilters = 0;
     eng->outputs = NULL;
     eng->noutputs = 0;
     eng->labels = NULL;
@@ -934,6 +1217,7 @@ static void reload_install(reload_t *r)
     }
     free(kept);
     if (rc == 0) rc = weir_conf_check_unused(r->target, &err) == 0 ? 0 : -1;
+    if (rc == 0) rc = start_filters(eng, &err);
     for (size_t i = 0; rc == 0 && i < eng->noutputs; i++) {
         output_inst_t *out = &eng->outputs[i];
         if (out->ops->start && out->ops->start(out->state, &err) != 0) {

@@ -29,6 +29,10 @@ static const weir_output_ops_t *const outputs[] = {
     &weir_out_null_ops, &weir_out_stdout_ops, &weir_out_file_ops, &weir_out_s3_ops, NULL,
 };
 
+static const weir_filter_ops_t *const filters[] = {
+    NULL,
+};
+
 const weir_input_ops_t *weir_input_find(const char *type)
 {
     for (size_t i = 0; inputs[i]; i++)
@@ -43,11 +47,24 @@ const weir_output_ops_t *weir_output_find(const char *type)
     return NULL;
 }
 
-void weir_plugin_names(bool inputs_wanted, weir_buf_t *out)
+const weir_filter_ops_t *weir_filter_find(const char *type)
+{
+    for (size_t i = 0; filters[i]; i++)
+        if (strcmp(filters[i]->type, type) == 0) return filters[i];
+    return NULL;
+}
+
+static const char *type_at(const char *category, size_t i)
+{
+    if (strcmp(category, "input") == 0) return inputs[i] ? inputs[i]->type : NULL;
+    if (strcmp(category, "filter") == 0) return filters[i] ? filters[i]->type : NULL;
+    return outputs[i] ? outputs[i]->type : NULL;
+}
+
+void weir_plugin_names(const char *category, weir_buf_t *out)
 {
     for (size_t i = 0;; i++) {
-        const char *name = inputs_wanted ? (inputs[i] ? inputs[i]->type : NULL)
-                                         : (outputs[i] ? outputs[i]->type : NULL);
+        const char *name = type_at(category, i);
         if (!name) break;
         if (i) weir_buf_append(out, ", ", 2);
         weir_buf_append(out, name, strlen(name));
