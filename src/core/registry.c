@@ -14,6 +14,7 @@ extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
 extern const weir_output_ops_t weir_out_s3_ops;
+extern const weir_filter_ops_t weir_filter_dedupe_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -30,6 +31,7 @@ static const weir_output_ops_t *const outputs[] = {
 };
 
 static const weir_filter_ops_t *const filters[] = {
+    &weir_filter_dedupe_ops,
     NULL,
 };
 
