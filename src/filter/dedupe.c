@@ -18,10 +18,11 @@
  * fails too (no ack), and the sender's resend is stored.
  *
  * Memory: a ring of entries in arrival order (24 bytes each, grown by doubling up to the cap)
- * and an open-addressing index of ring positions, a power of two at most half full (8 to 16
- * bytes per key): at most 40 bytes per remembered key. Keys leave the ring's tail when older
- * than `window`, or earlier when the ring holds memory_limit / 40 keys (counted, with a
- * warning). Every operation is O(1) on average per event.
+ * and an open-addressing index of ring positions, a power of two of 8-byte slots at most half
+ * full (16 to 32 bytes per key). The cap is the most keys whose ring and index fit in
+ * memory_limit (64 MiB: 1.4 million). Keys leave the ring's tail when older than `window`, or
+ * earlier when the ring holds that many (counted, with a warning). Every operation is O(1) on
+ * average per event.
  *
  * The journal: segments path/journal-<created>-<seq> of 24-byte records (h0, h1, arrival
  * seconds, CRC32C), appended by one pool job at a time that writes and fdatasyncs everything
@@ -52,10 +53,12 @@
 
 #define DD_FIELDS_MAX 8
 #define DD_REC_LEN 24
-#define DD_KEY_FILE_LEN 40  /* "WEIRDDK1" + 32 key bytes */
-#define DD_BYTES_PER_KEY 40 /* 24 in the ring, 8 to 16 in the index */
+#define DD_KEY_FILE_LEN 40 /* "WEIRDDK1" + 32 key bytes */
+#define DD_RING_BYTES 24   /* per key */
+#define DD_INDEX_BYTES 8   /* per index slot; at least two slots per key */
 #define DD_MIN_RING 1024
-#define DD_MIN_MEMORY (DD_BYTES_PER_KEY * 16)
+#define DD_MIN_KEYS 16
+#define DD_MIN_MEMORY (DD_RING_BYTES * DD_MIN_KEYS + DD_INDEX_BYTES * 2 * DD_MIN_KEYS)
 #define DD_DEFAULT_WINDOW (24 * 3600.0)
 #define DD_DEFAULT_MEMORY (64ull << 20)
 #define FLIGHT_DONE 0u
@@ -105,7 +108,7 @@ typedef struct dedupe {
     size_t ring_cap;
     uint64_t tail, head;
     size_t live;     /* entries not dead */
-    uint32_t *index; /* ring slot + 1, 0 = empty */
+    uint64_t *index; /* 0 = empty; else h0's high half << 32 | (ring slot + 1) */
     size_t index_cap;
     /* holds, by id (slot + 1) */
     dd_hold_t **holds;
@@ -149,20 +152,35 @@ static size_t home(const dedupe_t *d, uint64_t h0)
     return (size_t)(h0 & (d->index_cap - 1));
 }
 
-/* The index slot holding the entry with these hashes, or the empty slot where it would go. */
+static uint64_t index_value(uint64_t h0, size_t slot)
+{
+    return (h0 & 0xffffffff00000000ull) | (uint64_t)(slot + 1);
+}
+
+static size_t index_slot(uint64_t v)
+{
+    return (size_t)(uint32_t)v - 1;
+}
+
+/* The index slot holding the entry with these hashes, or the empty slot where it would go.
+ * The table is larger than any cache, so each slot carries the top half of h0: a probe reads
+ * the ring (another cache miss) only when that matches. */
 static size_t index_find(dedupe_t *d, uint64_t h0, uint64_t h1, bool *found)
 {
     size_t i = home(d, h0);
+    uint64_t tag = h0 & 0xffffffff00000000ull;
     for (;;) {
-        uint32_t v = d->index[i];
+        uint64_t v = d->index[i];
         if (!v) {
             *found = false;
             return i;
         }
-        dd_entry_t *e = &d->ring[v - 1];
-        if (e->h0 == h0 && e->h1 == h1) {
-            *found = true;
-            return i;
+        if ((v & 0xffffffff00000000ull) == tag) {
+            dd_entry_t *e = &d->ring[index_slot(v)];
+            if (e->h0 == h0 && e->h1 == h1) {
+                *found = true;
+                return i;
+            }
         }
         i = (i + 1) & (d->index_cap - 1);
     }
@@ -174,13 +192,13 @@ static void index_remove(dedupe_t *d, size_t slot)
 {
     dd_entry_t *e = &d->ring[slot];
     size_t i = home(d, e->h0);
-    while (d->index[i] != slot + 1)
+    while ((uint32_t)d->index[i] != slot + 1)
         i = (i + 1) & (d->index_cap - 1);
     size_t mask = d->index_cap - 1;
     for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
-        uint32_t v = d->index[j];
+        uint64_t v = d->index[j];
         if (!v) break;
-        size_t h = home(d, d->ring[v - 1].h0);
+        size_t h = home(d, d->ring[index_slot(v)].h0);
         /* the entry at j may move to i when i lies cyclically in [h, j) */
         if (((j - h) & mask) >= ((j - i) & mask)) {
             d->index[i] = v;
@@ -203,7 +221,7 @@ static void index_rebuild(dedupe_t *d)
         if (e->flight == FLIGHT_DEAD) continue;
         bool found;
         size_t i = index_find(d, e->h0, e->h1, &found);
-        d->index[i] = (uint32_t)slot_of(d, s) + 1;
+        d->index[i] = index_value(e->h0, slot_of(d, s));
     }
 }
 
@@ -258,7 +276,7 @@ static uint64_t insert(dedupe_t *d, uint64_t h0, uint64_t h1, uint32_t sec, uint
     d->live++;
     bool found;
     size_t i = index_find(d, h0, h1, &found);
-    d->index[i] = (uint32_t)slot_of(d, seq) + 1;
+    d->index[i] = index_value(h0, slot_of(d, seq));
     return seq;
 }
 
@@ -716,7 +734,7 @@ static weir_filter_result_t dedupe_filter(void *state, const weir_batch_t *in, w
             if (found) {
                 keep = false;
                 dups++;
-                dd_entry_t *en = &d->ring[d->index[i] - 1];
+                dd_entry_t *en = &d->ring[index_slot(d->index[i])];
                 if (en->flight != FLIGHT_DONE && en->flight != h->id) {
                     dd_hold_t *first = d->holds[en->flight - 1];
                     if (!first->ndependents || first->dependents[first->ndependents - 1] != h) {
@@ -798,6 +816,20 @@ static double g_oldest(void *arg)
     return NAN;
 }
 
+/* The most keys whose ring (24 bytes each) and index (a power of two of 8-byte slots, at least
+ * twice the keys) fit in `mem`. */
+static size_t keys_for_memory(uint64_t mem)
+{
+    size_t best = DD_MIN_KEYS;
+    for (uint64_t slots = 2 * DD_MIN_KEYS; slots * DD_INDEX_BYTES < mem && slots <= (1ull << 31);
+         slots *= 2) {
+        uint64_t k = (mem - slots * DD_INDEX_BYTES) / DD_RING_BYTES;
+        if (k > slots / 2) k = slots / 2;
+        if (k > best) best = (size_t)k;
+    }
+    return best;
+}
+
 static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
                          weir_err_t *err)
 {
@@ -847,13 +879,13 @@ static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **st
     }
     if (mem < DD_MIN_MEMORY) {
         weir_conf_errorf(err, weir_conf_find(sec, "memory_limit"),
-                         "memory_limit: at least %d bytes (each remembered key takes %d)",
-                         DD_MIN_MEMORY, DD_BYTES_PER_KEY);
+                         "memory_limit: at least %d bytes (each remembered key takes %d to %d)",
+                         DD_MIN_MEMORY, DD_RING_BYTES + 2 * DD_INDEX_BYTES,
+                         DD_RING_BYTES + 4 * DD_INDEX_BYTES);
         goto fail;
     }
     d->path = weir_strdup(path);
-    d->max_keys = (size_t)(mem / DD_BYTES_PER_KEY);
-    if (d->max_keys > UINT32_MAX / 4) d->max_keys = UINT32_MAX / 4;
+    d->max_keys = keys_for_memory(mem);
     weir_conf_strv_free(keys, nkeys);
     weir_plugin_metrics_t *pm = weir_engine_plugin_metrics(eng);
     d->reg = weir_plugin_metrics_registry(pm);

@@ -228,7 +228,7 @@ def test_window_expires_keys_on_time():
 
 
 def test_memory_limit_shortens_the_window_with_a_warning():
-    # 40 bytes a key: 1280 bytes hold 32 keys
+    # 24 bytes a key plus a 64-slot index of 8 bytes: 1280 bytes hold 32 keys
     st = Setup(lambda d: dedupe(d, extra="  memory_limit 1280") + file_match(d))
     w = st.start()
     for i in range(40):

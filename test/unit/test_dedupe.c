@@ -188,6 +188,33 @@ static void test_released_hold_waiting_for_another_is_freed_once(void **state)
     f->ops->settle(f->state, h3, -1, NULL, NULL);
 }
 
+/* A million distinct keys across the ring's and index's growth: none is taken for a
+ * duplicate, and each sent again is one. */
+static void test_a_million_keys_through_growth(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 1000000, PER = 5000 };
+    char names[PER][16];
+    const char *uids[PER];
+    for (int round = 0; round < 2; round++) {
+        for (int b = 0; b < N / PER; b++) {
+            for (int i = 0; i < PER; i++) {
+                snprintf(names[i], sizeof names[i], "k%d", b * PER + i);
+                uids[i] = names[i];
+            }
+            uint32_t n;
+            void *h = run(f, uids, PER, &n);
+            assert_int_equal(n, round == 0 ? PER : 0);
+            if (h) {
+                acked_t a = {0};
+                f->ops->settle(f->state, h, 0, on_done, &a);
+                uv_run(&f->loop, UV_RUN_DEFAULT);
+                assert_int_equal(a.status, 0);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +224,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_released_hold_waiting_for_another_is_freed_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_million_keys_through_growth, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
