@@ -28,8 +28,8 @@
  * seconds, CRC32C), appended by one pool job at a time that writes and fdatasyncs everything
  * committed since the last one (a group commit). A new segment begins at every start and every
  * window/8; a segment is deleted once everything in it is older than the window. At start the
- * segments are read back (a torn or corrupt record ends its segment: it was never synced,
- * so no ack depended on it). */
+ * segments are read back; a torn or corrupt record is skipped (it was never synced, so no ack
+ * depended on it). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -592,7 +592,9 @@ static uint32_t rd32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Reads one segment's records into the table; a short or corrupt record ends it. */
+/* Reads one segment's records into the table. A record whose CRC fails (a torn tail, or a hole
+ * a power loss left where a write was never synced) is skipped: it was never acknowledged, and
+ * the records are fixed-size, so the ones after it are read as written. */
 static void load_segment(dedupe_t *d, const char *name, uint32_t horizon, size_t *loaded)
 {
     char p[600];
@@ -604,13 +606,11 @@ static void load_segment(dedupe_t *d, const char *name, uint32_t horizon, size_t
         return;
     }
     unsigned char r[DD_REC_LEN];
-    size_t n;
-    while ((n = fread(r, 1, sizeof r, f)) == sizeof r) {
+    size_t bad = 0;
+    while (fread(r, 1, sizeof r, f) == sizeof r) {
         if (weir_crc32c(0, r, 20) != rd32(r + 20)) {
-            weir_warn("dedupe %s: %s: a corrupt record after %zu keys; the rest of the segment "
-                      "(never acknowledged) is ignored",
-                      d->path, name, *loaded);
-            break;
+            bad++;
+            continue;
         }
         uint64_t h0 = rd64(r), h1 = rd64(r + 8);
         uint32_t sec = rd32(r + 16);
@@ -622,6 +622,10 @@ static void load_segment(dedupe_t *d, const char *name, uint32_t horizon, size_t
         (*loaded)++;
     }
     fclose(f);
+    if (bad)
+        weir_warn("dedupe %s: %s: %zu records torn or corrupt (never synced, so never "
+                  "acknowledged) skipped",
+                  d->path, name, bad);
 }
 
 static int load(dedupe_t *d, weir_err_t *err)

@@ -244,6 +244,27 @@ def test_memory_limit_shortens_the_window_with_a_warning():
     assert sorted(file_values(st.d, "uid")).count("k0") == 2
 
 
+def test_a_corrupt_journal_record_forgets_that_key_only():
+    st = Setup(lambda d: dedupe(d) + file_match(d))
+    st.start()
+    for i in range(5):
+        st.post("a.log", [{"uid": "j%d" % i}])
+    st.stop()
+    segs = [f for f in sorted(glob.glob(st.d + "/dedupe/journal-*")) if os.path.getsize(f)]
+    assert len(segs) == 1 and os.path.getsize(segs[0]) == 5 * 24, segs
+    with open(segs[0], "r+b") as f:  # a hole where record 2 was (a write never synced)
+        f.seek(2 * 24)
+        f.write(b"\0" * 24)
+    w = st.start()
+    for i in range(5):
+        st.post("a.log", [{"uid": "j%d" % i}])
+    wait_for(lambda: len(file_values(st.d, "uid")) >= 6, what="6 lines")
+    assert st.metric("weir_dedupe_duplicates_total") == 4
+    st.stop()
+    assert sorted(file_values(st.d, "uid")) == ["j0", "j1", "j2", "j2", "j3", "j4"]
+    assert "1 records torn or corrupt" in w.log(), w.log()
+
+
 def test_configuration_errors_are_clear():
     d = tmpdir("weir-dedupe-conf-")
     cases = [
@@ -281,6 +302,7 @@ def main():
             test_composite_key_and_keyless_events,
             test_window_expires_keys_on_time,
             test_memory_limit_shortens_the_window_with_a_warning,
+            test_a_corrupt_journal_record_forgets_that_key_only,
             test_configuration_errors_are_clear,
             test_second_weir_on_the_same_index_is_refused,
             test_teleport_resends_and_replays_are_stored_once_in_s3,
