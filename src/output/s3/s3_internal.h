@@ -233,9 +233,13 @@ s3_out_t *s3_target_from_conf(weir_conf_section_t *sec, weir_err_t *err);
 void s3_target_free(s3_out_t *o);
 /* Blocking: builds, signs and performs `spec` into r, again after a pause (up to 4 attempts)
  * while the answer is transient (s3_response_transient). Keeps r's sink and captured header
- * across attempts. 0 when an answer came (any status), -1 otherwise. */
+ * across attempts. 0 when an answer came (any status), -1 otherwise; -1 at once when the sink
+ * refused the body (a second attempt would be refused the same way). */
 int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
                         s3_http_req_t *r, long timeout_ms, weir_err_t *err);
+/* What S3 answered, for a message: "HTTP 403 AccessDenied: ..." or the transport's error. A
+ * response whose body the sink refused (CURLE_WRITE_ERROR) is still an HTTP answer. */
+void s3_answer_text(const s3_http_req_t *r, weir_buf_t *out);
 
 /* ---- upload.c ----------------------------------------------------------------------------- */
 
