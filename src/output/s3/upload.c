@@ -34,8 +34,11 @@
  * there; an object whose ETag is the one this chunk's body gives, and it is done; another
  * object (another chunk took the free key meanwhile), and it looks for a free key as usual:
  * never an overwrite, at worst a duplicate (for example where SSE-KMS makes ETags other than
- * MD5s). The memo lives in memory (after a restart the HEAD loop runs again) and holds at
- * most S3_KEY_MEMO_MAX keys.
+ * MD5s). The memo lives in memory and holds at most S3_KEY_MEMO_MAX keys. After a restart the
+ * HEAD loop runs again; where the index does not change the key (${chunk_id} keys) an object
+ * found there with this chunk's ETag is this chunk's, stored by an attempt that a crash cut
+ * off before the chunk was deleted, and the chunk is done (with %{index} the loop moves on to
+ * the next index: a second object, which is why weir warns about such keys at start).
  *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
@@ -708,6 +711,7 @@ static int build_key(s3_job_t *j)
 }
 
 static void start_upload(s3_job_t *j);
+static bool etag_is_ours(const s3_job_t *j, const char *etag);
 
 /* fluent-plugin-s3's loop: key_i exists -> try i+1; the same key twice -> error/overwrite. */
 static void head_next(s3_job_t *j)
@@ -715,6 +719,16 @@ static void head_next(s3_job_t *j)
     if (build_key(j) != 0) return;
     if (j->index > 0 && j->key.len == j->prev_key.len &&
         memcmp(j->key.data, j->prev_key.data, j->key.len) == 0) {
+        /* the key does not change with the index (${chunk_id} keys): the HEAD that found it
+         * taken may have found this chunk's own object, stored by an attempt whose end a
+         * crash or a restart cut off; its ETag says so, and then the chunk is stored */
+        if (etag_is_ours(j, j->req.etag)) {
+            weir_info("s3 %s: s3://%s/%s already holds chunk %s (its ETag): an earlier attempt "
+                      "stored it",
+                      j->o->id, j->o->bucket, j->key.data, weir_chunk_id_hex(j->chunk));
+            succeeded(j);
+            return;
+        }
         if (j->o->overwrite) {
             weir_warn("s3 %s: s3://%s/%s already exists, but will overwrite", j->o->id,
                       j->o->bucket, j->key.data);
