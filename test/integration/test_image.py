@@ -430,8 +430,12 @@ def test_teleport_example_through_the_image():
 
         # the future event waits in the buffer volume, in a chunk file under its path
         mp = pm.out("volume", "inspect", "--format", "{{.Mountpoint}}", volumes[0])
-        held = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        files = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        held = [f for f in files if not f.startswith(os.path.join(mp, "dedupe"))]
         assert held and all(f.startswith(os.path.join(mp, "s3") + "/") for f in held), held
+        # and the dedupe filters' keys live on the same volume, to outlive the container
+        for index in ("dedupe", "dedupe-sessions"):
+            assert os.path.join(mp, index, "hash.key") in files, files
 
         # docker compose stop: SIGTERM, the compose file's grace period
         pm("stop", "--time", str(grace), name, timeout=grace + 60)
