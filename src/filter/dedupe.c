@@ -648,7 +648,7 @@ static int load(dedupe_t *d, weir_err_t *err)
         nsegs++;
     }
     closedir(dir);
-    qsort(segs, nsegs, sizeof *segs, seg_cmp);
+    if (nsegs) qsort(segs, nsegs, sizeof *segs, seg_cmp);
     uint32_t now = now_sec();
     uint32_t horizon = now > d->window ? now - (uint32_t)d->window : 0;
     size_t loaded = 0;

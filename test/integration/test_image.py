@@ -465,10 +465,12 @@ def test_teleport_example_through_the_image():
         assert [(t, r["user"]) for t, r in stdout_events(out)] == \
             [(t, "forged") for t in forged_tags], out[-3000:]
 
-        # the buffer volume holds nothing more than the digest chain's state: everything
-        # accepted was uploaded, and each object is in the open hour's list (or, should the
-        # hour have turned, in a digest already stored: nothing waits in pending/)
-        left = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        # the buffer volume holds nothing more than the digest chain's state and the dedupe
+        # filters' keys: everything accepted was uploaded, and each object is in the open
+        # hour's list (or, should the hour have turned, in a digest already stored: nothing
+        # waits in pending/)
+        left = [f for f in buffer_files(mp) if not f.endswith(".lock")
+                and not f.startswith(os.path.join(mp, "dedupe"))]
         digest_dir = os.path.join(mp, "s3", "digest") + "/"
         state = sorted(f[len(digest_dir):] for f in left if f.startswith(digest_dir))
         assert [f for f in left if not f.startswith(digest_dir)] == [], left
