@@ -87,6 +87,8 @@ typedef struct label {
     size_t ndirectives;
     route_slot_t cache[ROUTE_CACHE_SLOTS];
     size_t cached;
+    char **targets; /* the labels its relabel outputs send into (weir_engine_route_to_label) */
+    size_t ntargets;
 } label_t;
 
 struct weir_engine {
@@ -99,6 +101,7 @@ struct weir_engine {
     size_t noutputs;
     filter_inst_t *filters;
     size_t nfilters;
+    size_t outputs_cap; /* counted from the configuration before any output is made */
     label_t *labels;
     size_t nlabels;
     weir_space_waiter_t *waiters;
@@ -109,6 +112,7 @@ struct weir_engine {
     weir_plugin_metrics_t *creating; /* the plugin whose create() runs now */
     weir_tag_counter_t *unmatched;
     size_t next_object_id;
+    label_t *building; /* the label whose <match>es are being created */
     /* reload: while set, emits answer FULL so inputs wait instead of reaching outputs that are
      * being replaced */
     bool reloading;
@@ -283,6 +287,10 @@ static int add_output(weir_engine_t *eng, weir_conf_section_t *m, output_inst_t 
     if (weir_conf_get_str(m, "@id", &id, err) < 0) return -1;
     const char *lvl = NULL;
     if (weir_conf_get_str(m, "@log_level", &lvl, err) < 0) return -1;
+    if (eng->noutputs >= eng->outputs_cap) { /* count_outputs() missed a section kind */
+        conf_fail(err, m, "internal error: more outputs than the configuration was counted for");
+        return -1;
+    }
     weir_engine_plugin_t info = {0};
     if (plugin_begin(eng, m, "output", type, &info, err) != 0) return -1;
     void *state = NULL;
@@ -352,6 +360,7 @@ static int add_filter(weir_engine_t *eng, weir_conf_section_t *c, label_t *lab, 
 static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t *lab,
                        weir_err_t *err)
 {
+    eng->building = lab;
     for (size_t i = 0; i < parent->nchildren; i++) {
         weir_conf_section_t *c = parent->children[i];
         if (strcmp(c->name, "filter") == 0) {
@@ -377,6 +386,95 @@ static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t 
         lab->rules[lab->nrules].pos = lab->ndirectives++;
         lab->nrules++;
     }
+    return 0;
+}
+
+/* ---- outputs that outputs make (copy's <store>s, relabel's label) ---------------------- */
+
+/* Every section that becomes an output: <match>es anywhere and the <store>s inside them. A
+ * <store> elsewhere is counted too; that only leaves a slot unused. */
+static size_t count_outputs(const weir_conf_section_t *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nchildren; i++) {
+        const weir_conf_section_t *c = s->children[i];
+        if (strcmp(c->name, "match") == 0 || strcmp(c->name, "store") == 0) n++;
+        n += count_outputs(c);
+    }
+    return n;
+}
+
+int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_output_ref_t *ref,
+                           weir_err_t *err)
+{
+    weir_conf_param_t *tp = weir_conf_find(sec, "@type");
+    if (tp && !weir_output_find(tp->value)) {
+        weir_buf_t names;
+        weir_buf_init(&names);
+        weir_plugin_names(false, &names);
+        weir_buf_putc(&names, '\0');
+        weir_conf_errorf(err, tp, "weir has no output plugin '%s'; outputs weir has: %s", tp->value,
+                         names.data);
+        weir_buf_free(&names);
+        return -1;
+    }
+    weir_conf_section_use(sec);
+    weir_plugin_metrics_t *outer = eng->creating; /* the caller's, current again after */
+    output_inst_t *o = NULL;
+    int rc = add_output(eng, sec, &o, err);
+    eng->creating = outer;
+    if (rc != 0) return -1;
+    ref->ops = o->ops;
+    ref->state = o->state;
+    ref->metrics = o->info.metrics;
+    ref->plugin_id = o->info.plugin_id;
+    return 0;
+}
+
+/* Depth-first from `from` along relabel edges; true when `to` is reached, with the path so far
+ * in `path`. Labels are few (one per <label>), and each is visited at most once per search. */
+static bool label_reaches(weir_engine_t *eng, label_t *from, const label_t *to, weir_buf_t *path,
+                          bool *seen)
+{
+    weir_buf_printf(path, " -> %s", from->name);
+    if (from == to) return true;
+    size_t idx = (size_t)(from - eng->labels);
+    if (seen[idx]) goto no;
+    seen[idx] = true;
+    for (size_t i = 0; i < from->ntargets; i++) {
+        size_t mark = path->len;
+        label_t *next = label_get(eng, from->targets[i]);
+        if (next && label_reaches(eng, next, to, path, seen)) return true;
+        path->len = mark;
+    }
+no:
+    return false;
+}
+
+int weir_engine_route_to_label(weir_engine_t *eng, const char *label, weir_err_t *err)
+{
+    label_t *target = label && *label ? label_get(eng, label) : NULL;
+    if (!target || target == &eng->labels[0]) {
+        weir_err_set(err, "no <label %s> is defined", label ? label : "");
+        return -1;
+    }
+    label_t *from = eng->building;
+    if (!from) return 0; /* not inside a build: nothing can loop */
+    weir_buf_t path;
+    weir_buf_init(&path);
+    bool *seen = weir_calloc(eng->nlabels, sizeof *seen);
+    bool loop = label_reaches(eng, target, from, &path, seen);
+    free(seen);
+    if (loop) {
+        weir_buf_putc(&path, '\0');
+        weir_err_set(err, "relabel loop: events would go round %s%s forever",
+                     from->name[0] ? from->name : "(top level)", path.data);
+        weir_buf_free(&path);
+        return -1;
+    }
+    weir_buf_free(&path);
+    from->targets = weir_realloc(from->targets, (from->ntargets + 1) * sizeof *from->targets);
+    from->targets[from->ntargets++] = weir_strdup(label);
     return 0;
 }
 
@@ -526,7 +624,8 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
                         weir_err_t *err)
 {
     if (check_types(root, err) != 0) return -1;
-    eng->outputs = weir_calloc(count_children(root, "match", true) + 1, sizeof *eng->outputs);
+    eng->outputs_cap = count_outputs(root);
+    eng->outputs = weir_calloc(eng->outputs_cap + 1, sizeof *eng->outputs);
     eng->noutputs = 0;
     eng->filters = weir_calloc(count_children(root, "filter", true) + 1, sizeof *eng->filters);
     eng->nfilters = 0;
@@ -572,6 +671,7 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
         if (strcmp(c->name, "label") == 0 && add_matches(eng, c, label_get(eng, c->arg), err) != 0)
             return -1;
     }
+    eng->building = NULL;
     return 0;
 }
 
@@ -1039,6 +1139,7 @@ static void free_routes(output_inst_t *out, size_t nout, filter_inst_t *filters,
         for (size_t j = 0; j < lab->nfrules; j++)
             weir_pattern_free(lab->frules[j].pattern);
         free(lab->frules);
+        weir_conf_strv_free(lab->targets, lab->ntargets);
         cache_clear(lab);
         free(lab->name);
     }
