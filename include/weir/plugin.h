@@ -133,10 +133,10 @@ typedef struct weir_output_ref {
 } weir_output_ref_t;
 /* Creates the output that `sec` describes (its own @type, @id, <buffer>, ...) as the engine
  * creates a <match>'s, from inside another output's create(). The engine owns it: it is
- * listed by weir_engine_plugin_at (so monitor_agent and /metrics show it), started before the
- * output that made it, flushed, stopped with the other outputs (its pending callbacks all run
- * before its stop is done) and destroyed before the output that made it, which therefore
- * never calls its start/flush/stop/destroy itself, only its emit. */
+ * listed by weir_engine_plugin_at after the output that made it (as Fluentd's monitor_agent
+ * lists a copy's stores, so /metrics shows it too), and started, flushed, stopped (its pending
+ * callbacks all run before its stop is done) and destroyed with the other outputs, after the
+ * output that made it: that output only emits into it, and must not touch it in destroy(). */
 int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_output_ref_t *ref,
                            weir_err_t *err);
 /* For an output that sends its batches into a label (relabel), from its create(): checks that

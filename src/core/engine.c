@@ -291,20 +291,21 @@ static int add_output(weir_engine_t *eng, weir_conf_section_t *m, output_inst_t 
         conf_fail(err, m, "internal error: more outputs than the configuration was counted for");
         return -1;
     }
-    weir_engine_plugin_t info = {0};
-    if (plugin_begin(eng, m, "output", type, &info, err) != 0) return -1;
+    /* The slot is taken before create(), so that the outputs a copy makes come after it, in
+     * the order Fluentd's monitor_agent lists them. A failed create leaves it empty (ops NULL)
+     * in an engine that is then thrown away. */
+    output_inst_t *o = &eng->outputs[eng->noutputs++];
+    if (plugin_begin(eng, m, "output", type, &o->info, err) != 0) return -1;
     void *state = NULL;
     int rc = ops->create(eng, m, &state, err);
     eng->creating = NULL;
     if (rc != 0) {
-        plugin_info_free(&info);
+        plugin_info_free(&o->info);
         return -1;
     }
-    output_inst_t *o = &eng->outputs[eng->noutputs++];
     o->ops = ops;
     o->state = state;
     o->id = weir_strdup(id ? id : type);
-    o->info = info;
     *out = o;
     return 0;
 }
@@ -431,19 +432,27 @@ int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_ou
     return 0;
 }
 
+/* A relabel's target: a <label>, or the top level for Fluentd's reserved name @ROOT. */
+static label_t *label_target(weir_engine_t *eng, const char *name)
+{
+    label_t *l = label_get(eng, name);
+    if (!l && strcmp(name, "@ROOT") == 0) l = &eng->labels[0];
+    return l;
+}
+
 /* Depth-first from `from` along relabel edges; true when `to` is reached, with the path so far
  * in `path`. Labels are few (one per <label>), and each is visited at most once per search. */
 static bool label_reaches(weir_engine_t *eng, label_t *from, const label_t *to, weir_buf_t *path,
                           bool *seen)
 {
-    weir_buf_printf(path, " -> %s", from->name);
+    weir_buf_printf(path, " -> %s", from->name[0] ? from->name : "@ROOT");
     if (from == to) return true;
     size_t idx = (size_t)(from - eng->labels);
     if (seen[idx]) goto no;
     seen[idx] = true;
     for (size_t i = 0; i < from->ntargets; i++) {
         size_t mark = path->len;
-        label_t *next = label_get(eng, from->targets[i]);
+        label_t *next = label_target(eng, from->targets[i]);
         if (next && label_reaches(eng, next, to, path, seen)) return true;
         path->len = mark;
     }
@@ -453,8 +462,8 @@ no:
 
 int weir_engine_route_to_label(weir_engine_t *eng, const char *label, weir_err_t *err)
 {
-    label_t *target = label && *label ? label_get(eng, label) : NULL;
-    if (!target || target == &eng->labels[0]) {
+    label_t *target = label && *label ? label_target(eng, label) : NULL;
+    if (!target) {
         weir_err_set(err, "no <label %s> is defined", label ? label : "");
         return -1;
     }
@@ -468,7 +477,7 @@ int weir_engine_route_to_label(weir_engine_t *eng, const char *label, weir_err_t
     if (loop) {
         weir_buf_putc(&path, '\0');
         weir_err_set(err, "relabel loop: events would go round %s%s forever",
-                     from->name[0] ? from->name : "(top level)", path.data);
+                     from->name[0] ? from->name : "@ROOT", path.data);
         weir_buf_free(&path);
         return -1;
     }

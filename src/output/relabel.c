@@ -6,7 +6,8 @@
  * (<label @a> relabels to @b, which relabels back to @a) is refused when it is read: the
  * engine keeps the label-to-label edges and names the loop. Without loops the chain of
  * relabels one batch passes through is at most as long as the number of labels, so the
- * nested emits are bounded. */
+ * nested emits are bounded. `@label @ROOT` (Fluentd's reserved name) sends the events back to
+ * the top level's <match>es, unless a <label @ROOT> is defined. */
 #include <stdlib.h>
 
 #include "weir/plugin.h"
