@@ -6,15 +6,14 @@
  * it never do); a job is freed only when no store callback is outstanding, since the stores'
  * callbacks point into it; the input's callback runs exactly once, and only for a job that was
  * answered PENDING. The batch is copied only when a job must wait for space after a store took
- * it: until then the stores read the input's batch, which lives through the emit call. */
+ * it: until then the stores read the input's batch, which lives through the emit call, so the
+ * common case (every store takes it, some answer later) costs no copy. */
 #include "weir/copy.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "weir/log.h"
-
-#define COPY_WARN_INTERVAL_MS 5000 /* one "ignored error" line per interval, the rest counted */
 
 typedef struct copy_job copy_job_t;
 
@@ -25,9 +24,10 @@ typedef struct store_req {
 
 struct copy_job {
     weir_copy_t *c;
-    const weir_batch_t *b; /* the input's batch during emit, then &own */
+    const weir_batch_t *b; /* the input's batch during emit; &own once the job waits for space */
     weir_batch_t own;
     bool owned;
+    uint32_t count;  /* events in the batch, for messages after the input's batch is gone */
     weir_emit_cb cb; /* NULL while the answer is synchronous (DONE/FULL/ERROR) */
     void *arg;
     size_t next;        /* first store not yet tried */
@@ -61,7 +61,7 @@ weir_copy_t *weir_copy_new(const weir_copy_env_t *env, const weir_copy_store_t *
     c->stores = weir_calloc(n ? n : 1, sizeof *c->stores);
     memcpy(c->stores, stores, n * sizeof *stores);
     c->n = n;
-    c->warn_rl.interval_ms = COPY_WARN_INTERVAL_MS;
+    c->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     return c;
 }
 
@@ -98,13 +98,6 @@ static void job_hold(copy_job_t *j)
     if (c->jobs) c->jobs->prev_job = j;
     c->jobs = j;
     c->held++;
-    if (!j->owned) { /* the input's batch is gone after the emit call returns */
-        weir_batch_init(&j->own, j->b->tag, j->b->tag_len);
-        weir_batch_append_raw(&j->own, j->b->data.data, j->b->data.len, j->b->count, j->b->tmin,
-                              j->b->tmax);
-        j->owned = true;
-        j->b = &j->own;
-    }
 }
 
 static void job_free(copy_job_t *j)
@@ -132,7 +125,8 @@ static void job_maybe_finish(copy_job_t *j)
     stop_check(c);
 }
 
-static void store_failed(copy_job_t *j, size_t idx)
+/* `tag` NULL: the input's batch is gone (a late answer), the message goes without it. */
+static void store_failed(copy_job_t *j, size_t idx, const char *tag)
 {
     weir_copy_t *c = j->c;
     const weir_copy_store_t *s = &c->stores[idx];
@@ -142,9 +136,10 @@ static void store_failed(copy_job_t *j, size_t idx)
     }
     unsigned long skipped = 0;
     if (weir_ratelimit_ok(&c->warn_rl, &skipped))
-        weir_error("copy: store %s failed %u events of tag \"%s\"; ignore_error: the other "
-                   "stores go on (%lu similar errors suppressed)",
-                   s->out.plugin_id ? s->out.plugin_id : "?", j->b->count, j->b->tag, skipped);
+        weir_error("copy: store %s failed %u events%s%s%s; ignore_error: the other stores go on "
+                   "(%lu similar errors suppressed)",
+                   s->out.plugin_id ? s->out.plugin_id : "?", j->count, tag ? " of tag \"" : "",
+                   tag ? tag : "", tag ? "\"" : "", skipped);
 }
 
 /* A store's callback for a batch it answered PENDING. */
@@ -154,7 +149,7 @@ static void store_answered(void *arg, int status)
     copy_job_t *j = r->job;
     j->outstanding--;
     if (status != 0) {
-        store_failed(j, r->idx);
+        store_failed(j, r->idx, j->owned ? j->own.tag : NULL);
         if (j->failed && j->waiting) { /* the rest would be sent again anyway: stop trying */
             j->c->env.cancel_space(j->c->env.arg, &j->waiter);
             j->waiting = false;
@@ -191,7 +186,7 @@ static bool job_walk(copy_job_t *j)
             continue;
         }
         j->prev_took = false;
-        store_failed(j, i);
+        store_failed(j, i, j->b->tag);
     }
     j->walking = false;
     return full;
@@ -201,6 +196,13 @@ static void job_space(void *arg);
 
 static void job_wait(copy_job_t *j)
 {
+    if (!j->owned) { /* the input's batch is gone once its emit call returns */
+        weir_batch_init(&j->own, j->b->tag, j->b->tag_len);
+        weir_batch_append_raw(&j->own, j->b->data.data, j->b->data.len, j->b->count, j->b->tmin,
+                              j->b->tmax);
+        j->owned = true;
+        j->b = &j->own;
+    }
     j->waiting = true;
     j->waiter.fn = job_space;
     j->waiter.arg = j;
@@ -223,6 +225,7 @@ weir_emit_result_t weir_copy_emit(weir_copy_t *c, const weir_batch_t *b, weir_em
     copy_job_t *j = weir_calloc(1, sizeof *j + c->n * sizeof j->reqs[0]);
     j->c = c;
     j->b = b;
+    j->count = b->count;
     for (size_t i = 0; i < c->n; i++) {
         j->reqs[i].job = j;
         j->reqs[i].idx = i;
@@ -238,7 +241,11 @@ weir_emit_result_t weir_copy_emit(weir_copy_t *c, const weir_batch_t *b, weir_em
         return r;
     }
     job_hold(j); /* stores' callbacks outstanding, or a store to retry */
-    if (full) job_wait(j);
+    /* past this call only a waiting job reads its batch again, from its own copy */
+    if (full)
+        job_wait(j);
+    else
+        j->b = NULL;
     if (j->failed) return WEIR_EMIT_ERROR; /* answered now; the job waits for its stores */
     j->cb = cb;
     j->arg = arg;
