@@ -408,17 +408,6 @@ static size_t count_outputs(const weir_conf_section_t *s)
 int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_output_ref_t *ref,
                            weir_err_t *err)
 {
-    weir_conf_param_t *tp = weir_conf_find(sec, "@type");
-    if (tp && !weir_output_find(tp->value)) {
-        weir_buf_t names;
-        weir_buf_init(&names);
-        weir_plugin_names(false, &names);
-        weir_buf_putc(&names, '\0');
-        weir_conf_errorf(err, tp, "weir has no output plugin '%s'; outputs weir has: %s", tp->value,
-                         names.data);
-        weir_buf_free(&names);
-        return -1;
-    }
     weir_conf_section_use(sec);
     weir_plugin_metrics_t *outer = eng->creating; /* the caller's, current again after */
     output_inst_t *o = NULL;
@@ -503,13 +492,14 @@ static size_t count_children(weir_conf_section_t *root, const char *name, bool d
 static void note_unknown(weir_buf_t *msg, weir_conf_section_t *s)
 {
     weir_conf_param_t *p = weir_conf_find(s, "@type");
-    if (!p) return;
-    if (strcmp(s->name, "source") == 0   ? weir_input_find(p->value) != NULL
-        : strcmp(s->name, "filter") == 0 ? weir_filter_find(p->value) != NULL
-                                         : weir_output_find(p->value) != NULL)
-        return;
-    weir_buf_printf(msg, "%s  %s:%d:%d: @type %s (<%s%s%s>)\n", msg->len ? "" : "\n", p->file,
-                    p->line, p->col, p->value, s->name, s->arg[0] ? " " : "", s->arg);
+    if (p && !(strcmp(s->name, "source") == 0   ? weir_input_find(p->value) != NULL
+               : strcmp(s->name, "filter") == 0 ? weir_filter_find(p->value) != NULL
+                                                : weir_output_find(p->value) != NULL))
+        weir_buf_printf(msg, "%s  %s:%d:%d: @type %s (<%s%s%s>)\n", msg->len ? "" : "\n", p->file,
+                        p->line, p->col, p->value, s->name, s->arg[0] ? " " : "", s->arg);
+    /* a copy's <store>s are outputs too, at any depth */
+    for (size_t i = 0; i < s->nchildren; i++)
+        if (strcmp(s->children[i]->name, "store") == 0) note_unknown(msg, s->children[i]);
 }
 
 static int check_types(weir_conf_section_t *root, weir_err_t *err)

@@ -454,8 +454,11 @@ def test_copy_configuration_errors():
                   "    @type stdout\n  </store>\n</match>\n", "second or a later <store>")
     check_refused("<match **>\n  @type copy\n  <store ignore_eror>\n    @type stdout\n"
                   "  </store>\n</match>\n", "'ignore_eror' is not a store argument")
+    # an unknown store type is named with the others, as a <match>'s would be
     check_refused("<match **>\n  @type copy\n  <store>\n    @type elasticsearch\n"
-                  "  </store>\n</match>\n", "fluent.conf:4:", "no output plugin 'elasticsearch'")
+                  "  </store>\n  <store>\n    @type kafka2\n  </store>\n</match>\n",
+                  "weir does not have these plugins:", "fluent.conf:4:5: @type elasticsearch (<store>)",
+                  "fluent.conf:7:5: @type kafka2 (<store>)")
     check_refused("<match **>\n  @type copy\n  copy_mode deeper\n  <store>\n    @type stdout\n"
                   "  </store>\n</match>\n", "copy_mode")
     # the four copy modes are accepted (weir's batches are immutable bytes: all behave alike)
