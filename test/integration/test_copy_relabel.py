@@ -405,6 +405,43 @@ def test_relabel_docs_example_routes_into_the_label():
     assert json_field(d + "/rest/events*.log") == [4]
 
 
+def test_relabel_into_a_label_with_a_filter():
+    """A relabel hands its batches to the label's <filter>s first, as Fluentd's label router
+    does: here the dedupe filter, so an event sent twice is stored once."""
+    d = tempfile.mkdtemp(prefix="weir-relabel-filter-")
+    port = free_port()
+    conf = http_source(port) + """
+<match audit.**>
+  @type relabel
+  @label @dedup
+</match>
+<label @dedup>
+  <filter audit.**>
+    @type dedupe
+    key uid
+    path %(d)s/dedupe
+  </filter>
+  <match audit.**>
+    @type file
+    path %(d)s/out/events
+    <format>
+      @type json
+    </format>
+    <buffer>
+      @type file
+      path %(d)s/buf
+      flush_at_shutdown true
+    </buffer>
+  </match>
+</label>
+""" % {"d": d}
+    w = Weir(conf, workdir=d).start([port])
+    assert post(port, "audit.x", [{"uid": "a", "seq": 1}, {"uid": "b", "seq": 2}])[0] == 200
+    assert post(port, "audit.x", [{"uid": "b", "seq": 2}, {"uid": "c", "seq": 3}])[0] == 200
+    assert w.stop() == 0, w.log()
+    assert json_field(d + "/out/events*.log", "uid") == ["a", "b", "c"]
+
+
 def check_refused(conf, *expect):
     d = tempfile.mkdtemp(prefix="weir-relabel-bad-")
     path = os.path.join(d, "fluent.conf")
@@ -526,6 +563,7 @@ if __name__ == "__main__":
         test_kill9_after_acks_both_stores_have_every_acked_event,
         test_reload_with_copy_keeps_every_acked_event,
         test_relabel_docs_example_routes_into_the_label,
+        test_relabel_into_a_label_with_a_filter,
         test_relabel_loop_and_unknown_label_are_refused,
         test_copy_configuration_errors,
         test_stores_are_listed_by_monitor_agent_and_metrics,
