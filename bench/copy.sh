@@ -7,7 +7,7 @@ set -eu
 B=${1:-build-rel}
 D=${2:-bench-scratch}
 mkdir -p "$D"
-PORT=24232
+PORT=${PORT:-24232} # another free port: PORT=... sh bench/copy.sh
 store() { # $1: kind (null|file), $2: name
     if [ "$1" = null ]; then
         printf '    @type null\n'
@@ -37,6 +37,7 @@ for kind in null file; do
         "$B/weir" -c "$conf" -q &
         PID=$!
         sleep 0.5
+        kill -0 $PID # weir is listening (a port in use stops it at once)
         echo "$kind, $shape:"
         "$B/bench/fwd_loadgen" -p $PORT -c 4 -e 1000 -r 200 -s 10 -a --pid $PID
         kill -9 $PID
