@@ -6,11 +6,10 @@ import glob
 import gzip
 import json
 import os
+import random
 import signal
 import socket
-import tempfile
 import threading
-import random
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,18 @@ import urllib.request
 import msgpack
 
 from fwdclient import AckSender, frame
+from test_s3_output import WEIRS, cleanup, tmpdir
 from weirtest import Weir, dry_run, free_port, json_field, metric, run_tests, scrape, wait_for
+
+
+def start(conf, d, ports=(), out_path=None):
+    """A weir on `conf` in `d` (stdout to `out_path` if given), stopped by cleanup() at the
+    end if a failed test left it running."""
+    w = Weir(conf, workdir=d)
+    if out_path:
+        w.out_path = out_path
+    WEIRS.append(w)
+    return w.start(ports)
 
 
 def post(port, tag, records):
@@ -67,7 +77,7 @@ def test_copy_docs_example_to_two_files_and_stdout():
     file, which runs here) with a stdout store as people add while debugging: every record
     lands in both files and on stdout, once. One line differs from the page: `@type file` in
     the first <buffer>, which Fluentd's out_file has by default and weir's does not."""
-    d = tempfile.mkdtemp(prefix="weir-copy-")
+    d = tmpdir("weir-copy-")
     port = free_port()
     conf = http_source(port) + """
 <match myevent.file_and_elasticsearch>
@@ -104,7 +114,7 @@ def test_copy_docs_example_to_two_files_and_stdout():
   </store>
 </match>
 """ % {"d": d}
-    w = Weir(conf, workdir=d).start([port])
+    w = start(conf, d, [port])
     sent = [{"event": "user.login", "user": "alice", "seq": i} for i in range(30)]
     for i in range(0, 30, 10):
         status, body = post(port, "myevent.file_and_elasticsearch", sent[i:i + 10])
@@ -132,11 +142,9 @@ def copy_with_failing_stdout(d, port, stdout_arg):
 
 
 def run_failing_stdout(stdout_arg):
-    d = tempfile.mkdtemp(prefix="weir-copy-err-")
+    d = tmpdir("weir-copy-err-")
     port = free_port()
-    w = Weir(copy_with_failing_stdout(d, port, stdout_arg), workdir=d)
-    w.out_path = "/dev/full"
-    w.start([port])
+    w = start(copy_with_failing_stdout(d, port, stdout_arg), d, [port], out_path="/dev/full")
     status, body = post(port, "app.audit", [{"seq": 1}, {"seq": 2}])
     assert w.stop() == 0, w.log()
     return status, body, json_field(d + "/a/events*.log"), json_field(d + "/b/events*.log"), w
@@ -165,16 +173,13 @@ def test_ignore_if_prev_success_is_a_fallback():
     the first failed. With a working stdout the file stays empty; with a failing one the file
     has every record."""
     for failing in (False, True):
-        d = tempfile.mkdtemp(prefix="weir-copy-fallback-")
+        d = tmpdir("weir-copy-fallback-")
         port = free_port()
         conf = http_source(port) + "<match app.**>\n  @type copy\n" + \
             "  <store ignore_error>\n    @type stdout\n  </store>\n" + \
             file_store(d + "/fallback/events", d + "/buf", arg="ignore_if_prev_success ignore_error") + \
             "</match>\n"
-        w = Weir(conf, workdir=d)
-        if failing:
-            w.out_path = "/dev/full"
-        w.start([port])
+        w = start(conf, d, [port], out_path="/dev/full" if failing else None)
         status, body = post(port, "app.audit", [{"seq": 1}, {"seq": 2}])
         assert status == 200, (status, body)
         assert w.stop() == 0, w.log()
@@ -187,13 +192,16 @@ def test_ignore_if_prev_success_is_a_fallback():
 
 
 def recv_ack(sock, chunk, timeout):
-    """The forward ack for `chunk`, or None when none came within `timeout` seconds."""
+    """The forward ack for `chunk`, or None when none came within `timeout` seconds; raises
+    ConnectionError when weir closes the connection (its answer to a batch it could not
+    store)."""
     sock.settimeout(timeout)
     u = msgpack.Unpacker(raw=False)
     try:
         while True:
             data = sock.recv(256)
-            assert data, "weir closed the connection"
+            if not data:
+                raise ConnectionError("weir closed the connection")
             u.feed(data)
             for got in u:
                 assert got == {"ack": chunk}, got
@@ -202,66 +210,118 @@ def recv_ack(sock, chunk, timeout):
         return None
 
 
+class FullStore:
+    """A copy of two file stores, the second of which cannot write (the place of its
+    directory is taken by a file) and has a small buffer; frames are sent one at a time with
+    acks until one finds store_b full. Then `held` is that frame (seqs, chunk), not yet
+    acknowledged, and `acked` every seq acknowledged before it."""
+
+    def __init__(self, prefix):
+        self.d = d = tmpdir(prefix)
+        self.port = free_port()
+        self.blocker = os.path.join(d, "b")
+        open(self.blocker, "w").close()  # b/events* cannot be created while b is a file
+        small = ("      chunk_limit_size 2k\n      total_limit_size 8k\n      retry_wait 0.2s\n"
+                 "      retry_max_interval 1s\n      retry_forever true\n")
+        conf = forward_source(self.port) + "<match app.**>\n  @type copy\n" + \
+            file_store(d + "/a/events", d + "/bufa") + \
+            file_store(d + "/b/events", d + "/bufb", extra=small).replace(
+                "    @type file\n    path %s/b" % d,
+                "    @id store_b\n    @type file\n    path %s/b" % d) + "</match>\n"
+        self.conf = conf.replace(
+            "flush_interval 3600\n      flush_at_shutdown true\n      chunk_limit",
+            "flush_interval 0.2s\n      flush_at_shutdown true\n      chunk_limit")
+        self.w = start(self.conf, d, [self.port])
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.acked, self.seq, self.held = [], 0, None
+        deadline = time.time() + 60
+        while self.held is None:
+            assert time.time() < deadline, "store_b never filled up:\n" + self.w.log()
+            seqs = list(range(self.seq, self.seq + 10))
+            chunk = "c%d" % self.seq
+            self.sock.sendall(frame("app.audit", seqs, chunk))
+            self.seq += 10
+            while True:
+                if recv_ack(self.sock, chunk, 1.0):
+                    self.acked += seqs
+                    break
+                if "buffer store_b is full" in self.w.log():
+                    self.held = (seqs, chunk)
+                    break
+
+    def send_more(self, frames=3):
+        """The pipeline goes on: `frames` more frames, each acknowledged."""
+        for _ in range(frames):
+            seqs = list(range(self.seq, self.seq + 10))
+            self.sock.sendall(frame("app.audit", seqs, "c%d" % self.seq))
+            assert recv_ack(self.sock, "c%d" % self.seq, 30.0), self.w.log()
+            self.acked += seqs
+            self.seq += 10
+
+    def stored(self, store):
+        return json_field("%s/%s/events*.log" % (self.d, store))
+
+
 def test_full_store_holds_the_ack_and_no_store_gets_a_batch_twice():
-    """The second store cannot write (its directory's place is taken by a file) and its small
-    buffer fills up. The frame that finds it full is not acknowledged while the first store
-    already has it; once the second store can write again the ack comes, and each store holds
-    every acknowledged event exactly once (the first store is not given the frame again)."""
-    d = tempfile.mkdtemp(prefix="weir-copy-full-")
-    port = free_port()
-    blocker = os.path.join(d, "b")
-    open(blocker, "w").close()  # b/events* cannot be created while b is a file
-    small = ("      chunk_limit_size 2k\n      total_limit_size 8k\n      retry_wait 0.2s\n"
-             "      retry_max_interval 1s\n      retry_forever true\n")
-    conf = forward_source(port) + "<match app.**>\n  @type copy\n" + \
-        file_store(d + "/a/events", d + "/bufa") + \
-        file_store(d + "/b/events", d + "/bufb", extra=small).replace(
-            "    @type file\n    path %s/b" % d, "    @id store_b\n    @type file\n    path %s/b" % d) + \
-        "</match>\n"
-    conf = conf.replace("flush_interval 3600\n      flush_at_shutdown true\n      chunk_limit",
-                        "flush_interval 0.2s\n      flush_at_shutdown true\n      chunk_limit")
-    w = Weir(conf, workdir=d).start([port])
-    sock = socket.create_connection(("127.0.0.1", port))
-    acked, seq, held = [], 0, None
-    deadline = time.time() + 60
-    while held is None:
-        assert time.time() < deadline, "store_b never filled up:\n" + w.log()
-        seqs = list(range(seq, seq + 10))
-        chunk = "c%d" % seq
-        sock.sendall(frame("app.audit", seqs, chunk))
-        seq += 10
-        while True:
-            if recv_ack(sock, chunk, 1.0):
-                acked += seqs
-                break
-            if "buffer store_b is full" in w.log():
-                held = (seqs, chunk)
-                break
-    # the full store holds the ack: the frame stays unacknowledged while store_b cannot write
-    assert recv_ack(sock, held[1], 2.0) is None, "acked while store_b is full"
-    os.remove(blocker)
-    w.proc.send_signal(signal.SIGUSR1)  # retry store_b's chunks now
-    assert recv_ack(sock, held[1], 30.0), "no ack after store_b could write again:\n" + w.log()
-    acked += held[0]
-    for _ in range(3):  # and the pipeline goes on
-        seqs = list(range(seq, seq + 10))
-        sock.sendall(frame("app.audit", seqs, "c%d" % seq))
-        assert recv_ack(sock, "c%d" % seq, 30.0), w.log()
-        acked += seqs
-        seq += 10
-    sock.close()
-    assert w.stop() == 0, w.log()
+    """The frame that finds store_b full is not acknowledged while store a already has it;
+    once store_b can write again the ack comes, and each store holds every acknowledged event
+    exactly once (store a is not given the frame again)."""
+    f = FullStore("weir-copy-full-")
+    assert recv_ack(f.sock, f.held[1], 2.0) is None, "acked while store_b is full"
+    os.remove(f.blocker)
+    f.w.proc.send_signal(signal.SIGUSR1)  # retry store_b's chunks now
+    assert recv_ack(f.sock, f.held[1], 30.0), "no ack after store_b could write again:\n" + \
+        f.w.log()
+    f.acked += f.held[0]
+    f.send_more()
+    f.sock.close()
+    assert f.w.stop() == 0, f.w.log()
     for store in ("a", "b"):
-        got = json_field("%s/%s/events*.log" % (d, store))
-        assert sorted(got) == sorted(acked), (store, len(got), len(acked),
-                                              sorted(set(acked) - set(got))[:10])
+        got = f.stored(store)
+        assert sorted(got) == sorted(f.acked), (store, len(got), len(f.acked),
+                                                sorted(set(f.acked) - set(got))[:10])
         assert len(got) == len(set(got)), "store %s has events twice" % store
+
+
+def test_reload_while_a_store_is_full_fails_the_held_frame_and_goes_on():
+    """SIGHUP while a frame waits for the full store_b: the reload does not wait for space
+    that cannot come. The held frame is answered failed (the connection closes without an
+    ack, so the sender sends it again), the new configuration runs, and after store_b can
+    write every acknowledged event is in both stores; only the resent frame is in store a
+    twice."""
+    f = FullStore("weir-copy-full-reload-")
+    f.w.proc.send_signal(signal.SIGHUP)  # the same file: outputs are rebuilt all the same
+    try:
+        got = recv_ack(f.sock, f.held[1], 30.0)
+    except ConnectionError:
+        got = None
+    assert got is None, "the held frame was acknowledged while store_b was full"
+    wait_for(lambda: "the new configuration is running" in f.w.log(), what="reload:\n" + f.w.log())
+    assert "stopping with 1 batches a full store has not taken" in f.w.log(), f.w.log()
+    os.remove(f.blocker)
+    f.w.proc.send_signal(signal.SIGUSR1)
+    f.sock.close()
+    f.sock = socket.create_connection(("127.0.0.1", f.port))  # the sender reconnects, resends
+    f.sock.sendall(frame("app.audit", f.held[0], f.held[1]))
+    assert recv_ack(f.sock, f.held[1], 30.0), "the resent frame was not acknowledged:\n" + \
+        f.w.log()
+    f.acked += f.held[0]
+    f.send_more()
+    f.sock.close()
+    assert f.w.stop() == 0, f.w.log()
+    a, b = f.stored("a"), f.stored("b")
+    for store, got in (("a", a), ("b", b)):
+        lost = sorted(set(f.acked) - set(got))
+        assert not lost, "store %s lost %s" % (store, lost[:10])
+    twice = {x for x in a if a.count(x) > 1}
+    assert twice <= set(f.held[0]), sorted(twice - set(f.held[0]))[:10]
+    assert len(b) == len(set(b)), "store_b has events twice"
 
 
 def test_kill9_after_acks_both_stores_have_every_acked_event():
     """kill -9 while a sender streams with acks, several times: after a clean restart each
     store holds every acknowledged event (duplicates only of events the sender resent)."""
-    d = tempfile.mkdtemp(prefix="weir-copy-crash-")
+    d = tmpdir("weir-copy-crash-")
     port = free_port()
     conf = forward_source(port) + "<match **>\n  @type copy\n" + \
         file_store(d + "/a/events", d + "/bufa") + file_store(d + "/b/events", d + "/bufb") + \
@@ -269,7 +329,7 @@ def test_kill9_after_acks_both_stores_have_every_acked_event():
     sender = AckSender(port)
     rng = random.Random(99)
     rounds = 6
-    w = [Weir(conf, workdir=d).start([port])]
+    w = [start(conf, d, [port])]
     stop = threading.Event()
 
     def killer():
@@ -277,7 +337,7 @@ def test_kill9_after_acks_both_stores_have_every_acked_event():
             time.sleep(rng.uniform(0.1, 0.5))
             w[0].proc.send_signal(signal.SIGKILL)
             w[0].proc.wait()
-            w[0] = Weir(conf, workdir=d).start()
+            w[0] = start(conf, d)
         stop.set()
 
     t = threading.Thread(target=killer)
@@ -291,7 +351,7 @@ def test_kill9_after_acks_both_stores_have_every_acked_event():
     sender.close()
     w[0].proc.send_signal(signal.SIGKILL)
     w[0].proc.wait()
-    final = Weir(conf, workdir=d).start([port])
+    final = start(conf, d, [port])
     assert final.stop() == 0, final.log()
     assert sender.acked, "nothing was acknowledged"
     for store in ("a", "b"):
@@ -306,13 +366,13 @@ def test_kill9_after_acks_both_stores_have_every_acked_event():
 def test_reload_with_copy_keeps_every_acked_event():
     """SIGHUP under load, from a copy of two stores to a copy of the same two plus stdout:
     the stores' file buffers carry over, and both files hold every acknowledged event."""
-    d = tempfile.mkdtemp(prefix="weir-copy-reload-")
+    d = tmpdir("weir-copy-reload-")
     port = free_port()
     stores = file_store(d + "/a/events", d + "/bufa") + file_store(d + "/b/events", d + "/bufb")
     conf1 = forward_source(port) + "<match **>\n  @type copy\n" + stores + "</match>\n"
     conf2 = forward_source(port) + "<match **>\n  @type copy\n" + stores + \
         "  <store>\n    @type stdout\n  </store>\n</match>\n"
-    w = Weir(conf1, workdir=d).start([port])
+    w = start(conf1, d, [port])
     sender = AckSender(port)
     stop = threading.Event()
 
@@ -347,7 +407,7 @@ def test_relabel_docs_example_routes_into_the_label():
     """Fluentd's out_relabel example: events matched at the top level go to <label @foo>'s
     <match>, with their tag; other tags stay at the top level. Also relabel as a copy store,
     the way it is used to send a copy of the events down a second pipeline."""
-    d = tempfile.mkdtemp(prefix="weir-relabel-")
+    d = tmpdir("weir-relabel-")
     port = free_port()
     conf = http_source(port) + """
 <match pattern.**>
@@ -394,7 +454,7 @@ def test_relabel_docs_example_routes_into_the_label():
   </match>
 </label>
 """ % {"d": d}
-    w = Weir(conf, workdir=d).start([port])
+    w = start(conf, d, [port])
     assert post(port, "pattern.web", [{"seq": 1}, {"seq": 2}])[0] == 200
     assert post(port, "audit.login", [{"seq": 3}])[0] == 200
     assert post(port, "other.x", [{"seq": 4}])[0] == 200
@@ -408,7 +468,7 @@ def test_relabel_docs_example_routes_into_the_label():
 def test_relabel_into_a_label_with_a_filter():
     """A relabel hands its batches to the label's <filter>s first, as Fluentd's label router
     does: here the dedupe filter, so an event sent twice is stored once."""
-    d = tempfile.mkdtemp(prefix="weir-relabel-filter-")
+    d = tmpdir("weir-relabel-filter-")
     port = free_port()
     conf = http_source(port) + """
 <match audit.**>
@@ -435,7 +495,7 @@ def test_relabel_into_a_label_with_a_filter():
   </match>
 </label>
 """ % {"d": d}
-    w = Weir(conf, workdir=d).start([port])
+    w = start(conf, d, [port])
     assert post(port, "audit.x", [{"uid": "a", "seq": 1}, {"uid": "b", "seq": 2}])[0] == 200
     assert post(port, "audit.x", [{"uid": "b", "seq": 2}, {"uid": "c", "seq": 3}])[0] == 200
     assert w.stop() == 0, w.log()
@@ -443,7 +503,7 @@ def test_relabel_into_a_label_with_a_filter():
 
 
 def check_refused(conf, *expect):
-    d = tempfile.mkdtemp(prefix="weir-relabel-bad-")
+    d = tmpdir("weir-relabel-bad-")
     path = os.path.join(d, "fluent.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -500,7 +560,7 @@ def test_copy_configuration_errors():
                   "  </store>\n</match>\n", "copy_mode")
     # the four copy modes are accepted (weir's batches are immutable bytes: all behave alike)
     for mode in ("no_copy", "shallow", "deep", "marshal"):
-        d = tempfile.mkdtemp(prefix="weir-copy-mode-")
+        d = tmpdir("weir-copy-mode-")
         path = os.path.join(d, "fluent.conf")
         with open(path, "w") as f:
             f.write("<match **>\n  @type copy\n  copy_mode %s\n  <store>\n    @type stdout\n"
@@ -512,7 +572,7 @@ def test_copy_configuration_errors():
 def test_stores_are_listed_by_monitor_agent_and_metrics():
     """Each store is a plugin of its own in /api/plugins.json (after its copy, as Fluentd lists
     them) and in /metrics, with the records it took."""
-    d = tempfile.mkdtemp(prefix="weir-copy-mon-")
+    d = tmpdir("weir-copy-mon-")
     port, mon, prom = free_port(), free_port(), free_port()
     conf = http_source(port) + """
 <source>
@@ -538,7 +598,7 @@ def test_stores_are_listed_by_monitor_agent_and_metrics():
   </store>
 </match>
 """ % (mon, prom)
-    w = Weir(conf, workdir=d).start([port, mon, prom])
+    w = start(conf, d, [port, mon, prom])
     assert post(port, "app.x", [{"seq": 1}, {"seq": 2}, {"seq": 3}])[0] == 200
     with urllib.request.urlopen("http://127.0.0.1:%d/api/plugins.json" % mon, timeout=10) as r:
         plugins = json.load(r)["plugins"]
@@ -554,17 +614,21 @@ def test_stores_are_listed_by_monitor_agent_and_metrics():
 
 
 if __name__ == "__main__":
-    run_tests([
-        test_copy_docs_example_to_two_files_and_stdout,
-        test_failing_store_without_ignore_error_fails_the_request,
-        test_ignore_error_store_fails_alone,
-        test_ignore_if_prev_success_is_a_fallback,
-        test_full_store_holds_the_ack_and_no_store_gets_a_batch_twice,
-        test_kill9_after_acks_both_stores_have_every_acked_event,
-        test_reload_with_copy_keeps_every_acked_event,
-        test_relabel_docs_example_routes_into_the_label,
-        test_relabel_into_a_label_with_a_filter,
-        test_relabel_loop_and_unknown_label_are_refused,
-        test_copy_configuration_errors,
-        test_stores_are_listed_by_monitor_agent_and_metrics,
-    ])
+    try:
+        run_tests([
+            test_copy_docs_example_to_two_files_and_stdout,
+            test_failing_store_without_ignore_error_fails_the_request,
+            test_ignore_error_store_fails_alone,
+            test_ignore_if_prev_success_is_a_fallback,
+            test_full_store_holds_the_ack_and_no_store_gets_a_batch_twice,
+            test_reload_while_a_store_is_full_fails_the_held_frame_and_goes_on,
+            test_kill9_after_acks_both_stores_have_every_acked_event,
+            test_reload_with_copy_keeps_every_acked_event,
+            test_relabel_docs_example_routes_into_the_label,
+            test_relabel_into_a_label_with_a_filter,
+            test_relabel_loop_and_unknown_label_are_refused,
+            test_copy_configuration_errors,
+            test_stores_are_listed_by_monitor_agent_and_metrics,
+        ])
+    finally:
+        cleanup()
