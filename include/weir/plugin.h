@@ -124,6 +124,25 @@ void weir_engine_on_space(weir_engine_t *eng, weir_space_waiter_t *w);
 void weir_engine_cancel_space(weir_engine_t *eng, weir_space_waiter_t *w);
 /* Outputs call this when space frees up after having answered WEIR_EMIT_FULL. */
 void weir_engine_space_available(weir_engine_t *eng);
+/* An output that another output made and emits into (copy's <store>s). */
+typedef struct weir_output_ref {
+    const weir_output_ops_t *ops;
+    void *state;
+    weir_plugin_metrics_t *metrics; /* its own handle: count what it takes with it */
+    const char *plugin_id;          /* its @id, or "object:N" */
+} weir_output_ref_t;
+/* Creates the output that `sec` describes (its own @type, @id, <buffer>, ...) as the engine
+ * creates a <match>'s, from inside another output's create(). The engine owns it: it is
+ * listed by weir_engine_plugin_at after the output that made it (as Fluentd's monitor_agent
+ * lists a copy's stores, so /metrics shows it too), and started, flushed, stopped (its pending
+ * callbacks all run before its stop is done) and destroyed with the other outputs, after the
+ * output that made it: that output only emits into it, and must not touch it in destroy(). */
+int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_output_ref_t *ref,
+                           weir_err_t *err);
+/* For an output that sends its batches into a label (relabel), from its create(): checks that
+ * `label` is defined and that routing the label being built into it closes no loop. On error,
+ * err says which: the unknown label, or the loop as "@a -> @b -> @a". */
+int weir_engine_route_to_label(weir_engine_t *eng, const char *label, weir_err_t *err);
 /* <system> values a plugin may need. */
 const char *weir_engine_hostname(const weir_engine_t *eng);
 bool weir_engine_dry_run(const weir_engine_t *eng);

@@ -87,6 +87,8 @@ typedef struct label {
     size_t ndirectives;
     route_slot_t cache[ROUTE_CACHE_SLOTS];
     size_t cached;
+    char **targets; /* the labels its relabel outputs send into (weir_engine_route_to_label) */
+    size_t ntargets;
 } label_t;
 
 struct weir_engine {
@@ -99,6 +101,7 @@ struct weir_engine {
     size_t noutputs;
     filter_inst_t *filters;
     size_t nfilters;
+    size_t outputs_cap; /* counted from the configuration before any output is made */
     label_t *labels;
     size_t nlabels;
     weir_space_waiter_t *waiters;
@@ -109,6 +112,7 @@ struct weir_engine {
     weir_plugin_metrics_t *creating; /* the plugin whose create() runs now */
     weir_tag_counter_t *unmatched;
     size_t next_object_id;
+    label_t *building; /* the label whose <match>es are being created */
     /* reload: while set, emits answer FULL so inputs wait instead of reaching outputs that are
      * being replaced */
     bool reloading;
@@ -283,20 +287,25 @@ static int add_output(weir_engine_t *eng, weir_conf_section_t *m, output_inst_t 
     if (weir_conf_get_str(m, "@id", &id, err) < 0) return -1;
     const char *lvl = NULL;
     if (weir_conf_get_str(m, "@log_level", &lvl, err) < 0) return -1;
-    weir_engine_plugin_t info = {0};
-    if (plugin_begin(eng, m, "output", type, &info, err) != 0) return -1;
+    if (eng->noutputs >= eng->outputs_cap) { /* count_outputs() missed a section kind */
+        conf_fail(err, m, "internal error: more outputs than the configuration was counted for");
+        return -1;
+    }
+    /* The slot is taken before create(), so that the outputs a copy makes come after it, in
+     * the order Fluentd's monitor_agent lists them. A failed create leaves it empty (ops NULL)
+     * in an engine that is then thrown away. */
+    output_inst_t *o = &eng->outputs[eng->noutputs++];
+    if (plugin_begin(eng, m, "output", type, &o->info, err) != 0) return -1;
     void *state = NULL;
     int rc = ops->create(eng, m, &state, err);
     eng->creating = NULL;
     if (rc != 0) {
-        plugin_info_free(&info);
+        plugin_info_free(&o->info);
         return -1;
     }
-    output_inst_t *o = &eng->outputs[eng->noutputs++];
     o->ops = ops;
     o->state = state;
     o->id = weir_strdup(id ? id : type);
-    o->info = info;
     *out = o;
     return 0;
 }
@@ -352,6 +361,7 @@ static int add_filter(weir_engine_t *eng, weir_conf_section_t *c, label_t *lab, 
 static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t *lab,
                        weir_err_t *err)
 {
+    eng->building = lab;
     for (size_t i = 0; i < parent->nchildren; i++) {
         weir_conf_section_t *c = parent->children[i];
         if (strcmp(c->name, "filter") == 0) {
@@ -380,6 +390,92 @@ static int add_matches(weir_engine_t *eng, weir_conf_section_t *parent, label_t 
     return 0;
 }
 
+/* ---- outputs that outputs make (copy's <store>s, relabel's label) ---------------------- */
+
+/* Every section that becomes an output: <match>es anywhere and the <store>s inside them. A
+ * <store> elsewhere is counted too; that only leaves a slot unused. */
+static size_t count_outputs(const weir_conf_section_t *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nchildren; i++) {
+        const weir_conf_section_t *c = s->children[i];
+        if (strcmp(c->name, "match") == 0 || strcmp(c->name, "store") == 0) n++;
+        n += count_outputs(c);
+    }
+    return n;
+}
+
+int weir_engine_output_new(weir_engine_t *eng, weir_conf_section_t *sec, weir_output_ref_t *ref,
+                           weir_err_t *err)
+{
+    weir_conf_section_use(sec);
+    weir_plugin_metrics_t *outer = eng->creating; /* the caller's, current again after */
+    output_inst_t *o = NULL;
+    int rc = add_output(eng, sec, &o, err);
+    eng->creating = outer;
+    if (rc != 0) return -1;
+    ref->ops = o->ops;
+    ref->state = o->state;
+    ref->metrics = o->info.metrics;
+    ref->plugin_id = o->info.plugin_id;
+    return 0;
+}
+
+/* A relabel's target: a <label>, or the top level for Fluentd's reserved name @ROOT. */
+static label_t *label_target(weir_engine_t *eng, const char *name)
+{
+    label_t *l = label_get(eng, name);
+    if (!l && strcmp(name, "@ROOT") == 0) l = &eng->labels[0];
+    return l;
+}
+
+/* Depth-first from `from` along relabel edges; true when `to` is reached, with the path so far
+ * in `path`. Labels are few (one per <label>), and each is visited at most once per search. */
+static bool label_reaches(weir_engine_t *eng, label_t *from, const label_t *to, weir_buf_t *path,
+                          bool *seen)
+{
+    weir_buf_printf(path, " -> %s", from->name[0] ? from->name : "@ROOT");
+    if (from == to) return true;
+    size_t idx = (size_t)(from - eng->labels);
+    if (seen[idx]) goto no;
+    seen[idx] = true;
+    for (size_t i = 0; i < from->ntargets; i++) {
+        size_t mark = path->len;
+        label_t *next = label_target(eng, from->targets[i]);
+        if (next && label_reaches(eng, next, to, path, seen)) return true;
+        path->len = mark;
+    }
+no:
+    return false;
+}
+
+int weir_engine_route_to_label(weir_engine_t *eng, const char *label, weir_err_t *err)
+{
+    label_t *target = label && *label ? label_target(eng, label) : NULL;
+    if (!target) {
+        weir_err_set(err, "no <label %s> is defined", label ? label : "");
+        return -1;
+    }
+    label_t *from = eng->building;
+    if (!from) return 0; /* not inside a build: nothing can loop */
+    weir_buf_t path;
+    weir_buf_init(&path);
+    bool *seen = weir_calloc(eng->nlabels, sizeof *seen);
+    bool loop = label_reaches(eng, target, from, &path, seen);
+    free(seen);
+    if (loop) {
+        weir_buf_putc(&path, '\0');
+        weir_err_set(err, "relabel loop: events would go round %s%s forever",
+                     from->name[0] ? from->name : "@ROOT", path.data);
+        weir_buf_free(&path);
+        return -1;
+    }
+    weir_buf_free(&path);
+    from->targets = weir_realloc(from->targets, (from->ntargets + 1) * sizeof *from->targets);
+    from->targets[from->ntargets++] = weir_strdup(label);
+    return 0;
+}
+
 static size_t count_children(weir_conf_section_t *root, const char *name, bool deep)
 {
     size_t n = 0;
@@ -396,13 +492,14 @@ static size_t count_children(weir_conf_section_t *root, const char *name, bool d
 static void note_unknown(weir_buf_t *msg, weir_conf_section_t *s)
 {
     weir_conf_param_t *p = weir_conf_find(s, "@type");
-    if (!p) return;
-    if (strcmp(s->name, "source") == 0   ? weir_input_find(p->value) != NULL
-        : strcmp(s->name, "filter") == 0 ? weir_filter_find(p->value) != NULL
-                                         : weir_output_find(p->value) != NULL)
-        return;
-    weir_buf_printf(msg, "%s  %s:%d:%d: @type %s (<%s%s%s>)\n", msg->len ? "" : "\n", p->file,
-                    p->line, p->col, p->value, s->name, s->arg[0] ? " " : "", s->arg);
+    if (p && !(strcmp(s->name, "source") == 0   ? weir_input_find(p->value) != NULL
+               : strcmp(s->name, "filter") == 0 ? weir_filter_find(p->value) != NULL
+                                                : weir_output_find(p->value) != NULL))
+        weir_buf_printf(msg, "%s  %s:%d:%d: @type %s (<%s%s%s>)\n", msg->len ? "" : "\n", p->file,
+                        p->line, p->col, p->value, s->name, s->arg[0] ? " " : "", s->arg);
+    /* a copy's <store>s are outputs too, at any depth */
+    for (size_t i = 0; i < s->nchildren; i++)
+        if (strcmp(s->children[i]->name, "store") == 0) note_unknown(msg, s->children[i]);
 }
 
 static int check_types(weir_conf_section_t *root, weir_err_t *err)
@@ -526,7 +623,8 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
                         weir_err_t *err)
 {
     if (check_types(root, err) != 0) return -1;
-    eng->outputs = weir_calloc(count_children(root, "match", true) + 1, sizeof *eng->outputs);
+    eng->outputs_cap = count_outputs(root);
+    eng->outputs = weir_calloc(eng->outputs_cap + 1, sizeof *eng->outputs);
     eng->noutputs = 0;
     eng->filters = weir_calloc(count_children(root, "filter", true) + 1, sizeof *eng->filters);
     eng->nfilters = 0;
@@ -572,6 +670,7 @@ static int build_routes(weir_engine_t *eng, weir_conf_section_t *root, const wei
         if (strcmp(c->name, "label") == 0 && add_matches(eng, c, label_get(eng, c->arg), err) != 0)
             return -1;
     }
+    eng->building = NULL;
     return 0;
 }
 
@@ -1039,6 +1138,7 @@ static void free_routes(output_inst_t *out, size_t nout, filter_inst_t *filters,
         for (size_t j = 0; j < lab->nfrules; j++)
             weir_pattern_free(lab->frules[j].pattern);
         free(lab->frules);
+        weir_conf_strv_free(lab->targets, lab->ntargets);
         cache_clear(lab);
         free(lab->name);
     }
