@@ -11,7 +11,7 @@ D=${2:-bench-scratch}/dedupe
 RATE=${3:-10000}
 cd "$(dirname "$0")/.."
 mkdir -p "$D"
-for mode in on; do
+for mode in off on; do
     PORT=24233
     PROM=24234
     filter=""
@@ -55,7 +55,7 @@ CONF
     wait $PID 2>/dev/null || true
     rm -rf "$D/buf" "$D/out" "$D/dd" "$D/$mode.conf"
 done
-for mode in on; do
+for mode in off on; do
     echo "http, dedupe $mode:"
     f=""
     [ $mode = on ] && f="<filter **>
