@@ -14,6 +14,7 @@ extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
 extern const weir_output_ops_t weir_out_s3_ops;
+extern const weir_output_ops_t weir_out_forward_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -26,7 +27,8 @@ static const weir_input_ops_t *const inputs[] = {
 };
 
 static const weir_output_ops_t *const outputs[] = {
-    &weir_out_null_ops, &weir_out_stdout_ops, &weir_out_file_ops, &weir_out_s3_ops, NULL,
+    &weir_out_null_ops, &weir_out_stdout_ops,  &weir_out_file_ops,
+    &weir_out_s3_ops,   &weir_out_forward_ops, NULL,
 };
 
 const weir_input_ops_t *weir_input_find(const char *type)

@@ -1,0 +1,166 @@
+"""@type forward (out_forward): an edge weir forwards to aggregator weirs with acks.
+
+What a user checks: every event the edge acknowledged (a forward ack, an HTTP 200) arrives at
+the aggregator's output, with its content, whatever happens to the aggregator in between
+(kill -9 and a restart). Duplicates are allowed (at least once, as Fluentd); losses are not."""
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import msgpack
+
+from fwdclient import AckSender, T0
+from weirtest import (Weir, free_port, forward_to_file, http_post, json_field, run_tests,
+                      wait_for, wait_port)
+
+TMP = []
+
+
+def tmpdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    TMP.append(d)
+    return d
+
+
+def workdir(d, name):
+    os.makedirs(os.path.join(d, name), exist_ok=True)
+    return os.path.join(d, name)
+
+
+def edge_conf(d, fwd_port, http_port, servers, out_params=(), buffer_params=()):
+    """An edge: forward and http inputs, everything to @type forward through a file buffer.
+    `servers` are (port, extra lines) pairs."""
+    lines = ["<source>", "  @type forward", "  port %d" % fwd_port, "  bind 127.0.0.1",
+             "</source>", "<source>", "  @type http", "  port %d" % http_port,
+             "  bind 127.0.0.1", "</source>", "<match **>", "  @type forward",
+             "  require_ack_response true", "  ack_response_timeout 5s",
+             "  heartbeat_interval 0.5s"]
+    lines += ["  " + p for p in out_params]
+    for port, extra in servers:
+        lines += ["  <server>", "    host 127.0.0.1", "    port %d" % port]
+        lines += ["    " + e for e in extra]
+        lines += ["  </server>"]
+    lines += ["  <buffer tag>", "    @type file", "    path %s" % os.path.join(d, "edge-buf"),
+              "    flush_mode interval", "    flush_interval 0.2s", "    retry_wait 0.2s",
+              "    retry_max_interval 1s", "    retry_forever true"]
+    lines += ["    " + p for p in buffer_params]
+    lines += ["  </buffer>", "</match>", ""]
+    return "\n".join(lines)
+
+
+def aggregator(d, name, port, sources="", extra_source=()):
+    """An aggregator: a forward input, everything into JSON lines files under d/name-out."""
+    out = os.path.join(d, name + "-out", "events")
+    conf = forward_to_file(port, out, os.path.join(d, name + "-buf"),
+                           buffer_params=("flush_mode interval", "flush_interval 0.2s"),
+                           sources=sources)
+    if extra_source:
+        conf = conf.replace("  bind 127.0.0.1\n</source>",
+                            "  bind 127.0.0.1\n" + "\n".join(extra_source) + "\n</source>", 1)
+    return Weir(conf, workdir=workdir(d, name)), out
+
+
+def records_in(out_glob):
+    """Every JSON record the aggregator's file output holds."""
+    import glob
+    recs = []
+    for f in sorted(glob.glob(out_glob)):
+        with open(f) as fh:
+            recs += [json.loads(line) for line in fh]
+    return recs
+
+
+class Feeder(threading.Thread):
+    """Sends batches of 20 events to the edge's forward port with acks, until stopped; the
+    acked sequence numbers are what the edge promised to deliver."""
+
+    def __init__(self, port, start=0):
+        super().__init__(daemon=True)
+        self.sender = AckSender(port, tag="edge.fwd")
+        self.next = start
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            seqs = list(range(self.next, self.next + 20))
+            self.next += 20
+            self.sender.send(seqs, time.time() + 30)
+            time.sleep(0.02)
+
+
+def payload(seq):
+    return "x" * 100  # fwdclient's record: {"seq": s, "payload": "x" * 100}
+
+
+def check_delivered(acked, recs, what):
+    """Every acked seq arrived with its content; nothing arrived that was not sent."""
+    by_seq = {}
+    for r in recs:
+        assert r.get("payload") == payload(r["seq"]), "record changed on the way: %r" % r
+        by_seq.setdefault(r["seq"], 0)
+        by_seq[r["seq"]] += 1
+    missing = sorted(set(acked) - set(by_seq))
+    assert not missing, "%s: %d acknowledged events lost, first %r" % (what, len(missing),
+                                                                      missing[:10])
+    return sum(by_seq.values()) - len(by_seq)
+
+
+def test_ack_through_receiver_restart_nothing_lost():
+    d = tmpdir("weir-ofwd-")
+    agg_port, fwd_port, http_port = free_port(), free_port(), free_port()
+    agg, out = aggregator(d, "agg", agg_port)
+    edge = Weir(edge_conf(d, fwd_port, http_port, [(agg_port, [])]),
+                workdir=workdir(d, "edge"))
+    with agg, edge:
+        agg.start(wait_ports=[agg_port])
+        edge.start(wait_ports=[fwd_port, http_port])
+        feeder = Feeder(fwd_port)
+        feeder.start()
+        http_acked = []
+        # some events reach the aggregator's output first
+        wait_for(lambda: len(records_in(out + "*")) >= 200, 30, "events at the aggregator")
+        agg.proc.kill()  # kill -9: no flush, no goodbye
+        agg.proc.wait()
+        agg.out.close()
+        agg.err.close()
+        # the edge keeps acknowledging while the aggregator is gone: its buffer holds them
+        gone_from = feeder.sender.acked.copy()
+        for i in range(5):
+            body = json.dumps([{"seq": 1000000 + i * 10 + k, "payload": payload(0)}
+                               for k in range(10)]).encode()
+            http_post(http_port, "edge.http", body, "application/json")
+            http_acked += [1000000 + i * 10 + k for k in range(10)]
+        wait_for(lambda: len(feeder.sender.acked) >= len(gone_from) + 200, 30,
+                 "the edge acknowledging while the aggregator is down")
+        wait_for(lambda: "is down" in edge.log(), 15, "the edge seeing the aggregator down")
+        agg.start(wait_ports=[agg_port])
+        wait_for(lambda: len(records_in(out + "*")) >= 400, 30, "events after the restart")
+        feeder.stop.set()
+        feeder.join(60)
+        acked = sorted(feeder.sender.acked) + http_acked
+        assert len(acked) > 400, len(acked)
+        wait_for(lambda: set(acked) <= {r["seq"] for r in records_in(out + "*")}, 60,
+                 "every acknowledged event at the aggregator")
+        dups = check_delivered(acked, records_in(out + "*"), "kill -9 of the aggregator")
+        print("  %d events acknowledged by the edge, all delivered (%d resent twice)"
+              % (len(acked), dups))
+        assert edge.stop() == 0
+        assert agg.stop() == 0
+
+
+def cleanup():
+    if os.environ.get("KEEP"): return
+    for d in TMP:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        run_tests([test_ack_through_receiver_restart_nothing_lost])
+    finally:
+        cleanup()
