@@ -93,6 +93,32 @@ class Feeder(threading.Thread):
             time.sleep(0.02)
 
 
+def rx_queued(port):
+    """Bytes waiting unread in the receive queues of the connections accepted on `port`
+    (/proc/net/tcp), open or closed by the sender: what it wrote that the receiving process has not read yet."""
+    total = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                local, queues = cols[1], cols[4]
+                if int(local.split(":")[1], 16) == port and cols[3] != "0A":  # any but LISTEN
+                    total += int(queues.split(":")[1], 16)
+    return total
+
+
+def kill_in_flight(agg, port):
+    """Freezes the aggregator (SIGSTOP), waits until the edge has written a chunk into its
+    connection that the aggregator has not read, and then kills it (-9): that chunk was
+    written completely but never acknowledged. Without acks the edge would have deleted it."""
+    agg.proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: rx_queued(port) > 0, 30, "a chunk written to the frozen aggregator")
+    agg.proc.kill()
+    agg.proc.wait()
+    agg.out.close()
+    agg.err.close()
+
+
 def payload(seq):
     return "x" * 100  # fwdclient's record: {"seq": s, "payload": "x" * 100}
 
@@ -124,10 +150,7 @@ def test_ack_through_receiver_restart_nothing_lost():
         http_acked = []
         # some events reach the aggregator's output first
         wait_for(lambda: len(records_in(out + "*")) >= 200, 30, "events at the aggregator")
-        agg.proc.kill()  # kill -9: no flush, no goodbye
-        agg.proc.wait()
-        agg.out.close()
-        agg.err.close()
+        kill_in_flight(agg, agg_port)
         # the edge keeps acknowledging while the aggregator is gone: its buffer holds them
         gone_from = feeder.sender.acked.copy()
         for i in range(5):
