@@ -176,6 +176,62 @@ def test_ack_through_receiver_restart_nothing_lost():
         assert agg.stop() == 0
 
 
+def seqs_at(out):
+    return {r["seq"] for r in records_in(out + "*")}
+
+
+def send_batches(sender, first, n, outs):
+    """Sends n batches of 20 events, one at a time, each waited for until it arrived at one
+    of the aggregators (so each is one chunk of the edge); returns, per aggregator, how many
+    batches it got."""
+    got = [0] * len(outs)
+    for b in range(n):
+        seqs = list(range(first + 20 * b, first + 20 * b + 20))
+        assert sender.send(seqs, time.time() + 30), "the edge did not acknowledge %r" % seqs[:1]
+        where = wait_for(lambda: [i for i, o in enumerate(outs) if set(seqs) <= seqs_at(o)],
+                         30, "batch %d at an aggregator" % b)
+        assert len(where) == 1, "batch %d went to %r" % (b, where)
+        got[where[0]] += 1
+    return got
+
+
+def test_weight_standby_and_failover():
+    """Weights split the chunks 3:1; with a regular server down the standby one takes its
+    share (Fluentd promotes it); once the server is back, the standby gets nothing more."""
+    d = tmpdir("weir-ofwd-")
+    ports = [free_port() for _ in range(3)]
+    fwd_port, http_port = free_port(), free_port()
+    aggs = [aggregator(d, name, port) for name, port in zip("abc", ports)]
+    edge = Weir(edge_conf(d, fwd_port, http_port,
+                          [(ports[0], ["name a", "weight 60"]), (ports[1], ["name b", "weight 20"]),
+                           (ports[2], ["name c", "weight 60", "standby true"])]),
+                workdir=workdir(d, "edge"))
+    outs = [out for _, out in aggs]
+    for w, _ in aggs:
+        w.__enter__()
+    try:
+        for (w, _), port in zip(aggs, ports):
+            w.start(wait_ports=[port])
+        edge.start(wait_ports=[fwd_port, http_port])
+        sender = AckSender(fwd_port, tag="edge.fwd")
+        assert send_batches(sender, 0, 8, outs) == [6, 2, 0]
+        a = aggs[0][0]
+        assert a.stop() == 0
+        wait_for(lambda: "server a is down" in edge.log(), 15, "the heartbeat finding a down")
+        got = send_batches(sender, 1000, 8, outs)
+        assert got[0] == 0 and got[1] > 0 and got[2] > 0 and sum(got) == 8, got
+        a.start(wait_ports=[ports[0]])
+        wait_for(lambda: "server a is up again" in edge.log(), 15, "the heartbeat finding a up")
+        got = send_batches(sender, 2000, 8, outs)
+        assert got[2] == 0 and got[0] > got[1] > 0, got
+        sender.close()
+        assert edge.stop() == 0
+    finally:
+        edge.__exit__(None, None, None)
+        for w, _ in aggs:
+            w.__exit__(None, None, None)
+
+
 def cleanup():
     if os.environ.get("KEEP"): return
     for d in TMP:
@@ -184,6 +240,7 @@ def cleanup():
 
 if __name__ == "__main__":
     try:
-        run_tests([test_ack_through_receiver_restart_nothing_lost])
+        run_tests([test_ack_through_receiver_restart_nothing_lost,
+                   test_weight_standby_and_failover])
     finally:
         cleanup()

@@ -10,8 +10,9 @@
  * under `lock`.
  *
  * Choice of server: smooth weighted round robin (each pick adds every candidate's weight to its
- * counter, takes the largest and subtracts the total), over the servers that are up and not
- * standby; standby servers only when no other is up. A server that fails a send is down until a
+ * counter, takes the largest and subtracts the total), over the regular servers that are up
+ * and the standby servers promoted to cover the weight of those that are down (Fluentd's
+ * rule). A server that fails a send is down until a
  * heartbeat connects to it again (heartbeat_type transport), or for recover_wait (none); the
  * chunk is sent at once to the next server up, and only when none is left does it go back to
  * the buffer to retry with backoff. O(servers) per pick, which at FO_MAX_SERVERS is nothing
@@ -73,27 +74,38 @@ static bool server_up(const fo_out_t *o, const fo_server_t *s, double now)
     return o->opts.heartbeat ? s->available : s->down_until <= now;
 }
 
-/* The next server for a chunk, skipping those already tried for it; -1 when none is up. */
+/* Whether server i may take this chunk: up, not tried for it yet, with a weight. */
+static bool server_usable(const fo_out_t *o, size_t i, const bool *tried, double now)
+{
+    const fo_server_t *s = &o->servers[i];
+    return !tried[i] && s->weight > 0 && server_up(o, s, now);
+}
+
+/* The next server for a chunk, skipping those already tried for it; -1 when none is up.
+ * Candidates are the regular servers that are up, plus, as Fluentd promotes them, standby
+ * servers (up, in configuration order) until their weight covers the weight of the regular
+ * servers that are down. */
 static int server_pick(fo_out_t *o, const bool *tried)
 {
     double now = fo_mono_now();
-    for (int pass = 0; pass < 2; pass++) { /* 0: regular servers, 1: standby */
-        int64_t total = 0;
-        int best = -1;
-        for (size_t i = 0; i < o->n_servers; i++) {
-            fo_server_t *s = &o->servers[i];
-            if (tried[i] || s->standby != (pass == 1) || s->weight == 0 || !server_up(o, s, now))
-                continue;
-            s->current += s->weight;
-            total += s->weight;
-            if (best < 0 || s->current > o->servers[best].current) best = (int)i;
+    int64_t lost = 0, total = 0;
+    for (size_t i = 0; i < o->n_servers; i++)
+        if (!o->servers[i].standby && !server_usable(o, i, tried, now))
+            lost += o->servers[i].weight;
+    int best = -1;
+    for (size_t i = 0; i < o->n_servers; i++) {
+        fo_server_t *s = &o->servers[i];
+        if (!server_usable(o, i, tried, now)) continue;
+        if (s->standby) {
+            if (lost <= 0) continue;
+            lost -= s->weight;
         }
-        if (best >= 0) {
-            o->servers[best].current -= total;
-            return best;
-        }
+        s->current += s->weight;
+        total += s->weight;
+        if (best < 0 || s->current > o->servers[best].current) best = (int)i;
     }
-    return -1;
+    if (best >= 0) o->servers[best].current -= total;
+    return best;
 }
 
 static void server_failed(fo_out_t *o, size_t i, const char *why)
