@@ -232,8 +232,77 @@ def test_weight_standby_and_failover():
             w.__exit__(None, None, None)
 
 
+def test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives():
+    """The issue's setup: an edge weir (HTTP + forward in) -> out_forward with acks -> two
+    aggregator weirs -> S3 (s3rver behind the signature-checking proxy). One aggregator is
+    killed (-9, with a chunk written to it and not acknowledged) and restarted mid-run."""
+    import test_s3_output as s3t
+    srv = s3t.s3()
+    fmt = "  <format>\n    @type json\n  </format>\n"
+    aggs = [s3t.start_weir([lambda d, n=n: s3t.match_conf(d, n, "twotier", s3t.STATIC,
+                                                           path=n + "/", extra=fmt)])
+            for n in ("agg1", "agg2")]
+    d = tmpdir("weir-ofwd-")
+    fwd_port, http_port = free_port(), free_port()
+    edge = Weir(edge_conf(d, fwd_port, http_port, [(a.port, ["name agg%d" % (i + 1)])
+                                                   for i, a in enumerate(aggs)]),
+                workdir=workdir(d, "edge"))
+
+    def stored():
+        seqs, where = [], set()
+        for key, (data, _) in srv.objects("twotier").items():
+            for line in s3t.ungzip(data).decode().splitlines():
+                r = json.loads(line)
+                assert r.get("payload") == payload(r["seq"]), "record changed: %r" % r
+                seqs.append(r["seq"])
+                where.add(key.split("/")[0])
+        return seqs, where
+
+    with edge:
+        edge.start(wait_ports=[fwd_port, http_port])
+        feeder = Feeder(fwd_port)
+        feeder.start()
+        http_acked = []
+
+        def post(i):
+            seqs = [2000000 + i * 10 + k for k in range(10)]
+            http_post(http_port, "edge.http", json.dumps([{"seq": s, "payload": payload(s)}
+                                                          for s in seqs]).encode(),
+                      "application/json")
+            http_acked.extend(seqs)
+        for i in range(5):
+            post(i)
+        wait_for(lambda: len(stored()[0]) >= 300, 60, "events in S3")
+        kill_in_flight(aggs[0], aggs[0].port)
+        for i in range(5, 10):
+            post(i)
+        wait_for(lambda: "server agg1 is down" in edge.log(), 30, "the edge seeing agg1 down")
+        n = len(feeder.sender.acked)
+        wait_for(lambda: len(feeder.sender.acked) >= n + 200, 30, "acks while agg1 is down")
+        aggs[0].start([aggs[0].port])
+        wait_for(lambda: "server agg1 is up again" in edge.log(), 30, "agg1 up again")
+        for i in range(10, 15):
+            post(i)
+        feeder.stop.set()
+        feeder.join(60)
+        acked = sorted(feeder.sender.acked) + http_acked
+        wait_for(lambda: set(acked) <= set(stored()[0]), 90, "every acknowledged event in S3")
+        seqs, where = stored()
+        assert where == {"agg1", "agg2"}, where  # both aggregators took chunks
+        check_delivered(acked, [{"seq": x, "payload": payload(x)} for x in seqs], "two tiers")
+        print("  %d events acknowledged by the edge (%d over HTTP), all in S3 (%d objects, "
+              "%d duplicates)" % (len(acked), len(http_acked), len(srv.objects("twotier")),
+                                   len(seqs) - len(set(seqs))))
+        assert edge.stop() == 0
+        for a in aggs:
+            s3t.stop_weir(a)
+
+
 def cleanup():
-    if os.environ.get("KEEP"): return
+    if os.environ.get("KEEP"):
+        return
+    import test_s3_output as s3t
+    s3t.cleanup()
     for d in TMP:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -241,6 +310,7 @@ def cleanup():
 if __name__ == "__main__":
     try:
         run_tests([test_ack_through_receiver_restart_nothing_lost,
-                   test_weight_standby_and_failover])
+                   test_weight_standby_and_failover,
+                   test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives])
     finally:
         cleanup()
