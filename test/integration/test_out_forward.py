@@ -15,8 +15,8 @@ import time
 import msgpack
 
 from fwdclient import AckSender, T0
-from weirtest import (Weir, free_port, forward_to_file, http_post, json_field, run_tests,
-                      wait_for, wait_port)
+from weirtest import (Weir, free_port, forward_to_file, http_post, make_certs, metric_at,
+                      run_tests, wait_for)
 
 TMP = []
 
@@ -298,6 +298,82 @@ def test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives():
             s3t.stop_weir(a)
 
 
+def edge_connections(port):
+    """The local ports of the edge's established connections to `port` (/proc/net/tcp)."""
+    found = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[2].split(":")[1], 16) == port and cols[3] == "01":
+                    found.add(int(cols[1].split(":")[1], 16))
+    return found
+
+
+def test_gzip_shared_key_tls_keepalive():
+    """An edge that sends CompressedPackedForward over TLS with a client certificate, after the
+    shared-key handshake, on one kept-alive connection, to weir's own forward input with
+    <transport tls> (client_cert_auth) and <security>. Certificates are made by the test. A
+    wrong shared key and an untrusted server certificate are refused, each with its reason."""
+    d = tmpdir("weir-ofwd-")
+    certs, other = os.path.join(d, "certs"), os.path.join(d, "other-ca")
+    passphrase = make_certs(certs)
+    make_certs(other)
+    agg_port, metrics_port = free_port(), free_port()
+    tls_in = ["  <transport tls>", "    cert_path %s/server.crt" % certs,
+              "    private_key_path %s/server.key" % certs,
+              "    private_key_passphrase %s" % passphrase, "    ca_path %s/ca.crt" % certs,
+              "    client_cert_auth true", "  </transport>", "  <security>",
+              "    self_hostname aggregator", "    shared_key s3cret", "  </security>"]
+    agg, out = aggregator(d, "agg", agg_port, sources=(
+        "<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>\n"
+        % metrics_port), extra_source=tls_in)
+
+    def edge(name, key="s3cret", ca="%s/ca.crt" % certs):
+        fwd, http = free_port(), free_port()
+        conf = edge_conf(d, fwd, http, [(agg_port, ["name agg"])], out_params=[
+            "compress gzip", "keepalive true", "keepalive_timeout 60s", "heartbeat_type none",
+            "transport tls", "tls_cert_path %s" % ca,
+            "tls_client_cert_path %s/client.crt" % certs,
+            "tls_client_private_key_path %s/client.key" % certs,
+            "<security>", "  self_hostname %s" % name, "  shared_key %s" % key, "</security>"])
+        conf = conf.replace(os.path.join(d, "edge-buf"), os.path.join(d, name + "-buf"))
+        return Weir(conf, workdir=workdir(d, name)), fwd, http
+
+    good, fwd, http = edge("edge")
+    badkey, bk_fwd, _ = edge("badkey", key="wr0ng-key")
+    badca, bc_fwd, _ = edge("badca", ca="%s/ca.crt" % other)
+    with agg, good, badkey, badca:
+        agg.start(wait_ports=[agg_port, metrics_port])
+        good.start(wait_ports=[fwd, http])
+        sender = AckSender(fwd, tag="edge.fwd")
+        conns = set()
+        for b in range(5):  # one batch at a time, each its own chunk
+            seqs = list(range(20 * b, 20 * b + 20))
+            assert sender.send(seqs, time.time() + 30)
+            wait_for(lambda: set(seqs) <= {r["seq"] for r in records_in(out + "*")}, 30,
+                     "batch %d at the aggregator" % b)
+            conns |= edge_connections(agg_port)
+        sender.close()
+        check_delivered(range(100), records_in(out + "*"), "gzip over TLS")
+        # keepalive: every chunk went over the one connection
+        assert len(conns) == 1, "the edge used %d connections: %r" % (len(conns), conns)
+        # gzip: the aggregator read fewer bytes than the records' JSON alone holds
+        wire = metric_at(metrics_port, "weir_input_bytes_total", tag="edge.fwd")
+        plain = sum(len(json.dumps(r)) for r in records_in(out + "*"))
+        assert wire is not None and wire < plain / 4, (wire, plain)
+
+        for w, port in ((badkey, bk_fwd), (badca, bc_fwd)):
+            w.start(wait_ports=[port])
+            assert AckSender(port, tag="refused").send([9000], time.time() + 30)
+        wait_for(lambda: "shared_key mismatch" in badkey.log(), 30, "the handshake refused")
+        wait_for(lambda: "certificate verify failed" in badca.log(), 30, "the certificate refused")
+        assert 9000 not in {r["seq"] for r in records_in(out + "*")}
+        assert "s3cret" not in good.log() and "wr0ng-key" not in badkey.log()
+        for w in (good, badkey, badca, agg):
+            assert w.stop() == 0
+
+
 def cleanup():
     if os.environ.get("KEEP"):
         return
@@ -311,6 +387,7 @@ if __name__ == "__main__":
     try:
         run_tests([test_ack_through_receiver_restart_nothing_lost,
                    test_weight_standby_and_failover,
-                   test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives])
+                   test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives,
+                   test_gzip_shared_key_tls_keepalive])
     finally:
         cleanup()
