@@ -15,8 +15,8 @@ import time
 import msgpack
 
 from fwdclient import AckSender, T0
-from weirtest import (Weir, free_port, forward_to_file, http_post, make_certs, metric_at,
-                      run_tests, wait_for)
+from weirtest import (SOURCE_DIR, Weir, dry_run, free_port, forward_to_file, http_post,
+                      make_certs, metric_at, run_tests, wait_for)
 
 TMP = []
 
@@ -374,6 +374,36 @@ def test_gzip_shared_key_tls_keepalive():
             assert w.stop() == 0
 
 
+def test_documented_example_runs_and_refusals_name_the_parameter():
+    """docs/forward-output.md's example passes --dry-run; each parameter it says weir refuses
+    fails --dry-run with file:line:col, the parameter's name and the reason."""
+    import re
+    d = tmpdir("weir-ofwd-")
+    with open(os.path.join(SOURCE_DIR, "docs/forward-output.md")) as f:
+        text = f.read()
+    example = re.findall(r"```\n(.*?)```", text, re.S)[0]
+    path = os.path.join(d, "example.conf")
+    with open(path, "w") as f:
+        f.write(example)
+    rc, log = dry_run(path)
+    assert rc == 0, log
+    refused = {"heartbeat_type udp": "use transport", "time_as_integer true": "EventTime",
+               "verify_connection_at_startup true": "at startup",
+               "tls_cert_thumbprint abc": "use tls_cert_path",
+               "<service_discovery>\n  </service_discovery>": "<server> sections"}
+    for line, why in refused.items():
+        with open(path, "w") as f:
+            f.write("<match **>\n  @type forward\n  %s\n  <server>\n    host h\n  </server>\n"
+                    "</match>\n" % line)
+        rc, log = dry_run(path)
+        name = line.split()[0]
+        assert rc != 0 and "example.conf:3:" in log and name in log and why in log, (line, log)
+    with open(path, "w") as f:
+        f.write("<match **>\n  @type forward\n</match>\n")
+    rc, log = dry_run(path)
+    assert rc != 0 and "at least one <server>" in log, log
+
+
 def cleanup():
     if os.environ.get("KEEP"):
         return
@@ -388,6 +418,7 @@ if __name__ == "__main__":
         run_tests([test_ack_through_receiver_restart_nothing_lost,
                    test_weight_standby_and_failover,
                    test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives,
-                   test_gzip_shared_key_tls_keepalive])
+                   test_gzip_shared_key_tls_keepalive,
+                   test_documented_example_runs_and_refusals_name_the_parameter])
     finally:
         cleanup()
