@@ -75,6 +75,13 @@ typedef struct fo_opts {
 /* ---- frame.c ---- */
 /* base64 (standard alphabet, padded) of a 16-byte id: FO_CHUNK_ID_B64 chars + NUL. */
 void fo_chunk_id_b64(const uint8_t id[16], char out[FO_CHUNK_ID_B64 + 1]);
+/* A frame written in place, so the entries are copied once: fo_frame_begin appends the array
+ * header, the tag and a bin32 header and returns where its length goes; the caller appends
+ * the entries; fo_frame_finish patches the length and appends {"size": count, "chunk": id}
+ * (id NULL: no "chunk"). */
+size_t fo_frame_begin(weir_buf_t *out, const char *tag, size_t tag_len);
+int fo_frame_finish(weir_buf_t *out, size_t len_off, uint32_t count, const char *id,
+                    weir_err_t *err);
 /* Appends [tag, bin(entries), {"size": count, ["compressed": "gzip",] "chunk": id}] to out.
  * With gzip the entries are compressed first (into `scratch`). id NULL: no "chunk" key (no
  * ack asked). 0, or -1 with err set. */

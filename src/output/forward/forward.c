@@ -142,36 +142,66 @@ typedef struct fo_frames {
     size_t n, cap;
 } fo_frames_t;
 
+/* What a sender thread keeps from one chunk to the next: its connections and its buffers,
+ * so that a chunk of megabytes does not cost fresh pages (glibc maps allocations that large
+ * anew each time, and the kernel zeroes every page) on every send. The price is the memory of
+ * the largest chunk sent, held per thread while idle. */
+typedef struct fo_sender {
+    fo_out_t *o;
+    fo_conn_t *conns; /* one per server */
+    fo_frames_t frames;
+    weir_buf_t entries; /* gzip and Fluentd chunks: the entries before they go into a frame */
+    weir_buf_t scratch; /* gzip's output */
+} fo_sender_t;
+
+/* Empties the frames; the first keeps its memory for the next chunk. */
+static void frames_reset(fo_frames_t *f)
+{
+    for (size_t i = 1; i < f->n; i++)
+        weir_buf_free(&f->v[i].bytes);
+    if (f->n) f->v[0].bytes.len = 0;
+    f->n = 0;
+}
+
 static void frames_free(fo_frames_t *f)
 {
-    for (size_t i = 0; i < f->n; i++)
-        weir_buf_free(&f->v[i].bytes);
+    frames_reset(f);
+    if (f->cap) weir_buf_free(&f->v[0].bytes);
     free(f->v);
     memset(f, 0, sizeof *f);
 }
 
-static int frames_add(fo_out_t *o, weir_chunk_t *c, fo_frames_t *f, const char *tag,
-                      const weir_buf_t *entries, uint32_t count, weir_buf_t *scratch,
-                      weir_err_t *err)
+static fo_frame_t *frame_next(fo_frames_t *f, const weir_chunk_t *c)
 {
-    if (count == 0) return 0;
     if (f->n == f->cap) {
-        f->cap = f->cap ? 2 * f->cap : 4;
-        f->v = weir_realloc(f->v, f->cap * sizeof *f->v);
+        size_t cap = f->cap ? 2 * f->cap : 4;
+        f->v = weir_realloc(f->v, cap * sizeof *f->v);
+        for (size_t i = f->cap; i < cap; i++)
+            weir_buf_init(&f->v[i].bytes);
+        f->cap = cap;
     }
     fo_frame_t *fr = &f->v[f->n++];
-    weir_buf_init(&fr->bytes);
+    fr->bytes.len = 0;
     frame_id(c, f->n - 1, fr->id);
-    return fo_frame_build(tag, strlen(tag), entries->data, entries->len, count, o->opts.gzip,
-                          o->opts.require_ack ? fr->id : NULL, scratch, &fr->bytes, err);
+    return fr;
+}
+
+/* One frame of `count` entries gathered in snd->entries (gzip, or a Fluentd chunk). */
+static int frame_from_entries(fo_sender_t *snd, const weir_chunk_t *c, const char *tag,
+                              uint32_t count, bool gzip, weir_err_t *err)
+{
+    fo_frame_t *fr = frame_next(&snd->frames, c);
+    return fo_frame_build(tag, strlen(tag), snd->entries.data, snd->entries.len, count, gzip,
+                          snd->o->opts.require_ack ? fr->id : NULL, &snd->scratch, &fr->bytes, err);
 }
 
 /* A chunk Fluentd's own buffer wrote (adopted at start): its bytes are msgpack entries already,
  * its tag is a chunk key (out_forward's default). */
-static int frames_fluentd(fo_out_t *o, weir_chunk_t *c, weir_chunk_reader_t *rd, fo_frames_t *f,
-                          weir_buf_t *entries, weir_buf_t *scratch, weir_err_t *err)
+static weir_write_status_t frames_fluentd(fo_sender_t *snd, weir_chunk_t *c,
+                                          weir_chunk_reader_t *rd, weir_err_t *err)
 {
     const char *tag = weir_chunk_tag(c);
+    weir_buf_t *entries = &snd->entries;
     const char *p;
     size_t len;
     int rc;
@@ -193,26 +223,28 @@ static int frames_fluentd(fo_out_t *o, weir_chunk_t *c, weir_chunk_reader_t *rd,
                      weir_chunk_id_hex(c));
         return WEIR_WRITE_UNRECOVERABLE;
     }
-    return frames_add(o, c, f, tag, entries, count, scratch, err) == 0 ? WEIR_WRITE_OK
-                                                                       : WEIR_WRITE_RETRY;
+    return frame_from_entries(snd, c, tag, count, snd->o->opts.gzip, err) == 0 ? WEIR_WRITE_OK
+                                                                               : WEIR_WRITE_RETRY;
 }
 
-/* Reads the chunk into frames, one per run of one tag. The whole chunk is held in memory
- * (twice: entries and frame), chunk_limit_size per sender thread; a writer that streams a frame
- * from the file would remove that, at the price of knowing the frame's length up front. */
-static weir_write_status_t frames_build(fo_out_t *o, weir_chunk_t *c, fo_frames_t *f,
-                                        weir_err_t *err)
+/* Reads the chunk into frames, one per run of one tag. Without gzip the entries are appended
+ * straight into the frame (one copy); with gzip they are gathered first and compressed into
+ * it. Either way the whole chunk is in memory while it is sent; a writer that streams a frame
+ * from the chunk file would avoid that, at the price of knowing the frame's length first. */
+static weir_write_status_t frames_build(fo_sender_t *snd, weir_chunk_t *c, weir_err_t *err)
 {
-    weir_buf_t entries, scratch;
-    weir_buf_init(&entries);
-    weir_buf_init(&scratch);
+    fo_out_t *o = snd->o;
+    bool gzip = o->opts.gzip;
     char *tag = NULL;
     uint32_t count = 0;
+    size_t len_off = 0;
+    fo_frame_t *fr = NULL;
     weir_write_status_t st = WEIR_WRITE_RETRY;
+    snd->entries.len = 0;
     weir_chunk_reader_t *rd = weir_chunk_reader_open(c, err);
     if (!rd) goto out;
     if (weir_chunk_is_fluentd(c)) {
-        st = frames_fluentd(o, c, rd, f, &entries, &scratch, err);
+        st = frames_fluentd(snd, c, rd, err);
         goto out;
     }
     const char *p;
@@ -221,26 +253,33 @@ static weir_write_status_t frames_build(fo_out_t *o, weir_chunk_t *c, fo_frames_
     int rc;
     while ((rc = weir_chunk_reader_next(rd, &p, &len, &n, err)) == 1) {
         const char *t = weir_chunk_reader_tag(rd);
-        if (tag && strcmp(tag, t) != 0) {
-            if (frames_add(o, c, f, tag, &entries, count, &scratch, err) != 0) goto out;
-            entries.len = 0;
-            count = 0;
-        }
         if (!tag || strcmp(tag, t) != 0) {
+            if (tag && (gzip ? frame_from_entries(snd, c, tag, count, true, err)
+                             : fo_frame_finish(&fr->bytes, len_off, count,
+                                               o->opts.require_ack ? fr->id : NULL, err)) != 0)
+                goto out;
             free(tag);
             tag = weir_strdup(t);
+            count = 0;
+            snd->entries.len = 0;
+            if (!gzip) {
+                fr = frame_next(&snd->frames, c);
+                weir_buf_reserve(&fr->bytes, weir_chunk_bytes(c) + strlen(t) + 64);
+                len_off = fo_frame_begin(&fr->bytes, t, strlen(t));
+            }
         }
-        weir_buf_append(&entries, p, len);
+        weir_buf_append(gzip ? &snd->entries : &fr->bytes, p, len);
         count += n;
     }
     if (rc < 0) goto out;
-    if (tag && frames_add(o, c, f, tag, &entries, count, &scratch, err) != 0) goto out;
+    if (tag && (gzip ? frame_from_entries(snd, c, tag, count, true, err)
+                     : fo_frame_finish(&fr->bytes, len_off, count,
+                                       o->opts.require_ack ? fr->id : NULL, err)) != 0)
+        goto out;
     st = WEIR_WRITE_OK;
 out:
     weir_chunk_reader_close(rd);
     free(tag);
-    weir_buf_free(&entries);
-    weir_buf_free(&scratch);
     return st;
 }
 
@@ -295,14 +334,15 @@ static int server_send(fo_out_t *o, fo_conn_t *c, size_t i, const fo_frames_t *f
     return -1;
 }
 
-static void job_run(fo_out_t *o, fo_conn_t *conns, fo_job_t *j)
+static void job_run(fo_sender_t *snd, fo_job_t *j)
 {
+    fo_out_t *o = snd->o;
     weir_err_t err = {{0}};
-    fo_frames_t f = {0};
     bool *tried = weir_calloc(o->n_servers, sizeof *tried);
-    j->status = frames_build(o, j->chunk, &f, &err);
+    frames_reset(&snd->frames);
+    j->status = frames_build(snd, j->chunk, &err);
     if (j->status != WEIR_WRITE_OK) goto out;
-    if (f.n == 0) goto out; /* nothing to send: done */
+    if (snd->frames.n == 0) goto out; /* nothing to send: done */
     for (;;) {
         pthread_mutex_lock(&o->lock);
         int i = server_pick(o, tried);
@@ -315,7 +355,7 @@ static void job_run(fo_out_t *o, fo_conn_t *conns, fo_job_t *j)
             break;
         }
         tried[i] = true;
-        if (server_send(o, &conns[i], (size_t)i, &f, &err) == 0) {
+        if (server_send(o, &snd->conns[i], (size_t)i, &snd->frames, &err) == 0) {
             j->status = WEIR_WRITE_OK;
             break;
         }
@@ -326,16 +366,18 @@ static void job_run(fo_out_t *o, fo_conn_t *conns, fo_job_t *j)
 out:
     if (j->status == WEIR_WRITE_OK) err.msg[0] = '\0';
     snprintf(j->msg, sizeof j->msg, "%s", err.msg);
-    frames_free(&f);
     free(tried);
 }
 
 static void *sender_main(void *arg)
 {
-    fo_out_t *o = arg;
-    fo_conn_t *conns = weir_calloc(o->n_servers, sizeof *conns);
+    fo_sender_t snd = {.o = arg};
+    fo_out_t *o = snd.o;
+    snd.conns = weir_calloc(o->n_servers, sizeof *snd.conns);
+    weir_buf_init(&snd.entries);
+    weir_buf_init(&snd.scratch);
     for (size_t i = 0; i < o->n_servers; i++)
-        fo_conn_init(&conns[i]);
+        fo_conn_init(&snd.conns[i]);
     for (;;) {
         pthread_mutex_lock(&o->lock);
         while (!o->queue && !o->stopping)
@@ -347,7 +389,7 @@ static void *sender_main(void *arg)
         }
         pthread_mutex_unlock(&o->lock);
         if (!j) break;
-        job_run(o, conns, j);
+        job_run(&snd, j);
         pthread_mutex_lock(&o->lock);
         j->next = o->done;
         o->done = j;
@@ -355,8 +397,11 @@ static void *sender_main(void *arg)
         uv_async_send(o->async);
     }
     for (size_t i = 0; i < o->n_servers; i++)
-        fo_conn_close(&conns[i]);
-    free(conns);
+        fo_conn_close(&snd.conns[i]);
+    free(snd.conns);
+    frames_free(&snd.frames);
+    weir_buf_free(&snd.entries);
+    weir_buf_free(&snd.scratch);
     return NULL;
 }
 

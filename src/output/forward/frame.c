@@ -23,23 +23,20 @@ void fo_chunk_id_b64(const uint8_t id[16], char out[FO_CHUNK_ID_B64 + 1])
     out[FO_CHUNK_ID_B64] = '\0';
 }
 
-int fo_frame_build(const char *tag, size_t tag_len, const char *entries, size_t len, uint32_t count,
-                   bool gzip, const char *id, weir_buf_t *scratch, weir_buf_t *out, weir_err_t *err)
+size_t fo_frame_begin(weir_buf_t *out, const char *tag, size_t tag_len)
 {
-    if (gzip) {
-        scratch->len = 0;
-        if (weir_gzip(entries, len, scratch, err) != 0) return -1;
-        entries = scratch->data;
-        len = scratch->len;
-    }
-    if (len > UINT32_MAX) {
-        weir_err_set(err, "a frame of %zu bytes is more than msgpack's bin32 holds", len);
-        return -1;
-    }
-    /* option keys in Fluentd's order: size, compressed, chunk */
     fwd_buf_array_hdr(out, 3);
     fwd_buf_str(out, tag, tag_len);
-    fwd_buf_bin(out, entries, len);
+    /* bin32 whatever the length (legal msgpack; Fluentd likewise always writes str32), so the
+     * length can be patched in once the entries are appended */
+    static const char bin32[5] = {(char)0xc6, 0, 0, 0, 0};
+    weir_buf_append(out, bin32, sizeof bin32);
+    return out->len - 4;
+}
+
+/* The options map, in Fluentd's key order: size, compressed, chunk. */
+static void frame_options(weir_buf_t *out, uint32_t count, bool gzip, const char *id)
+{
     fwd_buf_map_hdr(out, 1 + (gzip ? 1 : 0) + (id ? 1 : 0));
     fwd_buf_cstr(out, "size");
     fwd_buf_int(out, count);
@@ -51,6 +48,39 @@ int fo_frame_build(const char *tag, size_t tag_len, const char *entries, size_t 
         fwd_buf_cstr(out, "chunk");
         fwd_buf_cstr(out, id);
     }
+}
+
+int fo_frame_finish(weir_buf_t *out, size_t len_off, uint32_t count, const char *id,
+                    weir_err_t *err)
+{
+    size_t len = out->len - (len_off + 4);
+    if (len > UINT32_MAX) {
+        weir_err_set(err, "a frame of %zu bytes is more than msgpack's bin32 holds", len);
+        return -1;
+    }
+    fwd_put_be(out->data + len_off, len, 4);
+    frame_options(out, count, false, id);
+    return 0;
+}
+
+int fo_frame_build(const char *tag, size_t tag_len, const char *entries, size_t len, uint32_t count,
+                   bool gzip, const char *id, weir_buf_t *scratch, weir_buf_t *out, weir_err_t *err)
+{
+    if (!gzip) {
+        size_t at = fo_frame_begin(out, tag, tag_len);
+        weir_buf_append(out, entries, len);
+        return fo_frame_finish(out, at, count, id, err);
+    }
+    scratch->len = 0;
+    if (weir_gzip(entries, len, scratch, err) != 0) return -1;
+    if (scratch->len > UINT32_MAX) {
+        weir_err_set(err, "a frame of %zu bytes is more than msgpack's bin32 holds", scratch->len);
+        return -1;
+    }
+    fwd_buf_array_hdr(out, 3);
+    fwd_buf_str(out, tag, tag_len);
+    fwd_buf_bin(out, scratch->data, scratch->len);
+    frame_options(out, count, true, id);
     return 0;
 }
 
