@@ -53,12 +53,12 @@ def edge_conf(d, fwd_port, http_port, servers, out_params=(), buffer_params=()):
     return "\n".join(lines)
 
 
-def aggregator(d, name, port, sources="", extra_source=()):
+def aggregator(d, name, port, sources="", extra_source=(), file_params=()):
     """An aggregator: a forward input, everything into JSON lines files under d/name-out."""
     out = os.path.join(d, name + "-out", "events")
     conf = forward_to_file(port, out, os.path.join(d, name + "-buf"),
                            buffer_params=("flush_mode interval", "flush_interval 0.2s"),
-                           sources=sources)
+                           sources=sources, file_params=file_params)
     if extra_source:
         conf = conf.replace("  bind 127.0.0.1\n</source>",
                             "  bind 127.0.0.1\n" + "\n".join(extra_source) + "\n</source>", 1)
@@ -404,6 +404,115 @@ def test_documented_example_runs_and_refusals_name_the_parameter():
     assert rc != 0 and "at least one <server>" in log, log
 
 
+def test_chunk_of_two_tags_goes_as_two_acked_frames():
+    """With `tag` not a chunk key (<buffer time>) one chunk holds events of two tags: it goes
+    as one frame per tag, each acknowledged, and the aggregator sees each event under its own
+    tag."""
+    d = tmpdir("weir-ofwd-")
+    agg_port, fwd_port, http_port, metrics_port = free_port(), free_port(), free_port(), free_port()
+    agg, out = aggregator(d, "agg", agg_port, file_params=("<inject>", "  tag_key tag",
+                                                           "</inject>"))
+    conf = edge_conf(d, fwd_port, http_port, [(agg_port, [])],
+                     buffer_params=["timekey 3600", "flush_interval 2s"])
+    conf = conf.replace("<buffer tag>", "<buffer time>").replace("flush_interval 0.2s\n", "")
+    conf += ("<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>\n"
+             % metrics_port)
+    edge = Weir(conf, workdir=workdir(d, "edge"))
+    with agg, edge:
+        agg.start(wait_ports=[agg_port])
+        edge.start(wait_ports=[fwd_port, http_port, metrics_port])
+        one, two = AckSender(fwd_port, tag="edge.one"), AckSender(fwd_port, tag="edge.two")
+        assert one.send(list(range(0, 20)), time.time() + 10)
+        assert two.send(list(range(20, 40)), time.time() + 10)
+        recs = wait_for(lambda: len(records_in(out + "*")) >= 40 and records_in(out + "*"), 30,
+                        "both tags at the aggregator")
+        assert sorted((r["seq"], r["tag"]) for r in recs) == \
+            [(i, "edge.one") for i in range(20)] + [(i, "edge.two") for i in range(20, 40)]
+        chunks = metric_at(metrics_port, "weir_output_delivered_chunks_total", type="forward")
+        assert chunks == 1, "the two tags were sent in %r chunks, not one" % chunks
+        one.close()
+        two.close()
+        assert edge.stop() == 0 and agg.stop() == 0
+
+
+class HostileReceiver(threading.Thread):
+    """A receiver that answers each frame wrongly, one way per connection: a reply longer than
+    any reply, an ack for another chunk, a byte that is not msgpack, then silence. Connections
+    that send nothing (heartbeats) are not counted."""
+
+    ANSWERS = [msgpack.packb({"ack": "x" * 2000}), msgpack.packb({"ack": "not-the-chunk"}),
+               b"\xc1", None]
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.served = 0
+        self.held = []
+
+    def run(self):
+        while self.served < len(self.ANSWERS):
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.settimeout(5)
+            try:
+                if not c.recv(65536):
+                    c.close()
+                    continue
+            except OSError:
+                c.close()
+                continue
+            answer = self.ANSWERS[self.served]
+            self.served += 1
+            if answer is None:
+                self.held.append(c)  # never answers
+                continue
+            c.sendall(answer)
+            self.held.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_hostile_receiver_cannot_lose_or_crash():
+    """Every wrong answer fails the send with its reason and keeps the chunk; once a real
+    receiver takes the port, every acknowledged event arrives."""
+    d = tmpdir("weir-ofwd-")
+    port, fwd_port, http_port = free_port(), free_port(), free_port()
+    hostile = HostileReceiver(port)
+    hostile.start()
+    edge = Weir(edge_conf(d, fwd_port, http_port, [(port, ["name hostile"])],
+                          out_params=["ack_response_timeout 1s"]).replace(
+        "  ack_response_timeout 5s\n", ""), workdir=workdir(d, "edge"))
+    agg, out = aggregator(d, "agg", port)
+    with edge, agg:
+        edge.start(wait_ports=[fwd_port, http_port])
+        sender = AckSender(fwd_port, tag="edge.fwd")
+        assert sender.send(list(range(20)), time.time() + 10)
+        wait_for(lambda: hostile.served == len(hostile.ANSWERS) and
+                 "no ack within ack_response_timeout" in edge.log(), 60,
+                 "every hostile answer tried")
+        hostile.close()
+        hostile.join(10)
+        log = edge.log()
+        for reason in ("longer than 1024 bytes", "names another chunk", "not msgpack",
+                       "no ack within ack_response_timeout"):
+            assert reason in log, "%r not in the edge's log:\n%s" % (reason, log[-3000:])
+        assert edge.proc.poll() is None, "the edge died"
+        agg.start(wait_ports=[port])
+        wait_for(lambda: set(range(20)) <= {r["seq"] for r in records_in(out + "*")}, 60,
+                 "the chunk delivered once a real receiver is there")
+        sender.close()
+        assert edge.stop() == 0 and agg.stop() == 0
+
+
 def cleanup():
     if os.environ.get("KEEP"):
         return
@@ -419,6 +528,8 @@ if __name__ == "__main__":
                    test_weight_standby_and_failover,
                    test_two_tier_to_s3_aggregator_killed_every_acked_event_arrives,
                    test_gzip_shared_key_tls_keepalive,
-                   test_documented_example_runs_and_refusals_name_the_parameter])
+                   test_documented_example_runs_and_refusals_name_the_parameter,
+                   test_chunk_of_two_tags_goes_as_two_acked_frames,
+                   test_hostile_receiver_cannot_lose_or_crash])
     finally:
         cleanup()
