@@ -435,6 +435,33 @@ def test_chunk_of_two_tags_goes_as_two_acked_frames():
         assert edge.stop() == 0 and agg.stop() == 0
 
 
+def test_keepalive_connection_closed_by_the_receiver_is_replaced():
+    """A kept-alive connection the receiver closed while it was idle (here: the aggregator
+    restarted) is replaced by a new one for the next chunk; the server is not called down and
+    the chunk is not failed."""
+    d = tmpdir("weir-ofwd-")
+    agg_port, fwd_port, http_port = free_port(), free_port(), free_port()
+    agg, out = aggregator(d, "agg", agg_port)
+    edge = Weir(edge_conf(d, fwd_port, http_port, [(agg_port, ["name agg"])],
+                          out_params=["keepalive true", "heartbeat_type none"]),
+                workdir=workdir(d, "edge"))
+    with agg, edge:
+        agg.start(wait_ports=[agg_port])
+        edge.start(wait_ports=[fwd_port, http_port])
+        sender = AckSender(fwd_port, tag="edge.fwd")
+        for first in (0, 20):
+            assert sender.send(list(range(first, first + 20)), time.time() + 10)
+            wait_for(lambda: set(range(first, first + 20)) <= seqs_at(out), 30, "a batch")
+            if first == 0:
+                assert len(edge_connections(agg_port)) == 1
+                assert agg.stop() == 0  # closes the idle kept-alive connection
+                agg.start(wait_ports=[agg_port])
+        log = edge.log()
+        assert "failed to flush" not in log and "is down" not in log, log[-2000:]
+        sender.close()
+        assert edge.stop() == 0 and agg.stop() == 0
+
+
 class HostileReceiver(threading.Thread):
     """A receiver that answers each frame wrongly, one way per connection: a reply longer than
     any reply, an ack for another chunk, a byte that is not msgpack, then silence. Connections
@@ -530,6 +557,7 @@ if __name__ == "__main__":
                    test_gzip_shared_key_tls_keepalive,
                    test_documented_example_runs_and_refusals_name_the_parameter,
                    test_chunk_of_two_tags_goes_as_two_acked_frames,
-                   test_hostile_receiver_cannot_lose_or_crash])
+                   test_hostile_receiver_cannot_lose_or_crash,
+                   test_keepalive_connection_closed_by_the_receiver_is_replaced])
     finally:
         cleanup()

@@ -197,7 +197,10 @@ int fo_conn_write(fo_conn_t *c, const char *p, size_t n, double timeout, weir_er
             ERR_clear_error();
             int r = SSL_write(c->ssl, p, (int)piece);
             if (r <= 0) {
-                if (ssl_wait(c, r, deadline, "send", err) != 1) return -1;
+                bool reset = SSL_get_error(c->ssl, r) == SSL_ERROR_SYSCALL &&
+                             (errno == EPIPE || errno == ECONNRESET);
+                if (ssl_wait(c, r, deadline, "send", err) != 1)
+                    return reset ? FO_READ_CLOSED : FO_READ_FAILED;
                 continue;
             }
             w = r;
@@ -212,8 +215,9 @@ int fo_conn_write(fo_conn_t *c, const char *p, size_t n, double timeout, weir_er
                 return -1;
             }
             if (w < 0) {
-                weir_err_set(err, "send: %s", strerror(errno));
-                return -1;
+                int e = errno;
+                weir_err_set(err, "send: %s", strerror(e));
+                return e == EPIPE || e == ECONNRESET ? FO_READ_CLOSED : FO_READ_FAILED;
             }
         }
         p += w;
@@ -222,7 +226,8 @@ int fo_conn_write(fo_conn_t *c, const char *p, size_t n, double timeout, weir_er
     return 0;
 }
 
-/* Reads what is there (up to n bytes), waiting until the deadline: >0 bytes, 0 EOF, -1. */
+/* Reads what is there (up to n bytes), waiting until the deadline: >0 bytes, 0 EOF (or a
+ * reset), FO_READ_TIMEOUT or FO_READ_FAILED. */
 static ssize_t conn_read(fo_conn_t *c, char *p, size_t n, double deadline, weir_err_t *err)
 {
     for (;;) {
@@ -230,20 +235,29 @@ static ssize_t conn_read(fo_conn_t *c, char *p, size_t n, double deadline, weir_
             ERR_clear_error();
             int r = SSL_read(c->ssl, p, (int)n);
             if (r > 0) return r;
-            if (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN) return 0;
-            if (ssl_wait(c, r, deadline, "read", err) != 1) return -1;
-            continue;
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == ECONNRESET))
+                return 0;
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                int w = wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+                if (w == 1) continue;
+                weir_err_set(err, "read: %s", w == 0 ? "no reply in time" : strerror(errno));
+                return w == 0 ? FO_READ_TIMEOUT : FO_READ_FAILED;
+            }
+            ssl_wait(c, r, deadline, "read", err); /* sets err from OpenSSL's reason */
+            return FO_READ_FAILED;
         }
         ssize_t r = recv(c->fd, p, n, 0);
         if (r >= 0) return r;
+        if (errno == ECONNRESET) return 0;
         if (errno != EAGAIN && errno != EINTR) {
             weir_err_set(err, "read: %s", strerror(errno));
-            return -1;
+            return FO_READ_FAILED;
         }
         int w = wait_fd(c->fd, POLLIN, deadline);
         if (w != 1) {
             weir_err_set(err, "read: %s", w == 0 ? "no reply in time" : strerror(errno));
-            return -1;
+            return w == 0 ? FO_READ_TIMEOUT : FO_READ_FAILED;
         }
     }
 }
@@ -258,18 +272,18 @@ int fo_conn_read_reply(fo_conn_t *c, weir_buf_t *out, double timeout, weir_err_t
         /* one byte at a time past what is needed would be slow; a reply is alone on the
          * connection (the sender waits for it before sending more), so read what comes */
         ssize_t r = conn_read(c, buf + have, sizeof buf - have, deadline, err);
-        if (r < 0) return -1;
+        if (r < 0) return (int)r;
         if (r == 0) {
             weir_err_set(err, "the receiver closed the connection before its reply");
-            return -1;
+            return FO_READ_CLOSED;
         }
         have += (size_t)r;
         long n = fo_reply_len(buf, have, err);
-        if (n < 0) return -1;
+        if (n < 0) return FO_READ_FAILED;
         if (n == 0) continue;
         if ((size_t)n != have) {
             weir_err_set(err, "the receiver sent more than one reply");
-            return -1;
+            return FO_READ_FAILED;
         }
         weir_buf_append(out, buf, have);
         return 0;

@@ -113,6 +113,11 @@ int fo_pong_check(const char *reply, size_t len, const fo_helo_t *h, const char 
                   const char *shared_key, const char *salt, weir_err_t *err);
 
 /* ---- conn.c ---- */
+/* Failures of fo_conn_write and fo_conn_read_reply (err set with each). */
+#define FO_READ_FAILED (-1)  /* a bad reply, or an I/O error */
+#define FO_READ_TIMEOUT (-2) /* nothing complete within the timeout */
+#define FO_READ_CLOSED (-3)  /* the receiver closed or reset the connection */
+
 typedef struct fo_conn {
     int fd; /* -1: not connected */
     SSL *ssl;
@@ -131,8 +136,11 @@ bool fo_conn_alive(fo_conn_t *c, const fo_opts_t *o);
 int fo_conn_open(fo_conn_t *c, const fo_opts_t *o, const fo_server_t *s, weir_err_t *err);
 /* A TCP connect and nothing else: the transport heartbeat. */
 int fo_probe(const fo_opts_t *o, const fo_server_t *s, weir_err_t *err);
+/* Writes all n bytes: 0, FO_READ_CLOSED when the receiver had closed or reset the connection,
+ * else FO_READ_FAILED (err set either way). */
 int fo_conn_write(fo_conn_t *c, const char *p, size_t n, double timeout, weir_err_t *err);
-/* Reads one complete reply (at most FO_REPLY_MAX bytes) into out. */
+/* Reads one complete reply (at most FO_REPLY_MAX bytes) into out: 0, or FO_READ_* with err
+ * set. */
 int fo_conn_read_reply(fo_conn_t *c, weir_buf_t *out, double timeout, weir_err_t *err);
 
 /* ---- conf.c ---- */

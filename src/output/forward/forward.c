@@ -285,21 +285,28 @@ out:
 
 /* ---- sending (sender thread) ------------------------------------------------------------ */
 
-/* Every frame to one server, each ack awaited when asked for. 0, or -1 (the connection closed). */
-static int frames_send(fo_out_t *o, fo_conn_t *c, const fo_server_t *s, const fo_frames_t *f,
-                       weir_err_t *err)
+/* Every frame to one server, each ack awaited when asked for. 0, or -1 with the connection
+ * closed; *gone is set when the receiver had closed or reset the connection before anything
+ * of this chunk was answered (what a kept-alive connection that went stale looks like). */
+static int frames_send(fo_out_t *o, fo_conn_t *c, const fo_frames_t *f, bool *gone, weir_err_t *err)
 {
     const fo_opts_t *op = &o->opts;
     weir_buf_t reply;
     weir_buf_init(&reply);
     int rc = -1;
+    *gone = false;
     for (size_t i = 0; i < f->n; i++) {
-        if (fo_conn_write(c, f->v[i].bytes.data, f->v[i].bytes.len, op->send_timeout, err) != 0)
+        int w = fo_conn_write(c, f->v[i].bytes.data, f->v[i].bytes.len, op->send_timeout, err);
+        if (w != 0) {
+            *gone = i == 0 && w == FO_READ_CLOSED;
             goto out;
+        }
         if (!op->require_ack) continue;
-        if (fo_conn_read_reply(c, &reply, op->ack_timeout, err) != 0) {
-            if (strstr(err->msg, "no reply in time"))
-                weir_err_set(err, "no ack within ack_response_timeout (%gs)", op->ack_timeout);
+        int r = fo_conn_read_reply(c, &reply, op->ack_timeout, err);
+        if (r == FO_READ_TIMEOUT)
+            weir_err_set(err, "no ack within ack_response_timeout (%gs)", op->ack_timeout);
+        if (r != 0) {
+            *gone = i == 0 && r == FO_READ_CLOSED;
             goto out;
         }
         if (fo_ack_check(reply.data, reply.len, f->v[i].id, err) != 0) goto out;
@@ -311,25 +318,23 @@ out:
         fo_conn_close(c);
     else
         c->idle_since = fo_mono_now();
-    (void)s;
     return rc;
 }
 
-/* Sends through server i, on a kept-alive connection when there is one; a kept-alive connection
- * that fails is given one fresh connection before the server is called down (the receiver may
- * simply have closed an idle connection). */
+/* Sends through server i, on a kept-alive connection when there is one. A kept-alive
+ * connection the receiver had closed (it may close idle connections at any time) gets one
+ * fresh connection before the server is called down; any other failure (an ack that does not
+ * come, a wrong answer) counts at once, so failover is not delayed by a second wait. */
 static int server_send(fo_out_t *o, fo_conn_t *c, size_t i, const fo_frames_t *f, weir_err_t *err)
 {
     const fo_server_t *s = &o->servers[i];
-    bool reused = fo_conn_alive(c, &o->opts);
+    bool reused = fo_conn_alive(c, &o->opts), gone;
     if (!reused && fo_conn_open(c, &o->opts, s, err) != 0) return -1;
-    if (frames_send(o, c, s, f, err) == 0) return 0;
-    if (!reused) {
-        weir_err_prefix(err, "%s", s->name);
-        return -1;
+    if (frames_send(o, c, f, &gone, err) == 0) return 0;
+    if (reused && gone) {
+        if (fo_conn_open(c, &o->opts, s, err) != 0) return -1;
+        if (frames_send(o, c, f, &gone, err) == 0) return 0;
     }
-    if (fo_conn_open(c, &o->opts, s, err) != 0) return -1;
-    if (frames_send(o, c, s, f, err) == 0) return 0;
     weir_err_prefix(err, "%s", s->name);
     return -1;
 }
