@@ -16,7 +16,7 @@ import msgpack
 
 from fwdclient import AckSender, T0
 from weirtest import (SOURCE_DIR, Weir, dry_run, free_port, forward_to_file, http_post,
-                      make_certs, metric_at, run_tests, wait_for)
+                      make_certs, metric_at, run_tests, sh, wait_for)
 
 TMP = []
 
@@ -319,6 +319,11 @@ def test_gzip_shared_key_tls_keepalive():
     certs, other = os.path.join(d, "certs"), os.path.join(d, "other-ca")
     passphrase = make_certs(certs)
     make_certs(other)
+    # the client key encrypted, as a careful operator keeps it: its passphrase must not be
+    # logged with the configuration
+    client_pass = "client-key-pass-7f3a"
+    sh("openssl pkcs8 -topk8 -in client.key -v2 aes-256-cbc -passout pass:%s -out client.enc.key"
+       % client_pass, cwd=certs)
     agg_port, metrics_port = free_port(), free_port()
     tls_in = ["  <transport tls>", "    cert_path %s/server.crt" % certs,
               "    private_key_path %s/server.key" % certs,
@@ -335,7 +340,8 @@ def test_gzip_shared_key_tls_keepalive():
             "compress gzip", "keepalive true", "keepalive_timeout 60s", "heartbeat_type none",
             "transport tls", "tls_cert_path %s" % ca,
             "tls_client_cert_path %s/client.crt" % certs,
-            "tls_client_private_key_path %s/client.key" % certs,
+            "tls_client_private_key_path %s/client.enc.key" % certs,
+            "tls_client_private_key_passphrase %s" % client_pass,
             "<security>", "  self_hostname %s" % name, "  shared_key %s" % key, "</security>"])
         conf = conf.replace(os.path.join(d, "edge-buf"), os.path.join(d, name + "-buf"))
         return Weir(conf, workdir=workdir(d, name)), fwd, http
@@ -370,6 +376,8 @@ def test_gzip_shared_key_tls_keepalive():
         wait_for(lambda: "certificate verify failed" in badca.log(), 30, "the certificate refused")
         assert 9000 not in {r["seq"] for r in records_in(out + "*")}
         assert "s3cret" not in good.log() and "wr0ng-key" not in badkey.log()
+        assert "tls_client_private_key_passphrase xxxxxx" in good.log()
+        assert client_pass not in good.log()
         for w in (good, badkey, badca, agg):
             assert w.stop() == 0
 
