@@ -470,6 +470,27 @@ def test_keepalive_connection_closed_by_the_receiver_is_replaced():
         assert edge.stop() == 0 and agg.stop() == 0
 
 
+def test_reload_keeps_delivering():
+    """SIGHUP replaces the output (threads, connections) without losing a chunk."""
+    d = tmpdir("weir-ofwd-")
+    agg_port, fwd_port, http_port = free_port(), free_port(), free_port()
+    agg, out = aggregator(d, "agg", agg_port)
+    edge = Weir(edge_conf(d, fwd_port, http_port, [(agg_port, [])],
+                          out_params=["keepalive true"]), workdir=workdir(d, "edge"))
+    with agg, edge:
+        agg.start(wait_ports=[agg_port])
+        edge.start(wait_ports=[fwd_port, http_port])
+        sender = AckSender(fwd_port, tag="edge.fwd")
+        for first in (0, 20, 40):
+            assert sender.send(list(range(first, first + 20)), time.time() + 10)
+            if first < 40:
+                edge.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: set(range(60)) <= seqs_at(out), 30, "every batch across two reloads")
+        wait_for(lambda: edge.log().count("the new configuration is running") == 2, 15, "two reloads logged")
+        sender.close()
+        assert edge.stop() == 0 and agg.stop() == 0
+
+
 class HostileReceiver(threading.Thread):
     """A receiver that answers each frame wrongly, one way per connection: a reply longer than
     any reply, an ack for another chunk, a byte that is not msgpack, then silence. Connections
@@ -566,6 +587,7 @@ if __name__ == "__main__":
                    test_documented_example_runs_and_refusals_name_the_parameter,
                    test_chunk_of_two_tags_goes_as_two_acked_frames,
                    test_hostile_receiver_cannot_lose_or_crash,
-                   test_keepalive_connection_closed_by_the_receiver_is_replaced])
+                   test_keepalive_connection_closed_by_the_receiver_is_replaced,
+                   test_reload_keeps_delivering])
     finally:
         cleanup()
