@@ -144,12 +144,11 @@ static int tls_from_conf(fo_opts_t *o, weir_conf_section_t *sec, weir_err_t *err
     return 0;
 }
 
-int fo_opts_from_conf(fo_opts_t *o, weir_conf_section_t *sec, const char *hostname, weir_err_t *err)
+int fo_opts_from_conf(fo_opts_t *o, weir_conf_section_t *sec, weir_err_t *err)
 {
     static const char *const heartbeats[] = {"transport", "tcp", "none", "udp", NULL};
     static const char *const compress[] = {"text", "gzip", NULL};
     memset(o, 0, sizeof *o);
-    (void)hostname;
     o->ack_timeout = FO_DEFAULT_ACK_TIMEOUT;
     o->send_timeout = FO_DEFAULT_SEND_TIMEOUT;
     o->connect_timeout = FO_DEFAULT_CONNECT_TIMEOUT;

@@ -144,8 +144,7 @@ int fo_conn_write(fo_conn_t *c, const char *p, size_t n, double timeout, weir_er
 int fo_conn_read_reply(fo_conn_t *c, weir_buf_t *out, double timeout, weir_err_t *err);
 
 /* ---- conf.c ---- */
-int fo_opts_from_conf(fo_opts_t *o, weir_conf_section_t *sec, const char *hostname,
-                      weir_err_t *err);
+int fo_opts_from_conf(fo_opts_t *o, weir_conf_section_t *sec, weir_err_t *err);
 int fo_servers_from_conf(weir_conf_section_t *sec, fo_server_t **out, size_t *n, weir_err_t *err);
 void fo_opts_free(fo_opts_t *o);
 void fo_servers_free(fo_server_t *s, size_t n);

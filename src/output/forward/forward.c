@@ -513,7 +513,7 @@ static int fo_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
     const char *id = NULL;
     if (weir_conf_get_str(sec, "@id", &id, err) < 0) goto err;
     o->id = weir_strdup(id ? id : "forward");
-    if (fo_opts_from_conf(&o->opts, sec, weir_engine_hostname(eng), err) != 0 ||
+    if (fo_opts_from_conf(&o->opts, sec, err) != 0 ||
         fo_servers_from_conf(sec, &o->servers, &o->n_servers, err) != 0)
         goto err;
     bool any = false;
