@@ -130,6 +130,8 @@ void weir_buffer_get_stats(const weir_buffer_t *b, weir_buffer_stats_t *out);
 
 /* Whether the chunk keys include tag / time (for an output's key-format checks). */
 bool weir_buffer_has_key(const weir_buffer_t *b, const char *key);
+/* flush_thread_count: at most this many chunks are in the output's hands at once. */
+int weir_buffer_flush_threads(const weir_buffer_t *b);
 double weir_buffer_timekey(const weir_buffer_t *b);
 /* The directory of a file buffer; NULL for a memory buffer. */
 const char *weir_buffer_path(const weir_buffer_t *b);

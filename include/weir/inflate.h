@@ -93,6 +93,11 @@ void weir_inflation_reset(weir_inflation_t *s);
  * last set to 0 (a test's way to see that no caller inflates a whole body in one call). */
 extern _Thread_local size_t weir_inflate_step_max;
 
+/* The other direction, for data weir sends: one gzip member of the `len` bytes at `in`,
+ * appended to `out` in one call (the caller holds the input whole anyway; out_forward's
+ * CompressedPackedForward). 0, or -1 with err set. */
+int weir_gzip(const char *in, size_t len, weir_buf_t *out, weir_err_t *err);
+
 /* "gzip", "zlib", "zstd". */
 const char *weir_inflate_format_name(weir_inflate_format_t fmt);
 

@@ -51,6 +51,17 @@ struct evp_pkey_st *weir_read_private_key(const char *path, const char *passphra
                                           weir_err_t *err);
 void weir_tls_ctx_free(weir_tls_ctx_t *ctx);
 
+/* The client side, for outputs (out_forward's `transport tls`): versions and ciphers as for a
+ * server; cert_path/private_key_path/private_key_passphrase, when set, are the client
+ * certificate; the server's certificate is verified against the `n_ca` PEM files `ca_paths`
+ * (none: the system's CAs) unless opts->insecure; allow_self_signed accepts a server whose
+ * certificate signs itself. NULL with err set (naming the file and OpenSSL's reason). Free
+ * with SSL_CTX_free. */
+struct ssl_ctx_st *weir_tls_client_ctx_new(const weir_tls_opts_t *opts, char *const *ca_paths,
+                                           size_t n_ca, bool allow_self_signed, weir_err_t *err);
+/* The OpenSSL constant for a Fluentd TLS version name ("TLSv1_2", "TLS1_3", ...), or 0. */
+int weir_tls_version_parse(const char *name);
+
 typedef struct weir_conn weir_conn_t;
 typedef struct weir_listener weir_listener_t;
 

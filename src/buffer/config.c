@@ -266,6 +266,11 @@ double weir_buffer_timekey(const weir_buffer_t *b)
     return b->key_time ? b->timekey : 0;
 }
 
+int weir_buffer_flush_threads(const weir_buffer_t *b)
+{
+    return (int)b->flush_thread_count;
+}
+
 bool weir_buffer_timekey_utc(const weir_buffer_t *b)
 {
     return b->timekey_use_utc;

@@ -37,6 +37,7 @@ static const char *const secret_keys[] = {
     "password",
     "private_key_passphrase",
     "ca_private_key_passphrase",
+    "tls_client_private_key_passphrase", /* out_forward's client key */
     "sse_customer_key",
     "ssekms_key_id",
     "external_id", /* assume_role_credentials: the shared secret of a third-party role */

@@ -273,3 +273,35 @@ fail:
     weir_inflation_reset(s);
     return -1;
 }
+
+int weir_gzip(const char *in, size_t len, weir_buf_t *out, weir_err_t *err)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK) {
+        weir_err_set(err, "gzip: cannot start the compressor");
+        return -1;
+    }
+    int rc = Z_OK;
+    z.next_in = (Bytef *)in;
+    /* zlib counts in uInt: feed a larger input in pieces */
+    size_t left = len;
+    while (rc != Z_STREAM_END) {
+        if (z.avail_in == 0 && left > 0) {
+            z.avail_in = left > UINT_MAX ? UINT_MAX : (uInt)left;
+            left -= z.avail_in;
+        }
+        weir_buf_reserve(out, WEIR_INFLATE_CHUNK);
+        z.next_out = (Bytef *)out->data + out->len;
+        z.avail_out = (uInt)(out->cap - out->len > UINT_MAX ? UINT_MAX : out->cap - out->len);
+        uInt before = z.avail_out;
+        rc = deflate(&z, left == 0 ? Z_FINISH : Z_NO_FLUSH);
+        out->len += before - z.avail_out;
+        if (rc == Z_STREAM_ERROR) break;
+    }
+    deflateEnd(&z);
+    if (rc == Z_STREAM_END) return 0;
+    weir_err_set(err, "gzip: compression failed");
+    return -1;
+}

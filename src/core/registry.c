@@ -17,6 +17,7 @@ extern const weir_output_ops_t weir_out_s3_ops;
 extern const weir_filter_ops_t weir_filter_dedupe_ops;
 extern const weir_output_ops_t weir_out_copy_ops;
 extern const weir_output_ops_t weir_out_relabel_ops;
+extern const weir_output_ops_t weir_out_forward_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -29,13 +30,8 @@ static const weir_input_ops_t *const inputs[] = {
 };
 
 static const weir_output_ops_t *const outputs[] = {
-    &weir_out_null_ops,
-    &weir_out_stdout_ops,
-    &weir_out_file_ops,
-    &weir_out_s3_ops,
-    &weir_out_copy_ops,
-    &weir_out_relabel_ops,
-    NULL,
+    &weir_out_null_ops, &weir_out_stdout_ops,  &weir_out_file_ops,    &weir_out_s3_ops,
+    &weir_out_copy_ops, &weir_out_relabel_ops, &weir_out_forward_ops, NULL,
 };
 
 static const weir_filter_ops_t *const filters[] = {

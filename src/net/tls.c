@@ -58,8 +58,7 @@ static const struct {
     {"TLSv1_3", TLS1_3_VERSION}, {"TLS1_3", TLS1_3_VERSION},
 };
 
-/* Returns the OpenSSL constant for a Fluentd version name, or 0. */
-static int tls_version_parse(const char *name)
+int weir_tls_version_parse(const char *name)
 {
     for (size_t i = 0; i < sizeof tls_versions / sizeof tls_versions[0]; i++)
         if (strcmp(name, tls_versions[i].name) == 0) return tls_versions[i].version;
@@ -87,7 +86,7 @@ static const struct {
 static int conf_check_version(weir_conf_section_t *tr, const char *key, const char *value,
                               weir_err_t *err)
 {
-    if (!value || tls_version_parse(value)) return 0;
+    if (!value || weir_tls_version_parse(value)) return 0;
     weir_conf_errorf(err, weir_conf_find(tr, key), "%s: expected %s, got '%s'", key,
                      TLS_VERSION_CHOICES, value);
     return -1;
@@ -204,11 +203,11 @@ static int ctx_set_versions(SSL_CTX *ctx, const weir_tls_opts_t *o, weir_err_t *
                                       : TLS_DEFAULT_MAX_VERSION;
     const char *names[] = {minv, maxv};
     for (int i = 0; i < 2; i++) {
-        if (tls_version_parse(names[i])) continue;
+        if (weir_tls_version_parse(names[i])) continue;
         weir_err_set(err, "unknown TLS version '%s': expected %s", names[i], TLS_VERSION_CHOICES);
         return -1;
     }
-    int lo = tls_version_parse(minv), hi = tls_version_parse(maxv);
+    int lo = weir_tls_version_parse(minv), hi = weir_tls_version_parse(maxv);
     if (lo > hi) {
         weir_err_set(err, "min_version %s is above max_version %s", minv, maxv);
         return -1;
@@ -413,6 +412,47 @@ weir_tls_ctx_t *weir_tls_ctx_new(const weir_tls_opts_t *opts, weir_err_t *err)
     weir_tls_ctx_t *t = weir_calloc(1, sizeof *t);
     t->ctx = ctx;
     return t;
+err:
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* Accepts a chain of one self-signed certificate (tls_allow_self_signed_cert), nothing
+ * else that fails. */
+static int tls_self_signed_ok(int ok, X509_STORE_CTX *x)
+{
+    int e = X509_STORE_CTX_get_error(x);
+    return ok || e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+           e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN;
+}
+
+SSL_CTX *weir_tls_client_ctx_new(const weir_tls_opts_t *opts, char *const *ca_paths, size_t n_ca,
+                                 bool allow_self_signed, weir_err_t *err)
+{
+    ERR_clear_error();
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        tls_err_reason(why, sizeof why);
+        weir_err_set(err, "cannot create a TLS context: %s", why);
+        return NULL;
+    }
+    if (ctx_set_versions(ctx, opts, err) != 0 || ctx_set_ciphers(ctx, opts, err) != 0) goto err;
+    if (opts->cert_path && ctx_load_identity(ctx, opts, err) != 0) goto err;
+    for (size_t i = 0; i < n_ca; i++) {
+        if (check_readable("CA certificate", ca_paths[i], err) != 0) goto err;
+        if (SSL_CTX_load_verify_locations(ctx, ca_paths[i], NULL) != 1) {
+            tls_err_reason(why, sizeof why);
+            weir_err_set(err, "cannot read CA certificate %s: %s", ca_paths[i], why);
+            goto err;
+        }
+    }
+    if (n_ca == 0) SSL_CTX_set_default_verify_paths(ctx);
+    SSL_CTX_set_verify(ctx, opts->insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       allow_self_signed ? tls_self_signed_ok : NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    return ctx;
 err:
     ERR_clear_error();
     SSL_CTX_free(ctx);
