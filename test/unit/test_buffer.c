@@ -377,8 +377,9 @@ static sync_rec_t syncs[MAX_SYNCS];
 static size_t nsyncs;
 static pthread_mutex_t sync_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
-/* hold_armed: the next fdatasync waits (on its worker thread) until hold_released */
-static bool hold_armed, hold_released;
+/* hold_armed: the next fdatasync waits (on its worker thread) until hold_released;
+ * hold_entered says that one has begun waiting */
+static bool hold_armed, hold_released, hold_entered;
 static pthread_t loop_thread; /* the thread the tests (and so the buffer's loop) run on */
 
 static void sync_record(int fd, const struct stat *st)
@@ -413,6 +414,7 @@ int fdatasync(int fd)
     pthread_mutex_lock(&sync_mu);
     if (hold_armed) {
         hold_armed = false;
+        hold_entered = true;
         while (!hold_released)
             pthread_cond_wait(&hold_cv, &sync_mu);
     }
@@ -758,12 +760,22 @@ static void test_unit_group_commit_covers_exactly_the_acked(void **state)
     pthread_mutex_lock(&sync_mu);
     hold_armed = true;
     hold_released = false;
+    hold_entered = false;
     pthread_mutex_unlock(&sync_mu);
     weir_batch_t b1, b2;
     make_batch(&b1, "app", 1700000000, 1, 0, 5);
     make_batch(&b2, "app", 1700000000, 1, 5, 5);
     ack_t a1, a2;
     assert_int_equal(append_acked(&h, &b1, &a1, true), WEIR_EMIT_PENDING);
+    /* b1's round is the one held: b2 goes in only once that round's fdatasync waits (else a
+     * loaded pool could start b2's round first, hold it, and a2 would never come) */
+    for (bool entered = false; !entered;) {
+        uv_run(&h.loop, UV_RUN_NOWAIT);
+        pthread_mutex_lock(&sync_mu);
+        entered = hold_entered;
+        pthread_mutex_unlock(&sync_mu);
+        if (!entered) usleep(1000);
+    }
     assert_int_equal(append_acked(&h, &b2, &a2, false), WEIR_EMIT_PENDING);
     a2.dir = dir; /* the chunk's name must be durable before b2 is acknowledged too */
     a2.dir_syncs_before = a1.dir_syncs_before;
