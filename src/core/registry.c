@@ -14,6 +14,9 @@ extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
 extern const weir_output_ops_t weir_out_s3_ops;
+extern const weir_filter_ops_t weir_filter_grep_ops;
+extern const weir_filter_ops_t weir_filter_record_transformer_ops;
+extern const weir_filter_ops_t weir_filter_stdout_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -30,6 +33,9 @@ static const weir_output_ops_t *const outputs[] = {
 };
 
 static const weir_filter_ops_t *const filters[] = {
+    &weir_filter_grep_ops,
+    &weir_filter_record_transformer_ops,
+    &weir_filter_stdout_ops,
     NULL,
 };
 
