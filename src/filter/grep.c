@@ -20,6 +20,7 @@
 
 #include "weir/format.h"
 #include "weir/log.h"
+#include "weir/mp.h"
 #include "weir/plugin.h"
 #include "weir/record.h"
 
@@ -49,7 +50,7 @@ typedef struct filter_grep {
     grep_list_t regexp_and, regexp_or, exclude_and, exclude_or;
     pcre2_match_data *md;
     pcre2_match_context *mctx;
-    weir_buf_t text; /* the field's to_s */
+    weir_buf_t text; /* the to_s of a field that is not a string */
     weir_ratelimit_t warn_rl;
 } filter_grep_t;
 
@@ -174,8 +175,8 @@ static int add_section(grep_list_t *l, weir_conf_section_t *s, const char *dup_m
 }
 
 /* regexpN / excludeN: "KEY PATTERN", split at the first space, the pattern taken as written. */
-static int add_old_params(filter_grep_t *g, weir_conf_section_t *sec, const char *name,
-                          grep_list_t *l, weir_err_t *err)
+static int add_old_params(weir_conf_section_t *sec, const char *name, grep_list_t *l,
+                          weir_err_t *err)
 {
     for (int i = 1; i <= GREP_OLD_PARAMS_MAX; i++) {
         char key[32];
@@ -194,7 +195,6 @@ static int add_old_params(filter_grep_t *g, weir_conf_section_t *sec, const char
         free(field);
         if (rc != 0) return -1;
     }
-    (void)g;
     return 0;
 }
 
@@ -222,8 +222,8 @@ static int grep_create(weir_engine_t *eng, weir_conf_section_t *sec, void **stat
     filter_grep_t *g = weir_calloc(1, sizeof *g);
     g->warn_rl.interval_ms = WEIR_WARN_INTERVAL_MS;
     weir_conf_section_t *c;
-    if (add_old_params(g, sec, "regexp", &g->regexp_and, err) != 0) goto err;
-    if (add_old_params(g, sec, "exclude", &g->exclude_or, err) != 0) goto err;
+    if (add_old_params(sec, "regexp", &g->regexp_and, err) != 0) goto err;
+    if (add_old_params(sec, "exclude", &g->exclude_or, err) != 0) goto err;
     for (size_t i = 0; (c = weir_conf_child(sec, "regexp", i)); i++)
         if (add_section(&g->regexp_and, c, "Duplicate key: ", err) != 0) goto err;
     for (size_t i = 0; (c = weir_conf_child(sec, "exclude", i)); i++)
@@ -248,13 +248,21 @@ err:
 static bool expr_match(filter_grep_t *g, const grep_expr_t *e, const char *tag,
                        const weir_entry_t *ent)
 {
-    const char *val;
-    size_t vlen;
-    g->text.len = 0;
-    if (weir_raccess_get(&e->key, ent->record, ent->record_len, &val, &vlen) == 1)
-        (void)weir_value_to_s(&g->text, val, vlen);
-    const char *subject = g->text.len ? g->text.data : "";
-    int rc = pcre2_match(e->re, (PCRE2_SPTR)subject, g->text.len, 0, 0, g->md, g->mctx);
+    const char *val, *subject = "";
+    size_t vlen, slen = 0;
+    weir_mp_obj_t o;
+    if (weir_raccess_get(&e->key, ent->record, ent->record_len, &val, &vlen) == 1) {
+        if (weir_mp_read(val, vlen, &o) > 0 && (o.type == WEIR_MP_STR || o.type == WEIR_MP_BIN)) {
+            subject = o.len ? o.ptr : ""; /* a string is its own to_s: matched in place */
+            slen = o.len;
+        } else {
+            g->text.len = 0;
+            (void)weir_value_to_s(&g->text, val, vlen);
+            subject = g->text.len ? g->text.data : "";
+            slen = g->text.len;
+        }
+    }
+    int rc = pcre2_match(e->re, (PCRE2_SPTR)subject, slen, 0, 0, g->md, g->mctx);
     if (rc >= 0) return true;
     if (rc == PCRE2_ERROR_NOMATCH) return false;
     unsigned long suppressed;
@@ -263,7 +271,7 @@ static bool expr_match(filter_grep_t *g, const grep_expr_t *e, const char *tag,
         pcre2_get_error_message(rc, msg, sizeof msg);
         weir_warn("grep: tag %s: pattern %s on key '%s' gave up on a value of %zu bytes (%s): "
                   "counted as not matching (%lu more suppressed)",
-                  tag, e->pattern_text, e->key_text, g->text.len, (char *)msg, suppressed);
+                  tag, e->pattern_text, e->key_text, slen, (char *)msg, suppressed);
     }
     return false;
 }
