@@ -101,6 +101,7 @@ typedef struct filter_rt {
     size_t nfields;
     char **keep_keys;
     size_t nkeep;
+    size_t *keep_first;     /* index of the first keep_keys entry equal to each */
     weir_raccess_t *remove; /* remove_keys, as record_accessor paths */
     size_t nremove;
     char *renew_time_key;
@@ -336,6 +337,7 @@ static void rt_destroy(void *state)
     }
     free(rt->fields);
     weir_conf_strv_free(rt->keep_keys, rt->nkeep);
+    free(rt->keep_first);
     for (size_t i = 0; i < rt->nremove; i++)
         weir_raccess_free(&rt->remove[i]);
     free(rt->remove);
@@ -422,6 +424,12 @@ static int rt_create(weir_engine_t *eng, weir_conf_section_t *sec, void **state,
         weir_conf_errorf(err, weir_conf_find(sec, "keep_keys"),
                          "`renew_record` must be true to use `keep_keys`");
         goto err;
+    }
+    rt->keep_first = weir_calloc(rt->nkeep + 1, sizeof *rt->keep_first);
+    for (size_t i = 0; i < rt->nkeep; i++) {
+        rt->keep_first[i] = i;
+        for (size_t j = 0; j < i && rt->keep_first[i] == i; j++)
+            if (strcmp(rt->keep_keys[i], rt->keep_keys[j]) == 0) rt->keep_first[i] = j;
     }
     if (read_remove_keys(rt, sec, err) != 0) goto err;
     if (read_record_sections(rt, sec, err) != 0) goto err;
@@ -688,6 +696,7 @@ static int build_record(filter_rt_t *rt, size_t ntpl, const weir_entry_t *e)
             const char *v;
             size_t vlen;
             const char *k = rt->keep_keys[i];
+            if (rt->keep_first[i] != i) continue; /* named twice: one field, as in a Hash */
             if (weir_record_get(e->record, e->record_len, k, strlen(k), &v, &vlen) == 1)
                 put_field(rt, ntpl, k, strlen(k), v, vlen, &count);
         }

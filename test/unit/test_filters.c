@@ -506,6 +506,34 @@ static void test_rt_renew_record(void **state)
                            "`renew_record` must be true to use `keep_keys`"));
 }
 
+/* A key named twice in keep_keys is one field, as in Ruby's Hash: the record holds it once
+ * (the JSON text alone cannot tell, its writer keeps each key once). */
+static void test_rt_keep_keys_twice(void **state)
+{
+    (void)state;
+    flt_t f;
+    assert_int_equal(flt_make(&f, "record_transformer", "renew_record true\nkeep_keys c,a,c"), 0);
+    const char *r[] = {"{\"a\":1,\"b\":2,\"c\":3}"};
+    weir_batch_t in, out;
+    batch_of(&in, "t", r, 1);
+    weir_batch_init(&out, "t", 1);
+    void *hold = NULL;
+    assert_int_equal(f.ops->filter(f.state, &in, &out, &hold), WEIR_FILTER_NEW);
+    weir_batch_iter_t it;
+    weir_entry_t e;
+    weir_batch_iter_init(&it, out.data.data, out.data.len);
+    assert_int_equal(weir_batch_iter_next(&it, &e), 1);
+    assert_memory_equal(e.record,
+                        "\x82\xa1"
+                        "c\x03\xa1"
+                        "a\x01",
+                        7);
+    assert_int_equal(e.record_len, 7);
+    weir_batch_free(&in);
+    weir_batch_free(&out);
+    flt_free(&f);
+}
+
 static void test_rt_renew_time_key(void **state)
 {
     (void)state;
@@ -652,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_rt_auto_typecast),
         cmocka_unit_test(test_rt_merge_order),
         cmocka_unit_test(test_rt_renew_record),
+        cmocka_unit_test(test_rt_keep_keys_twice),
         cmocka_unit_test(test_rt_renew_time_key),
         cmocka_unit_test(test_rt_json_value_and_time),
         cmocka_unit_test(test_rt_unknown_placeholders),
