@@ -3,6 +3,7 @@
 # ForceAttemptHTTP2, 10 keep-alive connections, one JSON event per POST), paced at RATE
 # requests/s, into @type null and into a file buffer acknowledged after fsync.
 # Usage: bench/http.sh [build dir] [rate] [seconds]
+# WEIR_BENCH_FILTER: text put before the <match> (bench/dedupe.sh puts a dedupe filter there).
 set -eu
 B=${1:-build-rel}
 RATE=${2:-2000}
@@ -32,6 +33,7 @@ for out in null file; do
   </parse>
 </source>
 CONF
+    printf '%s\n' "${WEIR_BENCH_FILTER:-}" | sed "s|@DIR@|$D|g" >> "$D/$out.conf"
     if [ $out = null ]; then
         printf '<match **>\n  @type null\n</match>\n' >> "$D/$out.conf"
     else

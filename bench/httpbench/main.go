@@ -18,6 +18,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,7 @@ func main() {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	var lat []time.Duration
-	var ok, failed int64
+	var ok, failed, sent int64
 	var proto atomic.Value
 	interval := time.Duration(float64(time.Second) * float64(*conns) / float64(*rate))
 	deadline := time.Now().Add(time.Duration(*seconds) * time.Second)
@@ -80,7 +81,10 @@ func main() {
 					seen[fmt.Sprintf("%p", info.Conn)] = true
 					mu.Unlock()
 				}}
-				req, _ := http.NewRequest("POST", *url, bytes.NewBufferString(event))
+				// every event its own uid, as Teleport's are (the dedupe filter keys on it)
+				n := atomic.AddInt64(&sent, 1)
+				body := strings.Replace(event, "c325a91c-62b5-473d-b906-9926d6ce4530", fmt.Sprintf("c325a91c-62b5-473d-b906-%012d", n), 1)
+				req, _ := http.NewRequest("POST", *url, bytes.NewBufferString(body))
 				req.Header.Add("Content-Type", "application/json")
 				req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 				t0 := time.Now()

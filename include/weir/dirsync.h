@@ -24,4 +24,10 @@ int weir_dir_sync_parent(const char *path);
  * is between its mkdir and the fsync). 0, or -1 with errno (e.g. ENAMETOOLONG, ENOTDIR). */
 int weir_dir_make(const char *dir, mode_t mode);
 
+/* Takes an exclusive flock on dir/name (created if missing) and writes this process's pid
+ * into it, so that one process at a time uses the directory. Returns the descriptor (closing
+ * it releases the lock), or -1 with errno (EWOULDBLOCK: another process holds it, and its pid,
+ * when the file names one, is in holder[]; "" otherwise). */
+int weir_dir_lock(const char *dir, const char *name, char holder[32]);
+
 #endif

@@ -133,7 +133,9 @@ typedef struct s3_keyfmt {
  * %{uuid...} placeholders, index_format against ^%(0\d*)?[dxX]$ and hex_random_length above
  * S3_HEX_RANDOM_MAX are errors; %{hostname} is replaced now, with a deprecation warning; with
  * check_object false and no format set, the format becomes S3_NOCHECK_KEY_FORMAT; warnings for
- * formats that produce the same key twice. */
+ * formats that produce the same key twice, and for each placeholder whose value a retry of the
+ * same chunk cannot keep (%{uuid_flush}; %{index} with check_object; %{hms_slice} without),
+ * since a chunk uploaded again after a crash would then become a second object. */
 int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err);
 void s3_keyfmt_free(s3_keyfmt_t *k);
 /* The static part of an output's `path`: up to its first placeholder (`%...`, `${...}`,

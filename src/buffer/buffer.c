@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 static void engine_space_available(void *eng)
@@ -84,29 +83,15 @@ int weir_buffer_start(weir_buffer_t *b, weir_err_t *err)
             return -1;
         }
         chmod(b->path, 0700);
-        weir_buf_t lp;
-        weir_buf_init(&lp);
-        weir_buf_printf(&lp, "%s/.weir.lock", b->path);
-        b->lock_fd = open(lp.data, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (b->lock_fd < 0 || flock(b->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32];
+        b->lock_fd = weir_dir_lock(b->path, ".weir.lock", pid);
+        if (b->lock_fd < 0) {
             int e = errno;
-            char pid[32] = "";
-            if (b->lock_fd >= 0) {
-                ssize_t n = pread(b->lock_fd, pid, sizeof pid - 1, 0);
-                pid[n > 0 ? n : 0] = '\0';
-                pid[strcspn(pid, "\n")] = '\0';
-            }
             weir_err_set(err, "buffer path %s is in use by another weir process%s%s%s (%s)",
                          b->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
                          e == EWOULDBLOCK ? "lock held" : strerror(e));
-            weir_buf_free(&lp);
             return -1;
         }
-        weir_buf_free(&lp);
-        char pid[32];
-        int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-        if (ftruncate(b->lock_fd, 0) != 0 || pwrite(b->lock_fd, pid, (size_t)n, 0) != n)
-            weir_warn("buffer %s: cannot write the pid into the lock file", b->plugin_id);
         b->dir_fd = open(b->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (b->dir_fd < 0) {
             weir_err_set(err, "cannot open buffer directory %s: %s", b->path, strerror(errno));

@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,4 +71,30 @@ int weir_dir_make(const char *dir, mode_t mode)
     free(p);
     errno = e;
     return rc;
+}
+
+int weir_dir_lock(const char *dir, const char *name, char holder[32])
+{
+    holder[0] = '\0';
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = weir_malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    free(p);
+    if (fd < 0) return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        ssize_t r = pread(fd, holder, 31, 0);
+        holder[r > 0 ? r : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the lock holds without the pid; only the message naming the holder loses it */
+    }
+    return fd;
 }

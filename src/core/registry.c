@@ -14,6 +14,7 @@ extern const weir_output_ops_t weir_out_null_ops;
 extern const weir_output_ops_t weir_out_stdout_ops;
 extern const weir_output_ops_t weir_out_file_ops;
 extern const weir_output_ops_t weir_out_s3_ops;
+extern const weir_filter_ops_t weir_filter_dedupe_ops;
 extern const weir_filter_ops_t weir_filter_grep_ops;
 extern const weir_filter_ops_t weir_filter_record_transformer_ops;
 extern const weir_filter_ops_t weir_filter_stdout_ops;
@@ -33,6 +34,7 @@ static const weir_output_ops_t *const outputs[] = {
 };
 
 static const weir_filter_ops_t *const filters[] = {
+    &weir_filter_dedupe_ops,
     &weir_filter_grep_ops,
     &weir_filter_record_transformer_ops,
     &weir_filter_stdout_ops,

@@ -430,8 +430,12 @@ def test_teleport_example_through_the_image():
 
         # the future event waits in the buffer volume, in a chunk file under its path
         mp = pm.out("volume", "inspect", "--format", "{{.Mountpoint}}", volumes[0])
-        held = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        files = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        held = [f for f in files if not f.startswith(os.path.join(mp, "dedupe"))]
         assert held and all(f.startswith(os.path.join(mp, "s3") + "/") for f in held), held
+        # and the dedupe filters' keys live on the same volume, to outlive the container
+        for index in ("dedupe", "dedupe-sessions"):
+            assert os.path.join(mp, index, "hash.key") in files, files
 
         # docker compose stop: SIGTERM, the compose file's grace period
         pm("stop", "--time", str(grace), name, timeout=grace + 60)
@@ -461,10 +465,12 @@ def test_teleport_example_through_the_image():
         assert [(t, r["user"]) for t, r in stdout_events(out)] == \
             [(t, "forged") for t in forged_tags], out[-3000:]
 
-        # the buffer volume holds nothing more than the digest chain's state: everything
-        # accepted was uploaded, and each object is in the open hour's list (or, should the
-        # hour have turned, in a digest already stored: nothing waits in pending/)
-        left = [f for f in buffer_files(mp) if not f.endswith(".lock")]
+        # the buffer volume holds nothing more than the digest chain's state and the dedupe
+        # filters' keys: everything accepted was uploaded, and each object is in the open
+        # hour's list (or, should the hour have turned, in a digest already stored: nothing
+        # waits in pending/)
+        left = [f for f in buffer_files(mp) if not f.endswith(".lock")
+                and not f.startswith(os.path.join(mp, "dedupe"))]
         digest_dir = os.path.join(mp, "s3", "digest") + "/"
         state = sorted(f[len(digest_dir):] for f in left if f.startswith(digest_dir))
         assert [f for f in left if not f.startswith(digest_dir)] == [], left

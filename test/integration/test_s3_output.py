@@ -1436,6 +1436,44 @@ def test_dry_run_contacts_nothing():
     assert rc == 1 and "store_as lzo is not supported" in err, err
 
 
+def test_start_warns_about_keys_a_retry_cannot_keep():
+    """A key format whose key can change between two attempts at the same chunk makes a second
+    object when a chunk is uploaded again after a crash: weir says so at start, once per such
+    placeholder, and says nothing for formats whose keys stay with the chunk."""
+    d = tmpdir("weir-unstable-")
+    conf = os.path.join(d, "fluent.conf")
+    cases = [
+        # (s3_object_key_format or None for the default, check_object, placeholders warned)
+        (None, True, ["%{index}"]),
+        ("%{path}%{time_slice}_%{index}.%{file_extension}", True, ["%{index}"]),
+        ("%{path}%{time_slice}_%{uuid_flush}.%{file_extension}", True, ["%{uuid_flush}"]),
+        ("%{path}%{time_slice}_%{uuid_flush}.%{file_extension}", False, ["%{uuid_flush}"]),
+        (None, False, ["%{hms_slice}"]),
+        ("%{path}%{time_slice}_%{hms_slice}_${chunk_id}.%{file_extension}", False,
+         ["%{hms_slice}"]),
+        ("%{path}%{index}_%{uuid_flush}.%{file_extension}", True, ["%{uuid_flush}", "%{index}"]),
+        # stable: the chunk's id, its time bucket, its tag
+        ("%{path}%Y/%m/%d/%{time_slice}_${tag}_${chunk_id}.%{file_extension}", False, []),
+        ("%{path}%Y/%m/%d/%{time_slice}_${tag}_${chunk_id}.%{file_extension}", True, []),
+        ("%{path}%{date_slice}_%{hex_random}.%{file_extension}", False, []),
+        # without check_object %{index} is not expanded (it is empty): nothing changes
+        ("%{path}%{time_slice}_%{index}_${chunk_id}.%{file_extension}", False, []),
+    ]
+    for fmt, check, want in cases:
+        with open(conf, "w") as f:
+            f.write("<match **>\n  @type s3\n  s3_bucket b\n  s3_endpoint http://127.0.0.1:%d\n"
+                    "%s  check_object %s\n</match>\n" % (
+                        s3().port, "  s3_object_key_format %s\n" % fmt if fmt else "",
+                        "true" if check else "false"))
+        rc, err = dry_run(conf, env=BASE_ENV)
+        assert rc == 0, err
+        warned = [m.group(1) for m in re.finditer(
+            r"\[warn\]: s3: s3_object_key_format '[^']*': (%\{\w+\}) cannot be stable across "
+            r"a retry: .* becomes a second object with the same events, and Snowpipe loads them "
+            r"twice\. Use \$\{chunk_id\} instead", err)]
+        assert warned == want, (fmt, check, warned, err)
+
+
 def main():
     try:
         run_tests([
@@ -1460,6 +1498,7 @@ def main():
             test_credentials_expired_token_is_fetched_again,
             test_tls_endpoint_ca_bundle_and_verify,
             test_dry_run_contacts_nothing,
+            test_start_warns_about_keys_a_retry_cannot_keep,
         ])
     finally:
         cleanup()

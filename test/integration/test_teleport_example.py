@@ -46,6 +46,9 @@ SESSION = [
     '{"cluster_name":"teleport.example.com", "code":"T2002I", "ei":3, "event":"resize", "login":"ec2-user", "namespace":"default", "server_id":"b321c207-fd08-46c8-b248-0c20436feb62", "sid":"a2836fe1-51b5-4ab6-994e-f2f32eb97dc5", "size":"120:40", "time":"2024-05-09T21:01:02.5Z", "uid":"0f5c0c84-8a57-4c55-9a8b-3d1c1b8f3c10", "user":"alice"}',
     '{"cluster_name":"teleport.example.com", "code":"T2004I", "ei":763, "enhanced_recording":false, "event":"session.end", "interactive":true, "participants":["alice"], "session_start":"2024-05-09T21:00:50.239984794Z", "session_stop":"2024-05-09T21:06:21.024064124Z", "sid":"a2836fe1-51b5-4ab6-994e-f2f32eb97dc5", "time":"2024-05-09T21:06:21.024Z", "uid":"47d16bef-29d1-4b65-a222-4fcfc18e3347", "user":"alice"}',
 ]
+# the same logins as a newer handler template posts them to /events.log: other events, other uids
+NEWER = [AUDIT[0].replace('"uid":"c325a91c', '"uid":"d325a91c'),
+         AUDIT[1].replace('"uid":"8c815e54', '"uid":"9c815e54')]
 KEY_RE = re.compile(r"^logs/(\d{4})/(\d\d)/(\d\d)/(\d{12})_(.+)_([0-9a-f]{32})\.gz$")
 
 
@@ -89,7 +92,7 @@ def example_config(etc, keys, buffer_dir, http_port, fwd_port):
     with open(os.path.join(EXAMPLE, "fluent.conf")) as f:
         text = f.read()
     text = rewrite(text, '"/keys/', '"%s/' % keys, 4)
-    text = rewrite(text, "path /fluentd/buffer/s3", "path %s/s3" % buffer_dir, 1)
+    text = rewrite(text, "path /fluentd/buffer/", "path %s/" % buffer_dir, 3)
     text = rewrite(text, "port 8888", "port %d" % http_port, 1)
     text = rewrite(text, "port 24224", "port %d" % fwd_port, 1)
     text = rewrite(text, "bind 0.0.0.0", "bind 127.0.0.1", 2)
@@ -207,10 +210,14 @@ def test_teleport_example_end_to_end():
 
         # older handler templates post audit events to /test.log, newer ones to /events.log
         rep1 = run_sim(sim, d, keys, http_port, "test.log", AUDIT, SESSION)
-        rep2 = run_sim(sim, d, keys, http_port, "events.log", AUDIT[:2], [])
+        rep2 = run_sim(sim, d, keys, http_port, "events.log", NEWER, [])
         n1, n2 = len(AUDIT) + len(SESSION), 2
         assert rep1["successes"] == n1 and rep1["failures"] == 0, rep1
         assert rep2["successes"] == n2 and rep2["failures"] == 0, rep2
+        # the handler restarts and resends from its cursor: acknowledged, not stored again
+        # (the example's dedupe filters: uid for audit events, sid + ei for session events)
+        rep3 = run_sim(sim, d, keys, http_port, "test.log", AUDIT[:2], SESSION)
+        assert rep3["successes"] == 2 + len(SESSION) and rep3["failures"] == 0, rep3
         assert set(rep1["protos"]) == {"HTTP/1.1"}, rep1
 
         # anyone who reaches the unauthenticated forward port, with the audit trail's own tags
@@ -252,7 +259,7 @@ def test_teleport_example_end_to_end():
         assert tags == want_tags, tags
         want = [expected("test.log", b) for b in AUDIT] + \
                [expected(stag, b) for b in SESSION] + \
-               [expected("events.log", b) for b in AUDIT[:2]]
+               [expected("events.log", b) for b in NEWER]
         assert not [r for r in got if r.get("user") == "forged"], "a forward event reached S3"
         assert canon(got) == canon(want), (canon(got), canon(want))
         # ...they went to the container log instead (<label @FORWARD>)

@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1180,16 +1179,15 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     /* the state is this process's alone before it is read (the buffer's own lock is taken
      * later, when the buffer starts: another weir on this path would otherwise roll the
      * state forward and upload pending digests before failing there) */
-    weir_buf_t lp;
-    weir_buf_init(&lp);
-    weir_buf_printf(&lp, "%s/.lock", d->dir);
-    d->lock_fd = open(lp.data, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    int le = d->lock_fd < 0 ? errno : flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0 ? errno : 0;
-    if (le)
-        weir_err_set(err, "the digest state %s is in use by another weir process (%s)", d->dir,
+    char pid[32];
+    d->lock_fd = weir_dir_lock(d->dir, ".lock", pid);
+    if (d->lock_fd < 0) {
+        int le = errno;
+        weir_err_set(err, "the digest state %s is in use by another weir process%s%s%s (%s)",
+                     d->dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
                      le == EWOULDBLOCK ? "lock held" : strerror(le));
-    weir_buf_free(&lp);
-    if (le) return -1;
+        return -1;
+    }
     char why[256] = "";
     int sr = state_read(d, why, sizeof why);
     if (sr <= 0) {

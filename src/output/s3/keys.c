@@ -210,6 +210,41 @@ static void warn_collisions(const char *fmt, const s3_keyfmt_opts_t *o)
                   fmt);
 }
 
+/* Placeholders whose value can differ between two attempts at the same chunk. A chunk is
+ * uploaded again when weir stops or crashes after S3 stored its object but before the chunk was
+ * deleted; under another key that is a second object with the same events, which Snowpipe
+ * loads as a new file. Stable: ${chunk_id} and %{hex_random} (the chunk's id, kept on disk with
+ * it), %{time_slice}, %{date_slice} and strftime (the chunk's time bucket), ${tag} and record
+ * keys (the chunk's own), %{path}, %{file_extension}, %{hostname} (fixed at start). */
+static void warn_unstable(const char *fmt, bool check_object)
+{
+    /* when the placeholder is expanded: always, with check_object, without it */
+    enum { ANY, CHECK, NOCHECK };
+    static const struct {
+        const char *name;
+        int when;
+        const char *why;
+    } unstable[] = {
+        {"%{uuid_flush}", ANY, "is drawn anew at every attempt"},
+        {"%{index}", CHECK,
+         "is the first index that check_object's HEAD requests find free, so the retry finds "
+         "its own object at _N and writes the next"},
+        {"%{hms_slice}", NOCHECK, "is the time of the upload, not of the events"},
+    };
+    for (size_t i = 0; i < sizeof unstable / sizeof *unstable; i++) {
+        int when = unstable[i].when;
+        if ((when == CHECK && !check_object) || (when == NOCHECK && check_object) ||
+            !has(fmt, unstable[i].name))
+            continue;
+        weir_warn("s3: s3_object_key_format '%s': %s cannot be stable across a retry: it %s. "
+                  "A chunk uploaded again after a crash or a restart (S3 had stored it, weir had "
+                  "not yet deleted the chunk) becomes a second object with the same events, and "
+                  "Snowpipe loads them twice. Use ${chunk_id} instead (the chunk's own id, kept "
+                  "with it on disk): its retry writes the same key with the same bytes",
+                  fmt, unstable[i].name, unstable[i].why);
+    }
+}
+
 int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err)
 {
     static const char *const removed[] = {"%{uuid}", "%{uuid:random}", "%{uuid:hostname}",
@@ -252,6 +287,7 @@ int s3_keyfmt_init(s3_keyfmt_t *k, const s3_keyfmt_opts_t *o, weir_err_t *err)
     k->check_object = o->check_object;
     k->uuid_flush = has(fmt, "%{uuid_flush}");
     warn_collisions(fmt, o);
+    warn_unstable(fmt, o->check_object);
 
     weir_buf_t a, b;
     weir_buf_init(&a);

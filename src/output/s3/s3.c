@@ -594,6 +594,7 @@ int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspe
         r->timeout_ms = timeout_ms;
         if (s3_request_build(o, cr, spec, r, err) != 0) return -1;
         s3_http_perform(r, &o->net);
+        if (sink && r->curl_code == CURLE_WRITE_ERROR) return -1; /* refused: the same again */
         if (!s3_response_transient(r)) return 0;
     }
     return r->curl_code == CURLE_OK ? 0 : -1;
@@ -606,9 +607,9 @@ static int start_request(s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *
     return s3_request_blocking(o, cr, spec, r, S3_START_TIMEOUT_MS, err);
 }
 
-static void answer_text(const s3_http_req_t *r, weir_buf_t *out)
+void s3_answer_text(const s3_http_req_t *r, weir_buf_t *out)
 {
-    if (r->curl_code != CURLE_OK) {
+    if (r->curl_code != CURLE_OK && r->curl_code != CURLE_WRITE_ERROR) {
         weir_buf_printf(out, "%s", s3_http_error(r));
     } else {
         weir_buf_printf(out, "HTTP %ld", r->status);
@@ -645,7 +646,7 @@ static int check_apikey(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     if (rc != 0) {
         weir_buf_t a;
         weir_buf_init(&a);
-        answer_text(&r, &a);
+        s3_answer_text(&r, &a);
         weir_err_set(err,
                      "can't call S3 API (ListObjects on bucket %s). Please check your "
                      "credentials or s3_region configuration. error = %s",
@@ -675,7 +676,7 @@ static int create_bucket(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     if (rc != 0) {
         weir_buf_t a;
         weir_buf_init(&a);
-        answer_text(&r, &a);
+        s3_answer_text(&r, &a);
         weir_err_set(err, "cannot create bucket %s: %s", o->bucket, a.data);
         weir_buf_free(&a);
     } else {
@@ -707,7 +708,7 @@ static int check_bucket(s3_out_t *o, const s3_creds_t *cr, weir_err_t *err)
     } else {
         weir_buf_t a;
         weir_buf_init(&a);
-        answer_text(&r, &a);
+        s3_answer_text(&r, &a);
         weir_err_set(err, "cannot check bucket %s: %s", o->bucket, a.data);
         weir_buf_free(&a);
         rc = -1;

@@ -4,6 +4,8 @@
  *              for start-up checks and credential fetches (never on the loop while running)
  *   creds.c    credential sources and the provider that refreshes them before expiry
  *   request.c  URLs, endpoint styles and signed S3 requests
+ *   body.c     an object's bytes: the chunk's text compressed as store_as says, the same
+ *              bytes every time
  *   upload.c   one chunk: format + compress on a worker thread, then HEAD loop and PUT or
  *              multipart upload on the loop
  *   digest.c   <digest>: signed digests of the objects stored, per period (docs/integrity.md)
@@ -15,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "weir/buffer.h"
 #include "weir/format.h"
@@ -233,9 +237,32 @@ s3_out_t *s3_target_from_conf(weir_conf_section_t *sec, weir_err_t *err);
 void s3_target_free(s3_out_t *o);
 /* Blocking: builds, signs and performs `spec` into r, again after a pause (up to 4 attempts)
  * while the answer is transient (s3_response_transient). Keeps r's sink and captured header
- * across attempts. 0 when an answer came (any status), -1 otherwise. */
+ * across attempts. 0 when an answer came (any status), -1 otherwise; -1 at once when the sink
+ * refused the body (a second attempt would be refused the same way). */
 int s3_request_blocking(const s3_out_t *o, const s3_creds_t *cr, const s3_reqspec_t *spec,
                         s3_http_req_t *r, long timeout_ms, weir_err_t *err);
+/* What S3 answered, for a message: "HTTP 403 AccessDenied: ..." or the transport's error. A
+ * response whose body the sink refused (CURLE_WRITE_ERROR) is still an HTTP answer. */
+void s3_answer_text(const s3_http_req_t *r, weir_buf_t *out);
+
+/* ---- body.c ------------------------------------------------------------------------------- */
+
+/* Compresses an object's text into `out` as it comes (body.c's head comment): the same text,
+ * in any slices, always gives the same bytes. init, write any number of times, finish once,
+ * then free (also after a failure). Each returns 0, or -1 when the compressor fails. */
+typedef struct s3_body_writer {
+    s3_store_as_t kind;
+    weir_buf_t *out; /* borrowed: the caller's buffer, appended to */
+    z_stream z;
+    gz_header gz_header; /* zlib reads it when it writes the header: must not move */
+    bool z_open;
+    ZSTD_CCtx *zc;
+} s3_body_writer_t;
+
+int s3_body_init(s3_body_writer_t *w, s3_store_as_t kind, int zstd_level, weir_buf_t *out);
+int s3_body_write(s3_body_writer_t *w, const char *p, size_t n);
+int s3_body_finish(s3_body_writer_t *w);
+void s3_body_free(s3_body_writer_t *w);
 
 /* ---- upload.c ----------------------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
 /* One chunk to one S3 object.
  *
- *   worker thread: read the chunk, <inject> + <format> every event, compress (store_as), hash
+ *   worker thread: read the chunk, <inject> + <format> every event, compress (store_as, in
+ *                  body.c: the same chunk always gives the same bytes), hash
  *                  the body (SHA-256 for the signature, MD5 for Content-MD5; per part for a
  *                  multipart upload) and make sure the credentials are fresh (this may fetch
  *                  them over HTTP, which is why it happens here and not on the loop)
@@ -33,8 +34,11 @@
  * there; an object whose ETag is the one this chunk's body gives, and it is done; another
  * object (another chunk took the free key meanwhile), and it looks for a free key as usual:
  * never an overwrite, at worst a duplicate (for example where SSE-KMS makes ETags other than
- * MD5s). The memo lives in memory (after a restart the HEAD loop runs again) and holds at
- * most S3_KEY_MEMO_MAX keys.
+ * MD5s). The memo lives in memory and holds at most S3_KEY_MEMO_MAX keys. After a restart the
+ * HEAD loop runs again; where the index does not change the key (${chunk_id} keys) an object
+ * found there with this chunk's ETag is this chunk's, stored by an attempt that a crash cut
+ * off before the chunk was deleted, and the chunk is done (with %{index} the loop moves on to
+ * the next index: a second object, which is why weir warns about such keys at start).
  *
  * The parts go one at a time: a chunk is at most a few hundred MiB, and parallel parts would
  * only pay off for bodies far larger than weir's chunks. */
@@ -43,15 +47,12 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "s3_internal.h"
 #include "weir/log.h"
 #include "weir/placeholder.h"
 
-#define S3_MAX_PARTS 10000      /* S3's limit on parts per upload */
-#define S3_GZIP_STEP (1u << 30) /* zlib counts in uInt: feed at most 1 GiB at a time */
+#define S3_MAX_PARTS 10000 /* S3's limit on parts per upload */
 
 struct s3_key_memo {
     char id[33]; /* the chunk's id */
@@ -227,106 +228,6 @@ void s3_upload_metrics(s3_out_t *o, weir_plugin_metrics_t *pm)
 
 /* ---- the worker thread -------------------------------------------------------------------- */
 
-/* The body as it is made: formatted lines go in a slice at a time, compressed on the way, so
- * a chunk's text never exists whole in memory (for gzip and zstd; json and text upload the
- * text itself, so there it is the body). */
-typedef struct body_writer {
-    s3_store_as_t kind;
-    weir_buf_t *out;
-    z_stream z;
-    ZSTD_CCtx *zc;
-    bool z_open;
-} body_writer_t;
-
-static int bw_init(body_writer_t *w, s3_store_as_t kind, int zstd_level, weir_buf_t *out)
-{
-    memset(w, 0, sizeof *w);
-    w->kind = kind;
-    w->out = out;
-    if (kind == S3_STORE_GZIP) {
-        /* Ruby's Zlib::GzipWriter: default level, one gzip member for the whole chunk */
-        if (deflateInit2(&w->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                         Z_DEFAULT_STRATEGY) != Z_OK)
-            return -1;
-        w->z_open = true;
-    } else if (kind == S3_STORE_ZSTD) {
-        w->zc = ZSTD_createCCtx();
-        if (!w->zc ||
-            ZSTD_isError(ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, zstd_level)))
-            return -1;
-    }
-    return 0;
-}
-
-static int bw_gzip(body_writer_t *w, const char *p, size_t n, int flush)
-{
-    int rc = Z_OK;
-    size_t done = 0;
-    do {
-        size_t step = n - done < S3_GZIP_STEP ? n - done : S3_GZIP_STEP;
-        w->z.next_in = (Bytef *)(p ? p + done : "");
-        w->z.avail_in = (uInt)step;
-        done += step;
-        int f = done == n ? flush : Z_NO_FLUSH;
-        do {
-            weir_buf_reserve(w->out, 256 * 1024);
-            size_t room = w->out->cap - w->out->len;
-            if (room > S3_GZIP_STEP) room = S3_GZIP_STEP;
-            w->z.next_out = (Bytef *)w->out->data + w->out->len;
-            w->z.avail_out = (uInt)room;
-            rc = deflate(&w->z, f);
-            w->out->len += room - w->z.avail_out;
-            if (rc == Z_STREAM_ERROR) return -1;
-        } while (w->z.avail_out == 0 || (f == Z_FINISH && rc != Z_STREAM_END));
-    } while (done < n);
-    return flush == Z_FINISH && rc != Z_STREAM_END ? -1 : 0;
-}
-
-static int bw_zstd(body_writer_t *w, const char *p, size_t n, ZSTD_EndDirective mode)
-{
-    ZSTD_inBuffer in = {p ? p : "", n, 0};
-    size_t left;
-    do {
-        weir_buf_reserve(w->out, ZSTD_CStreamOutSize());
-        ZSTD_outBuffer ob = {w->out->data + w->out->len, w->out->cap - w->out->len, 0};
-        left = ZSTD_compressStream2(w->zc, &ob, &in, mode);
-        if (ZSTD_isError(left)) return -1;
-        w->out->len += ob.pos;
-    } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
-    return 0;
-}
-
-static int bw_write(body_writer_t *w, const char *p, size_t n)
-{
-    switch (w->kind) {
-    case S3_STORE_GZIP:
-        return bw_gzip(w, p, n, Z_NO_FLUSH);
-    case S3_STORE_ZSTD:
-        return bw_zstd(w, p, n, ZSTD_e_continue);
-    default:
-        weir_buf_append(w->out, p, n);
-        return 0;
-    }
-}
-
-static int bw_finish(body_writer_t *w)
-{
-    switch (w->kind) {
-    case S3_STORE_GZIP:
-        return bw_gzip(w, NULL, 0, Z_FINISH);
-    case S3_STORE_ZSTD:
-        return bw_zstd(w, NULL, 0, ZSTD_e_end);
-    default:
-        return 0;
-    }
-}
-
-static void bw_free(body_writer_t *w)
-{
-    if (w->z_open) deflateEnd(&w->z);
-    ZSTD_freeCCtx(w->zc);
-}
-
 /* The lines of a piece of the object's text, for the digest's `records`: what weir verify
  * counts in the stored object (one per event for the line formats; a single_value with a
  * newline in its message is more lines than events, and the digest says what is stored). */
@@ -351,7 +252,7 @@ static void event_seconds(s3_job_t *j, const char *entries, size_t len)
 
 /* Formats the chunk one appended batch at a time into the body writer: memory holds one batch
  * and its text, never the chunk (a 1 s bucket at a million events/s is 200 MB). */
-static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
+static int format_chunk(s3_job_t *j, s3_body_writer_t *bw, weir_err_t *err)
 {
     s3_out_t *o = j->o;
     weir_buf_t text, scratch;
@@ -379,7 +280,7 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
         /* adopted from Fluentd, whose out_s3 formatted the lines already: store them */
         while ((r = weir_chunk_reader_raw(rd, &entries, &len, err)) == 1) {
             if (o->digest) count_lines(j, entries, len);
-            if (bw_write(bw, entries, len) != 0) {
+            if (s3_body_write(bw, entries, len) != 0) {
                 weir_err_set(err, "compression failed");
                 goto out;
             }
@@ -405,7 +306,7 @@ static int format_chunk(s3_job_t *j, body_writer_t *bw, weir_err_t *err)
             count_lines(j, text.data, text.len);
             event_seconds(j, entries, len);
         }
-        if (bw_write(bw, text.data, text.len) != 0) {
+        if (s3_body_write(bw, text.data, text.len) != 0) {
             weir_err_set(err, "compression failed");
             goto out;
         }
@@ -453,7 +354,7 @@ static void prep_work(uv_work_t *req)
     s3_job_t *j = req->data;
     s3_out_t *o = j->o;
     weir_err_t err = {{0}};
-    body_writer_t bw;
+    s3_body_writer_t bw;
     bool have_bw = false;
     j->status = WEIR_WRITE_RETRY;
     if (weir_chunk_events(j->chunk) == 0) {
@@ -463,12 +364,12 @@ static void prep_work(uv_work_t *req)
     }
     have_bw = true;
     j->oldest = j->newest = -1;
-    if (bw_init(&bw, o->store_as, o->zstd_level, &j->body) != 0) {
+    if (s3_body_init(&bw, o->store_as, o->zstd_level, &j->body) != 0) {
         weir_err_set(&err, "cannot start the compressor");
         goto out;
     }
     if (format_chunk(j, &bw, &err) != 0) goto out;
-    if (bw_finish(&bw) != 0) {
+    if (s3_body_finish(&bw) != 0) {
         weir_err_set(&err, "compression failed");
         goto out;
     }
@@ -476,7 +377,7 @@ static void prep_work(uv_work_t *req)
     if (s3_provider_get(o->creds, &j->creds, &err) != 0) goto out;
     j->status = WEIR_WRITE_OK;
 out:
-    if (have_bw) bw_free(&bw);
+    if (have_bw) s3_body_free(&bw);
     snprintf(j->msg, sizeof j->msg, "%s", err.msg);
 }
 
@@ -810,6 +711,7 @@ static int build_key(s3_job_t *j)
 }
 
 static void start_upload(s3_job_t *j);
+static bool etag_is_ours(const s3_job_t *j, const char *etag);
 
 /* fluent-plugin-s3's loop: key_i exists -> try i+1; the same key twice -> error/overwrite. */
 static void head_next(s3_job_t *j)
@@ -817,6 +719,16 @@ static void head_next(s3_job_t *j)
     if (build_key(j) != 0) return;
     if (j->index > 0 && j->key.len == j->prev_key.len &&
         memcmp(j->key.data, j->prev_key.data, j->key.len) == 0) {
+        /* the key does not change with the index (${chunk_id} keys): the HEAD that found it
+         * taken may have found this chunk's own object, stored by an attempt whose end a
+         * crash or a restart cut off; its ETag says so, and then the chunk is stored */
+        if (etag_is_ours(j, j->req.etag)) {
+            weir_info("s3 %s: s3://%s/%s already holds chunk %s (its ETag): an earlier attempt "
+                      "stored it",
+                      j->o->id, j->o->bucket, j->key.data, weir_chunk_id_hex(j->chunk));
+            succeeded(j);
+            return;
+        }
         if (j->o->overwrite) {
             weir_warn("s3 %s: s3://%s/%s already exists, but will overwrite", j->o->id,
                       j->o->bucket, j->key.data);

@@ -78,7 +78,7 @@ typedef struct verify {
     /* options */
     const char *conf_path, *id, *pubkey_path;
     char *digest_prefix, *data_prefix;
-    bool json, have_from, have_to, data_prefix_given;
+    bool json, have_from, have_to;
     time_t from, to;
     int max_keys;
     /* S3 */
@@ -233,20 +233,6 @@ static void sinkbuf_restart(void *arg)
     s->over = false;
 }
 
-static void answer_text(const s3_http_req_t *r, char *out, size_t n)
-{
-    if (r->curl_code != CURLE_OK && r->curl_code != CURLE_WRITE_ERROR) {
-        snprintf(out, n, "%s", s3_http_error(r));
-        return;
-    }
-    weir_buf_t sum;
-    weir_buf_init(&sum);
-    s3_error_summary(r->resp.data, r->resp.len, &sum);
-    snprintf(out, n, "HTTP %ld%s%.*s", r->status, sum.len ? " " : "", (int)sum.len,
-             sum.data ? sum.data : "");
-    weir_buf_free(&sum);
-}
-
 /* One blocking request with fresh credentials. -1 (fatal set) when it could not be sent. */
 static int request(verify_t *v, const s3_reqspec_t *spec, s3_http_req_t *r, long timeout_ms)
 {
@@ -306,10 +292,12 @@ static int list_all(verify_t *v, const char *prefix, listed_cb cb, void *arg)
         r.sink_restart = sinkbuf_restart;
         r.sink_arg = &sb;
         if (request(v, &spec, &r, 120000) != 0 || r.status != 200 || sb.over) {
-            char a[512];
-            answer_text(&r, a, sizeof a);
+            weir_buf_t a;
+            weir_buf_init(&a);
+            s3_answer_text(&r, &a);
             fprintf(stderr, "weir verify: cannot list s3://%s/%s: %s\n", v->o->bucket, prefix,
-                    sb.over ? "a listing page is larger than 16 MiB" : a);
+                    sb.over ? "a listing page is larger than 16 MiB" : a.data);
+            weir_buf_free(&a);
             s3_http_req_reset(&r);
             weir_buf_free(&r.resp);
             v->fatal = 1;
@@ -748,10 +736,12 @@ static int on_digest(verify_t *v, const listed_t *obj, void *arg)
     r.capture_header = "x-amz-meta-weir-signature";
     int rc = 0;
     if (request(v, &spec, &r, s3_request_timeout_ms(obj->size)) != 0 || r.status != 200) {
-        char a[512];
-        answer_text(&r, a, sizeof a);
+        weir_buf_t a;
+        weir_buf_init(&a);
+        s3_answer_text(&r, &a);
         fprintf(stderr, "weir verify: cannot read digest s3://%s/%s: %s\n", v->o->bucket, key,
-                sb.over ? "larger than 64 MiB" : a);
+                sb.over ? "larger than 64 MiB" : a.data);
+        weir_buf_free(&a);
         v->fatal = 1;
         rc = -1;
         goto out;
@@ -949,9 +939,12 @@ static int check_object(verify_t *v, const listed_t *obj, entry_t *es, size_t n)
         for (size_t i = 0; i < n; i++)
             if (es[i].in_range) report_missing(v, &es[i]); /* deleted since it was listed */
     } else if (r.status != 200) {
-        char a[512];
-        answer_text(&r, a, sizeof a);
-        fprintf(stderr, "weir verify: cannot read s3://%s/%s: %s\n", v->o->bucket, obj->key, a);
+        weir_buf_t a;
+        weir_buf_init(&a);
+        s3_answer_text(&r, &a);
+        fprintf(stderr, "weir verify: cannot read s3://%s/%s: %s\n", v->o->bucket, obj->key,
+                a.data);
+        weir_buf_free(&a);
         v->fatal = 1;
         rc = -1;
     } else {
@@ -1294,7 +1287,6 @@ static void cleanup(verify_t *v)
     free(v->chains);
     if (v->creds) {
         s3_provider_free(v->creds);
-        v->o->creds = NULL;
         curl_global_cleanup();
     }
     if (v->o) s3_target_free(v->o);
