@@ -13,7 +13,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libuv1-dev libmsgpack-dev libcurl4-openssl-dev \
-      libssl-dev libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev \
+      libssl-dev libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev libpcre2-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # only what the weir target needs (CMakeLists.txt always configures bench/)
@@ -33,7 +33,7 @@ FROM debian:12-slim
 # settings (debian:12-slim's docker-clean hook; a base without it would ship them).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libuv1 libmsgpackc2 libcurl4 libssl3 libjansson4 zlib1g libzstd1 libhttp-parser2.9 \
+      libuv1 libmsgpackc2 libcurl4 libssl3 libjansson4 zlib1g libzstd1 libhttp-parser2.9 libpcre2-8-0 \
       ca-certificates tzdata \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \

@@ -12,8 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <msgpack.h>
-
+#include "bench_records.h"
 #include "weir/format.h"
 
 #define NRECORDS 1000
@@ -23,43 +22,6 @@ static double clock_s(clockid_t id)
     struct timespec ts;
     clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-/* One teleport-like audit event; `i` varies ids, numbers and lengths. */
-static void build_record(msgpack_packer *pk, int i)
-{
-    char uid[40], user[24], addr[32];
-    snprintf(uid, sizeof uid, "%08x-4b1c-4d2e-9f3a-%012x", 0x1234567u * (unsigned)i, i * 7919u);
-    snprintf(user, sizeof user, "user%d@example.com", i % 97);
-    snprintf(addr, sizeof addr, "10.%d.%d.%d:%d", i % 250, (i / 7) % 250, i % 13, 40000 + i);
-    msgpack_pack_map(pk, 9);
-    pack_str(pk, "event");
-    pack_str(pk, i % 3 ? "session.start" : "user.login");
-    pack_str(pk, "uid");
-    pack_str(pk, uid);
-    pack_str(pk, "code");
-    pack_str(pk, "T2000I");
-    pack_str(pk, "user");
-    pack_str(pk, user);
-    pack_str(pk, "success");
-    msgpack_pack_true(pk);
-    pack_str(pk, "ei");
-    msgpack_pack_int(pk, i * 31);
-    pack_str(pk, "cluster_name");
-    pack_str(pk, "teleport.example.com");
-    pack_str(pk, "addr.remote");
-    pack_str(pk, addr);
-    pack_str(pk, "meta");
-    msgpack_pack_map(pk, 2);
-    pack_str(pk, "kind");
-    pack_str(pk, "node");
-    pack_str(pk, "attempt");
-    msgpack_pack_int(pk, i % 5);
 }
 
 static void run(const char *name, weir_formatter_t *f, weir_inject_t *inj, const weir_batch_t *b,
@@ -96,19 +58,7 @@ int main(int argc, char **argv)
     if (iterations <= 0) iterations = 2000;
 
     weir_batch_t b;
-    weir_batch_init(&b, "teleport.audit", strlen("teleport.audit"));
-    weir_buf_t rec;
-    weir_buf_init(&rec);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &rec, weir_buf_msgpack_write);
-    weir_time_t t = {1715288440, 632000000};
-    for (int i = 0; i < NRECORDS; i++) {
-        rec.len = 0;
-        build_record(&pk, i);
-        /* a few events share each second, as in a busy stream */
-        weir_time_t ti = {t.sec + (uint32_t)(i / 50), t.nsec + (uint32_t)i * 1000};
-        weir_batch_append(&b, ti, rec.data, rec.len);
-    }
+    bench_audit_batch(&b, NRECORDS);
     size_t record_bytes = b.data.len / NRECORDS - 1 - WEIR_EVENTTIME_LEN;
     printf("%d records, %zu bytes of msgpack per record on average, %d iterations\n", NRECORDS,
            record_bytes, iterations);
@@ -138,7 +88,6 @@ int main(int argc, char **argv)
     weir_inject_free(&inj);
     weir_formatter_free(&out_file);
     weir_formatter_free(&json);
-    weir_buf_free(&rec);
     weir_batch_free(&b);
     return 0;
 fail:

@@ -13,7 +13,7 @@ set -eu
 # fuse-overlayfs out: root podman with --network host and the kernel's overlay needs none.
 IMAGE="podman runc mmdebstrap"
 BUILD="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libcurl4-openssl-dev libssl-dev
-libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev"
+libjansson-dev zlib1g-dev libzstd-dev libhttp-parser-dev libpcre2-dev"
 TEST="libcmocka-dev python3 python3-msgpack python3-fluent-logger golang-go
 golang-github-fluent-fluent-logger-golang-dev openssl curl jq zstd clang libclang-rt-14-dev
 clang-format procps util-linux strace chromium chromium-driver python3-selenium python3-yaml

@@ -72,6 +72,12 @@ ssize_t weir_json_append(weir_buf_t *out, const char *mp, size_t len);
 /* Appends a quoted, escaped JSON string. */
 void weir_json_append_string(weir_buf_t *out, const char *s, size_t n);
 
+/* Appends Ruby's to_s of the one msgpack value at `mp`, as ltsv, single_value and the filters
+ * print a field: str/bin raw, nil as nothing, floats as Float#to_s, an EventTime as its seconds,
+ * true/false and integers as their text, a container as its JSON text (Ruby prints its inspect
+ * form: weir). Returns the bytes of msgpack consumed, or -1 as weir_json_append. */
+ssize_t weir_value_to_s(weir_buf_t *out, const char *mp, size_t len);
+
 /* Longest text weir_format_double writes, NUL included ("-2.2250738585072014e-308"). */
 #define WEIR_DOUBLE_TEXT_MAX 32
 /* Writes Ruby's Float#to_s of `d` (NaN, Infinity and -Infinity included) and returns its

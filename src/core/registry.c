@@ -18,6 +18,9 @@ extern const weir_filter_ops_t weir_filter_dedupe_ops;
 extern const weir_output_ops_t weir_out_copy_ops;
 extern const weir_output_ops_t weir_out_relabel_ops;
 extern const weir_output_ops_t weir_out_forward_ops;
+extern const weir_filter_ops_t weir_filter_grep_ops;
+extern const weir_filter_ops_t weir_filter_record_transformer_ops;
+extern const weir_filter_ops_t weir_filter_stdout_ops;
 
 static const weir_input_ops_t *const inputs[] = {
     &weir_in_forward_ops,
@@ -36,6 +39,9 @@ static const weir_output_ops_t *const outputs[] = {
 
 static const weir_filter_ops_t *const filters[] = {
     &weir_filter_dedupe_ops,
+    &weir_filter_grep_ops,
+    &weir_filter_record_transformer_ops,
+    &weir_filter_stdout_ops,
     NULL,
 };
 

@@ -141,10 +141,9 @@ static ssize_t put_record_json(weir_formatter_t *f, weir_buf_t *out, const char 
     return weir_json_walk(out, rec, avail, f->keys);
 }
 
-/* Ruby's to_s of one value, as ltsv and single_value print it: str/bin raw, nil empty, floats as
- * Float#to_s, an EventTime as its seconds, anything else as its JSON text. Returns the value's
- * msgpack length or -1. */
-static ssize_t put_to_s(weir_formatter_t *f, weir_buf_t *out, const char *mp, size_t len)
+/* Ruby's to_s of one value (see weir_value_to_s), the JSON of containers through `keys` (NULL:
+ * weir_json_append's own). Returns the value's msgpack length or -1. */
+static ssize_t to_s_walk(weir_buf_t *out, const char *mp, size_t len, weir_fmt_keys_t *keys)
 {
     weir_mp_obj_t o;
     ssize_t n = weir_mp_read(mp, len, &o);
@@ -162,8 +161,18 @@ static ssize_t put_to_s(weir_formatter_t *f, weir_buf_t *out, const char *mp, si
         return n;
     }
     default:
-        return weir_json_walk(out, mp, len, f->keys);
+        return keys ? weir_json_walk(out, mp, len, keys) : weir_json_append(out, mp, len);
     }
+}
+
+ssize_t weir_value_to_s(weir_buf_t *out, const char *mp, size_t len)
+{
+    return to_s_walk(out, mp, len, NULL);
+}
+
+static ssize_t put_to_s(weir_formatter_t *f, weir_buf_t *out, const char *mp, size_t len)
+{
+    return to_s_walk(out, mp, len, f->keys);
 }
 
 static bool key_equals(const weir_mp_obj_t *k, const char *s, size_t n)

@@ -444,7 +444,22 @@ def format_seeds():
     return s
 
 
+def filter_seeds():
+    """Records for the filters: the formatters' seeds, plus the fields the fuzz configurations
+    read and remove (nested maps and arrays, a time field, a key that is an integer)."""
+    s = format_seeds()
+    s["fields"] = mp_map([(mp_s("message"), mp_s("cool 123")), (mp_s("n"), mp_int(5)),
+                          (mp_s("t"), mp_s("1600000000.5")),
+                          (mp_s("a"), mp_map([(mp_s("b"), b"\x92\xa1x\x01"),
+                                              (mp_s("c"), mp_map([(mp_s("d"), b"\xc3")]))]))])
+    s["array_a"] = mp_map([(mp_s("a"), b"\x93\xa3aaa\xa1b\x90"), (mp_int(1), mp_s("1x"))])
+    s["repeated"] = mp_map([(mp_s("message"), mp_s("a")), (mp_s("message"), mp_s("b")),
+                            (mp_s("t"), b"\xc3")])
+    return s
+
+
 SEEDS = {
+    "fuzz_filters": filter_seeds,
     "fuzz_forward": forward_seeds,
     "fuzz_format": format_seeds,
     "fuzz_http": http_seeds,
