@@ -50,6 +50,7 @@
 #include "weir/metrics.h"
 #include "weir/mp.h"
 #include "weir/plugin.h"
+#include "weir/record.h"
 
 #define DD_FIELDS_MAX 8
 #define DD_REC_LEN 24
@@ -97,7 +98,7 @@ typedef struct dd_job {
 typedef struct dedupe {
     weir_engine_t *eng;
     uv_loop_t *loop;
-    char *fields[DD_FIELDS_MAX];
+    weir_raccess_t fields[DD_FIELDS_MAX]; /* a field name, or "$.a.b" */
     size_t nfields;
     char *path;
     double window;
@@ -291,40 +292,15 @@ static void mat_put(weir_buf_t *m, char type, const void *p, size_t n)
 }
 
 /* The key of a record as bytes in d->mat: per field, a type and the value, so that a string
- * sent as str8 or as str16 (or as bin) and an integer in any width give the same key. Returns
- * false when a field is missing or nil. */
+ * sent as str8 or as str16 (or as bin) and an integer in any width give the same key. Fields
+ * are found as grep and record_transformer find them (record.h: the last of a repeated key).
+ * Returns false when a field is missing or nil. */
 static bool record_key(dedupe_t *d, const char *rec, size_t len)
 {
-    const char *vals[DD_FIELDS_MAX] = {0};
-    size_t vlens[DD_FIELDS_MAX] = {0};
-    size_t have = 0;
-    weir_mp_obj_t o;
-    ssize_t n = weir_mp_read(rec, len, &o);
-    if (n <= 0 || o.type != WEIR_MP_MAP) return false;
-    size_t off = (size_t)n;
-    for (uint32_t i = 0; i < o.v.n && have < d->nfields; i++) {
-        weir_mp_obj_t k;
-        ssize_t kn = weir_mp_read(rec + off, len - off, &k);
-        if (kn <= 0) return false;
-        ssize_t ks = weir_mp_skip(rec + off, len - off, WEIR_MP_MAX_DEPTH);
-        if (ks <= 0) return false;
-        off += (size_t)ks;
-        ssize_t vs = weir_mp_skip(rec + off, len - off, WEIR_MP_MAX_DEPTH);
-        if (vs <= 0) return false;
-        if (k.type == WEIR_MP_STR || k.type == WEIR_MP_BIN) {
-            for (size_t f = 0; f < d->nfields; f++) {
-                if (!vals[f] && strlen(d->fields[f]) == k.len &&
-                    memcmp(d->fields[f], k.ptr, k.len) == 0) {
-                    vals[f] = rec + off;
-                    vlens[f] = (size_t)vs;
-                    have++;
-                    break;
-                }
-            }
-        }
-        off += (size_t)vs;
-    }
-    if (have < d->nfields) return false;
+    const char *vals[DD_FIELDS_MAX];
+    size_t vlens[DD_FIELDS_MAX];
+    for (size_t f = 0; f < d->nfields; f++)
+        if (weir_raccess_get(&d->fields[f], rec, len, &vals[f], &vlens[f]) != 1) return false;
     d->mat.len = 0;
     for (size_t f = 0; f < d->nfields; f++) {
         weir_mp_obj_t v;
@@ -867,7 +843,11 @@ static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **st
             weir_conf_errorf(err, weir_conf_find(sec, "key"), "key: an empty field name");
             goto fail;
         }
-        d->fields[d->nfields++] = weir_strdup(keys[i]);
+        if (weir_raccess_init(&d->fields[d->nfields], keys[i], err) != 0) {
+            weir_err_prefix(err, "%s:%d:%d: key", sec->file, sec->line, sec->col);
+            goto fail;
+        }
+        d->nfields++;
     }
     if (!path || !*path) {
         weir_conf_section_errorf(err, sec,
@@ -916,7 +896,7 @@ static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **st
 fail:
     weir_conf_strv_free(keys, nkeys);
     for (size_t i = 0; i < d->nfields; i++)
-        free(d->fields[i]);
+        weir_raccess_free(&d->fields[i]);
     weir_buf_free(&d->pending);
     weir_buf_free(&d->mat);
     free(d);
@@ -986,7 +966,7 @@ static void dedupe_destroy(void *state)
     if (d->fd >= 0) close(d->fd);
     if (d->lock_fd >= 0) close(d->lock_fd);
     for (size_t i = 0; i < d->nfields; i++)
-        free(d->fields[i]);
+        weir_raccess_free(&d->fields[i]);
     free(d->path);
     free(d->ring);
     free(d->index);
