@@ -10,6 +10,8 @@
 
 #include <sys/types.h>
 
+#include "weir/common.h"
+
 /* fsync of the directory `dir` itself: makes the entries created, renamed or removed in it
  * durable. 0, or -1 with errno. */
 int weir_dir_sync(const char *dir);
@@ -26,8 +28,8 @@ int weir_dir_make(const char *dir, mode_t mode);
 
 /* Takes an exclusive flock on dir/name (created if missing) and writes this process's pid
  * into it, so that one process at a time uses the directory. Returns the descriptor (closing
- * it releases the lock), or -1 with errno (EWOULDBLOCK: another process holds it, and its pid,
- * when the file names one, is in holder[]; "" otherwise). */
-int weir_dir_lock(const char *dir, const char *name, char holder[32]);
+ * it releases the lock), or -1 with err set: "<what> <dir> is in use by another weir process
+ * (pid N) (lock held)", the pid when the file names one. */
+int weir_dir_lock(const char *dir, const char *name, const char *what, weir_err_t *err);
 
 #endif

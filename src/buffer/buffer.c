@@ -83,15 +83,8 @@ int weir_buffer_start(weir_buffer_t *b, weir_err_t *err)
             return -1;
         }
         chmod(b->path, 0700);
-        char pid[32];
-        b->lock_fd = weir_dir_lock(b->path, ".weir.lock", pid);
-        if (b->lock_fd < 0) {
-            int e = errno;
-            weir_err_set(err, "buffer path %s is in use by another weir process%s%s%s (%s)",
-                         b->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
-                         e == EWOULDBLOCK ? "lock held" : strerror(e));
-            return -1;
-        }
+        b->lock_fd = weir_dir_lock(b->path, ".weir.lock", "buffer path", err);
+        if (b->lock_fd < 0) return -1;
         b->dir_fd = open(b->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (b->dir_fd < 0) {
             weir_err_set(err, "cannot open buffer directory %s: %s", b->path, strerror(errno));

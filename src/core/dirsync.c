@@ -73,22 +73,28 @@ int weir_dir_make(const char *dir, mode_t mode)
     return rc;
 }
 
-int weir_dir_lock(const char *dir, const char *name, char holder[32])
+int weir_dir_lock(const char *dir, const char *name, const char *what, weir_err_t *err)
 {
-    holder[0] = '\0';
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = weir_malloc(n);
     snprintf(p, n, "%s/%s", dir, name);
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     free(p);
-    if (fd < 0) return -1;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[32] = "";
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        ssize_t r = pread(fd, holder, 31, 0);
+        ssize_t r = pread(fd, holder, sizeof holder - 1, 0);
         holder[r > 0 ? r : 0] = '\0';
         holder[strcspn(holder, "\n")] = '\0';
         close(fd);
+        fd = -1;
         errno = e;
+    }
+    if (fd < 0) {
+        int e = errno;
+        weir_err_set(err, "%s %s is in use by another weir process%s%s%s (%s)", what, dir,
+                     holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "",
+                     e == EWOULDBLOCK ? "lock held" : strerror(e));
         return -1;
     }
     char pid[32];

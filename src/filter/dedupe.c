@@ -910,15 +910,8 @@ static int dedupe_start(void *state, weir_err_t *err)
         weir_err_set(err, "dedupe: cannot create %s: %s", d->path, strerror(errno));
         return -1;
     }
-    char pid[32];
-    d->lock_fd = weir_dir_lock(d->path, ".lock", pid);
-    if (d->lock_fd < 0) {
-        int e = errno;
-        weir_err_set(err, "dedupe: the index %s is in use by another weir process%s%s%s (%s)",
-                     d->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
-                     e == EWOULDBLOCK ? "lock held" : strerror(e));
-        return -1;
-    }
+    d->lock_fd = weir_dir_lock(d->path, ".lock", "dedupe: the index", err);
+    if (d->lock_fd < 0) return -1;
     ring_grow(d); /* the first ring and index */
     if (load_hash_keys(d, err) != 0 || load(d, err) != 0) return -1;
     d->seg_seq++;

@@ -1179,15 +1179,8 @@ int s3_digest_start(s3_digest_t *d, const s3_creds_t *cr, bool have_creds, weir_
     /* the state is this process's alone before it is read (the buffer's own lock is taken
      * later, when the buffer starts: another weir on this path would otherwise roll the
      * state forward and upload pending digests before failing there) */
-    char pid[32];
-    d->lock_fd = weir_dir_lock(d->dir, ".lock", pid);
-    if (d->lock_fd < 0) {
-        int le = errno;
-        weir_err_set(err, "the digest state %s is in use by another weir process%s%s%s (%s)",
-                     d->dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
-                     le == EWOULDBLOCK ? "lock held" : strerror(le));
-        return -1;
-    }
+    d->lock_fd = weir_dir_lock(d->dir, ".lock", "the digest state", err);
+    if (d->lock_fd < 0) return -1;
     char why[256] = "";
     int sr = state_read(d, why, sizeof why);
     if (sr <= 0) {
