@@ -25,11 +25,11 @@
  * average per event.
  *
  * The journal: segments path/journal-<created>-<seq> of 24-byte records (h0, h1, arrival
- * seconds, CRC32C), appended by one pool job at a time that writes and fdatasyncs everything
- * committed since the last one (a group commit). A new segment begins at every start and every
- * window/8; a segment is deleted once everything in it is older than the window. At start the
- * segments are read back; a torn or corrupt record is skipped (it was never synced, so no ack
- * depended on it). */
+ * seconds, CRC32C), written by pool jobs (up to DD_JOBS at once, each at an offset reserved
+ * for it) that write and fdatasync everything committed since the job before (a group commit). A
+ * new segment begins at every start and every window/8; a segment is deleted once everything in it
+ * is older than the window. At start the segments are read back; a torn or corrupt record is
+ * skipped (it was never synced, so no ack depended on it). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +62,7 @@
 #define DD_MIN_MEMORY (DD_RING_BYTES * DD_MIN_KEYS + DD_INDEX_BYTES * 2 * DD_MIN_KEYS)
 #define DD_DEFAULT_WINDOW (24 * 3600.0)
 #define DD_DEFAULT_MEMORY (64ull << 20)
+#define DD_JOBS 3 /* journal writes in flight at once */
 #define FLIGHT_DONE 0u
 #define FLIGHT_DEAD UINT32_MAX
 
@@ -90,7 +91,11 @@ typedef struct dd_job {
     struct dedupe *d;
     weir_buf_t data;
     dd_hold_t *holds;
-    bool rotate;
+    bool rotate, rotate_failed;
+    off_t off;      /* where its records go in the segment */
+    off_t prev_off; /* rotate: the old segment's state, back if the new one cannot be made */
+    time_t prev_created;
+    uint64_t prev_seq;
     char newpath[600];
     int err;
 } dd_job_t;
@@ -120,7 +125,9 @@ typedef struct dedupe {
     time_t seg_created;
     weir_buf_t pending; /* records committed, not yet in a job */
     dd_hold_t *pending_holds;
-    dd_job_t *job;
+    size_t njobs;  /* journal jobs running (at most DD_JOBS) */
+    bool rotating; /* one of them starts a new segment: it runs alone */
+    off_t seg_off; /* the current segment's length, records reserved by jobs included */
     bool started;
     void (*stop_done)(void *);
     void *stop_arg;
@@ -454,7 +461,7 @@ static void seg_prune(dedupe_t *d, uint64_t keep_seq)
 
 static int seg_open(dedupe_t *d, const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return -1;
     if (weir_dir_sync(d->path) != 0) {
         int e = errno;
@@ -471,14 +478,17 @@ static void job_work(uv_work_t *req)
     dedupe_t *d = j->d;
     if (j->rotate) {
         int fd = seg_open(d, j->newpath);
-        if (fd >= 0) {
-            close(d->fd);
-            d->fd = fd;
-        } /* else: keep appending to the old segment */
+        if (fd < 0) { /* the loop goes on with the old segment; these keys are not acked */
+            j->err = errno;
+            j->rotate_failed = true;
+            return;
+        }
+        close(d->fd);
+        d->fd = fd;
     }
     size_t off = 0;
     while (off < j->data.len) {
-        ssize_t w = write(d->fd, j->data.data + off, j->data.len - off);
+        ssize_t w = pwrite(d->fd, j->data.data + off, j->data.len - off, j->off + (off_t)off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             j->err = w < 0 ? errno : EIO;
@@ -494,7 +504,13 @@ static void job_after(uv_work_t *req, int status)
 {
     dd_job_t *j = req->data;
     dedupe_t *d = j->d;
-    d->job = NULL;
+    d->njobs--;
+    if (j->rotate) d->rotating = false;
+    if (j->rotate_failed) {
+        d->seg_off = j->prev_off;
+        d->seg_created = j->prev_created;
+        d->seg_seq = j->prev_seq;
+    }
     int err = j->err ? j->err : status != 0 ? ECANCELED : 0;
     if (err) {
         weir_counter_add(d->sync_errors, 1);
@@ -520,26 +536,40 @@ static void job_after(uv_work_t *req, int status)
     stop_check(d);
 }
 
-/* One job at a time: what is committed while one runs waits for the next (a group commit). */
+/* Up to DD_JOBS journal jobs run at once, each writing and syncing everything committed since
+ * the one before it started (a group commit), so a batch that becomes durable while a job
+ * syncs does not wait for that sync before its own begins. Each job writes at an offset the
+ * loop reserved for it, so records never interleave; a job that fails leaves a hole that the
+ * reader skips. A job that starts a new segment runs alone. */
 static void job_kick(dedupe_t *d)
 {
-    if (d->job || !d->pending_holds) return;
-    dd_job_t *j = weir_calloc(1, sizeof *j);
-    j->req.data = j;
-    j->d = d;
-    j->data = d->pending;
-    weir_buf_init(&d->pending);
-    j->holds = d->pending_holds;
-    d->pending_holds = NULL;
-    time_t now = time(NULL);
-    if ((double)(now - d->seg_created) >= d->window / 8) {
-        j->rotate = true;
-        d->seg_seq++;
-        d->seg_created = now;
-        seg_name(d, j->newpath, sizeof j->newpath, now, d->seg_seq);
+    while (d->pending_holds && d->njobs < DD_JOBS && !d->rotating) {
+        time_t now = time(NULL);
+        bool rotate = (double)(now - d->seg_created) >= d->window / 8;
+        if (rotate && d->njobs) return; /* after the running ones, on its own */
+        dd_job_t *j = weir_calloc(1, sizeof *j);
+        j->req.data = j;
+        j->d = d;
+        j->data = d->pending;
+        weir_buf_init(&d->pending);
+        j->holds = d->pending_holds;
+        d->pending_holds = NULL;
+        if (rotate) {
+            j->rotate = true;
+            j->prev_off = d->seg_off;
+            j->prev_created = d->seg_created;
+            j->prev_seq = d->seg_seq;
+            d->rotating = true;
+            d->seg_seq++;
+            d->seg_created = now;
+            d->seg_off = 0;
+            seg_name(d, j->newpath, sizeof j->newpath, now, d->seg_seq);
+        }
+        j->off = d->seg_off;
+        d->seg_off += (off_t)j->data.len;
+        d->njobs++;
+        uv_queue_work(d->loop, &j->req, job_work, job_after);
     }
-    d->job = j;
-    uv_queue_work(d->loop, &j->req, job_work, job_after);
 }
 
 /* ---- loading ---------------------------------------------------------------------------- */
@@ -930,7 +960,7 @@ static int dedupe_start(void *state, weir_err_t *err)
 
 static void stop_check(dedupe_t *d)
 {
-    if (!d->stop_done || d->nholds || d->job || d->pending_holds) return;
+    if (!d->stop_done || d->nholds || d->njobs || d->pending_holds) return;
     void (*done)(void *) = d->stop_done;
     d->stop_done = NULL;
     done(d->stop_arg);
