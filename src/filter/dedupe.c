@@ -58,6 +58,10 @@
 #define DD_RING_BYTES 24   /* per key */
 #define DD_INDEX_BYTES 8   /* per index slot; at least two slots per key */
 #define DD_MIN_RING 1024
+/* file names are made in fixed buffers of DD_NAME_MAX: the longest `path` leaves room for
+ * "/journal-<created>-<seq>" and "/hash.key.tmp" */
+#define DD_NAME_MAX 600
+#define DD_PATH_MAX 512
 #define DD_MIN_KEYS 16
 #define DD_MIN_MEMORY (DD_RING_BYTES * DD_MIN_KEYS + DD_INDEX_BYTES * 2 * DD_MIN_KEYS)
 #define DD_DEFAULT_WINDOW (24 * 3600.0)
@@ -96,12 +100,11 @@ typedef struct dd_job {
     off_t prev_off; /* rotate: the old segment's state, back if the new one cannot be made */
     time_t prev_created;
     uint64_t prev_seq;
-    char newpath[600];
+    char newpath[DD_NAME_MAX];
     int err;
 } dd_job_t;
 
 typedef struct dedupe {
-    weir_engine_t *eng;
     uv_loop_t *loop;
     weir_raccess_t fields[DD_FIELDS_MAX]; /* a field name, or "$.a.b" */
     size_t nfields;
@@ -128,7 +131,6 @@ typedef struct dedupe {
     size_t njobs;  /* journal jobs running (at most DD_JOBS) */
     bool rotating; /* one of them starts a new segment: it runs alone */
     off_t seg_off; /* the current segment's length, records reserved by jobs included */
-    bool started;
     void (*stop_done)(void *);
     void *stop_arg;
     weir_buf_t mat; /* key material scratch */
@@ -451,7 +453,7 @@ static void seg_prune(dedupe_t *d, uint64_t keep_seq)
         unsigned long long seq;
         if (!seg_parse(de->d_name, &created, &seq) || seq == keep_seq) continue;
         if ((double)created + period + d->window + 60 >= (double)now) continue;
-        char p[600];
+        char p[DD_NAME_MAX];
         snprintf(p, sizeof p, "%s/%s", d->path, de->d_name);
         if (unlink(p) == 0) removed = true;
     }
@@ -603,7 +605,7 @@ static uint32_t rd32(const unsigned char *p)
  * the records are fixed-size, so the ones after it are read as written. */
 static void load_segment(dedupe_t *d, const char *name, uint32_t horizon, size_t *loaded)
 {
-    char p[600];
+    char p[DD_NAME_MAX];
     snprintf(p, sizeof p, "%s/%s", d->path, name);
     FILE *f = fopen(p, "rb");
     if (!f) {
@@ -671,7 +673,7 @@ static int load(dedupe_t *d, weir_err_t *err)
 /* The two SipHash keys, drawn once and kept: without them the journal means nothing. */
 static int load_hash_keys(dedupe_t *d, weir_err_t *err)
 {
-    char p[600];
+    char p[DD_NAME_MAX];
     snprintf(p, sizeof p, "%s/hash.key", d->path);
     unsigned char buf[DD_KEY_FILE_LEN];
     FILE *f = fopen(p, "rb");
@@ -695,7 +697,7 @@ static int load_hash_keys(dedupe_t *d, weir_err_t *err)
             weir_err_set(err, "dedupe: no random bytes for the key file");
             return -1;
         }
-        char tmp[620];
+        char tmp[DD_NAME_MAX + 20];
         snprintf(tmp, sizeof tmp, "%s.tmp", p);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         bool ok = fd >= 0 && write(fd, buf, sizeof buf) == (ssize_t)sizeof buf && fsync(fd) == 0;
@@ -844,7 +846,6 @@ static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **st
                          weir_err_t *err)
 {
     dedupe_t *d = weir_calloc(1, sizeof *d);
-    d->eng = eng;
     d->loop = weir_engine_loop(eng);
     d->lock_fd = d->fd = -1;
     d->window = DD_DEFAULT_WINDOW;
@@ -898,6 +899,10 @@ static int dedupe_create(weir_engine_t *eng, weir_conf_section_t *sec, void **st
                          DD_RING_BYTES + 4 * DD_INDEX_BYTES);
         goto fail;
     }
+    if (strlen(path) > DD_PATH_MAX) {
+        weir_conf_errorf(err, weir_conf_find(sec, "path"), "path: at most %d bytes", DD_PATH_MAX);
+        goto fail;
+    }
     d->path = weir_strdup(path);
     d->max_keys = keys_for_memory(mem);
     weir_conf_strv_free(keys, nkeys);
@@ -946,7 +951,7 @@ static int dedupe_start(void *state, weir_err_t *err)
     if (load_hash_keys(d, err) != 0 || load(d, err) != 0) return -1;
     d->seg_seq++;
     d->seg_created = time(NULL);
-    char p[600];
+    char p[DD_NAME_MAX];
     seg_name(d, p, sizeof p, d->seg_created, d->seg_seq);
     d->fd = seg_open(d, p);
     if (d->fd < 0) {
@@ -954,7 +959,6 @@ static int dedupe_start(void *state, weir_err_t *err)
         return -1;
     }
     seg_prune(d, d->seg_seq);
-    d->started = true;
     return 0;
 }
 

@@ -312,6 +312,8 @@ def test_configuration_errors_are_clear():
          "memory_limit: at least"),
         ("<filter **>\n  @type dedupe\n  key uid\n  path %s/x\n  window 0\n</filter>\n" % d,
          "window: expected"),
+        ("<filter **>\n  @type dedupe\n  key uid\n  path /%s\n</filter>\n" % ("d" * 512),
+         "path: at most 512 bytes"),
         ("<filter **>\n  @type nosuch\n</filter>\n", "@type nosuch (<filter **>)"),
     ]
     for body, want in cases:
