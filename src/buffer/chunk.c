@@ -6,6 +6,7 @@
  * buckets, at most staged_chunks_limit), and a batch does one lookup per run of events with
  * the same key. A hash table would replace it if thousands of tags were staged at once. */
 #include "buffer_internal.h"
+#include "weir/record.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,40 +84,23 @@ int64_t buf_bucket_of(weir_buffer_t *b, uint32_t sec)
     return t - r;
 }
 
-/* The value of a top-level key of the record as text, "" when absent (Fluentd: nil). */
+/* The value of a top-level key of the record as text, "" when absent (Fluentd: nil). Found
+ * as the filters find it (record.h: of a key written twice, the last, as in Fluentd's Hash). */
 static void record_var(const char *rec, size_t len, const char *key, weir_buf_t *out)
 {
-    const char *end = rec + len;
-    weir_mp_obj_t m, k, v;
-    ssize_t n = weir_mp_read(rec, len, &m);
-    if (n <= 0 || m.type != WEIR_MP_MAP) return;
-    const char *p = rec + n;
-    size_t klen = strlen(key);
-    for (uint32_t i = 0; i < m.v.n; i++) {
-        n = weir_mp_read(p, (size_t)(end - p), &k);
-        if (n <= 0) return;
-        const char *kstart = p;
-        ssize_t ks = weir_mp_skip(kstart, (size_t)(end - kstart), WEIR_MP_MAX_DEPTH);
-        if (ks <= 0) return;
-        p = kstart + ks;
-        ssize_t vs = weir_mp_skip(p, (size_t)(end - p), WEIR_MP_MAX_DEPTH);
-        if (vs <= 0) return;
-        if ((k.type == WEIR_MP_STR || k.type == WEIR_MP_BIN) && k.len == klen &&
-            memcmp(k.ptr, key, klen) == 0) {
-            size_t start = out->len;
-            if (weir_mp_read(p, (size_t)vs, &v) > 0 &&
-                (v.type == WEIR_MP_STR || v.type == WEIR_MP_BIN))
-                weir_buf_append(out, v.ptr, v.len);
-            else if (weir_mp_read(p, (size_t)vs, &v) > 0 && v.type == WEIR_MP_NIL)
-                ; /* nil: empty */
-            else
-                weir_json_append(out, p, (size_t)vs);
-            if (out->len - start > WEIR_BUFFER_MAX_VAR_LEN)
-                out->len = start + WEIR_BUFFER_MAX_VAR_LEN;
-            return;
-        }
-        p += vs;
-    }
+    const char *p;
+    size_t vs;
+    if (weir_record_get(rec, len, key, strlen(key), &p, &vs) != 1) return;
+    weir_mp_obj_t v;
+    size_t start = out->len;
+    ssize_t n = weir_mp_read(p, vs, &v);
+    if (n > 0 && (v.type == WEIR_MP_STR || v.type == WEIR_MP_BIN))
+        weir_buf_append(out, v.ptr, v.len);
+    else if (n > 0 && v.type == WEIR_MP_NIL)
+        ; /* nil: empty */
+    else
+        weir_json_append(out, p, vs);
+    if (out->len - start > WEIR_BUFFER_MAX_VAR_LEN) out->len = start + WEIR_BUFFER_MAX_VAR_LEN;
 }
 
 /* Builds the key string of one event into b->keybuf: "timekey\x1ftag\x1fvar\x1fvar...". */

@@ -15,7 +15,8 @@ import time
 import uuid
 
 from test_s3_output import STATIC, cleanup, fwd_send, gz_lines, match_conf, s3, tmpdir
-from weirtest import Weir, dry_run, free_port, http_post, metric_at, run_tests, wait_for, wait_port
+from weirtest import (Weir, dry_run, forward_raw, free_port, http_post, metric_at, p, raw_map,
+                      run_tests, wait_for, wait_port)
 
 ENV = {"TZ": "UTC", "AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -213,38 +214,15 @@ def test_composite_key_and_keyless_events():
     assert len(file_values(st.d, "sid", "other*")) == 1
 
 
-def raw_forward(port, tag, records_bytes):
-    """One forward message of already-packed records (to send a map with a key twice), acked."""
-    import socket
-    import struct
-    import msgpack
-    t = msgpack.packb(msgpack.ExtType(0, struct.pack(">II", 1700000000, 0)))
-    entries = b"\xdc" + struct.pack(">H", len(records_bytes)) + \
-        b"".join(b"\x92" + t + r for r in records_bytes)  # array16 of [time, record]
-    msg = b"\x93" + msgpack.packb(tag) + entries + msgpack.packb({"chunk": "rk1"})
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(msg)
-        u = msgpack.Unpacker(raw=False)
-        while True:
-            data = c.recv(256)
-            assert data, "closed without an ack"
-            u.feed(data)
-            for o in u:
-                assert o == {"ack": "rk1"}, o
-                return
-
-
 def test_nested_key_and_the_last_of_a_repeated_key():
-    import msgpack
     st = Setup(lambda d: dedupe(d, key="$.meta.id") + file_match(d))
     st.start()
     st.post("a.log", [{"meta": {"id": "m1"}, "n": 1}, {"meta": {"id": "m1"}, "n": 2},
                       {"meta": {"id": "m2"}, "n": 3}, {"meta": "not a map", "n": 4}])
     # {"meta": {"id": "m2"}, "meta": {"id": "m3"}}: the last "meta" counts, as in grep and
     # record_transformer (and Ruby's Hash): m3, not yet seen, so it is stored
-    twice = b"\x82" + msgpack.packb("meta") + msgpack.packb({"id": "m2"}) + \
-        msgpack.packb("meta") + msgpack.packb({"id": "m3"})
-    raw_forward(st.fwd, "a.log", [twice])
+    twice = raw_map([(p("meta"), p({"id": "m2"})), (p("meta"), p({"id": "m3"}))])
+    forward_raw(st.fwd, "a.log", [twice])
     wait_for(lambda: len(file_values(st.d, "meta")) >= 4, what="4 lines")
     assert st.metric("weir_dedupe_duplicates_total") == 1
     assert st.metric("weir_dedupe_keyless_total") == 1

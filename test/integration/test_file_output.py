@@ -16,7 +16,8 @@ import time
 import msgpack
 
 import weirtest
-from weirtest import Weir, forward_to_file, free_port, http_post, metric_at, run_tests
+from weirtest import (Weir, forward_raw, forward_to_file, free_port, http_post, metric_at, p,
+                      raw_map, run_tests)
 
 T0 = 1700000000
 
@@ -46,28 +47,20 @@ def out_lines(pattern):
     return lines
 
 
-def raw_map(pairs):
-    """A msgpack map from (key bytes, value bytes) pairs, each already msgpack: Python dicts
-    cannot hold the repeated keys this test is about."""
-    assert len(pairs) < 16
-    return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
-
-
-def p(v):
-    return msgpack.packb(v, use_bin_type=True)
-
-
-def forward_raw(port, tag, records, chunk="c1"):
-    """Sends raw msgpack records in one forward frame and waits for its ack."""
-    entries = b"".join(b"\x92" + p(msgpack.ExtType(0, (T0 + i).to_bytes(4, "big") + bytes(4))) + r
-                       for i, r in enumerate(records))
-    frame = (b"\x93" + p(tag) + b"\xdc" + len(records).to_bytes(2, "big") + entries +
-             p({"chunk": chunk}))
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(10)
-    s.sendall(frame)
-    assert msgpack.unpackb(s.recv(100)) == {"ack": chunk}
-    s.close()
+def test_record_chunk_key_takes_the_last_of_a_repeated_key():
+    """${user} in the path, `user` a chunk key: a record that names `user` twice goes to the
+    file of the last value, as Fluentd's Hash keeps it and as grep and dedupe read it."""
+    d = tempfile.mkdtemp(prefix="weir-it-dupkey-")
+    port = free_port()
+    conf = forward_to_file(port, os.path.join(d, "out", "${user}"), os.path.join(d, "buf"),
+                           "user", ["flush_mode immediate"])
+    with Weir(conf, workdir=d) as w:
+        w.start([port])
+        forward_raw(port, "app", [raw_map([(p("user"), p("first")), (p("user"), p("last")),
+                                           (p("n"), p(1))])])
+        wait_until(lambda: glob.glob(os.path.join(d, "out", "last*")))
+        assert w.stop() == 0, w.log()
+    assert not glob.glob(os.path.join(d, "out", "first*")), os.listdir(os.path.join(d, "out"))
 
 
 def test_odd_records_load_strictly():
@@ -258,5 +251,6 @@ def test_file_and_its_directories_are_durable_before_the_chunk_is_deleted():
 
 
 if __name__ == "__main__":
-    run_tests([test_odd_records_load_strictly, test_name_too_long_goes_to_backup_at_once,
+    run_tests([test_record_chunk_key_takes_the_last_of_a_repeated_key,
+               test_odd_records_load_strictly, test_name_too_long_goes_to_backup_at_once,
                test_file_and_its_directories_are_durable_before_the_chunk_is_deleted])

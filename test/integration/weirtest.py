@@ -378,3 +378,30 @@ def metric_at(port, name, **labels):
     found = [v for (n, ls), v in scrape(port).items() if n == name and set(labels.items()) <= ls]
     assert len(found) <= 1, "%d series of %s match %r" % (len(found), name, labels)
     return found[0] if found else None
+
+
+def raw_map(pairs):
+    """A msgpack map from (key bytes, value bytes) pairs, each already msgpack: Python dicts
+    cannot hold repeated keys."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+
+
+def p(v):
+    import msgpack
+    return msgpack.packb(v, use_bin_type=True)
+
+
+def forward_raw(port, tag, records, chunk="c1"):
+    import msgpack
+    """Sends raw msgpack records in one forward frame (times 1700000000 + i) and waits for
+    its ack."""
+    entries = b"".join(b"\x92" + p(msgpack.ExtType(0, (1700000000 + i).to_bytes(4, "big") + bytes(4))) + r
+                       for i, r in enumerate(records))
+    frame = (b"\x93" + p(tag) + b"\xdc" + len(records).to_bytes(2, "big") + entries +
+             p({"chunk": chunk}))
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(frame)
+    assert msgpack.unpackb(s.recv(100)) == {"ack": chunk}
+    s.close()
