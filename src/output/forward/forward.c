@@ -264,7 +264,11 @@ static weir_write_status_t frames_build(fo_sender_t *snd, weir_chunk_t *c, weir_
             snd->entries.len = 0;
             if (!gzip) {
                 fr = frame_next(&snd->frames, c);
-                weir_buf_reserve(&fr->bytes, weir_chunk_bytes(c) + strlen(t) + 64);
+                /* the first frame (kept between chunks) is sized for the whole chunk; the
+                 * others of a chunk whose tags alternate grow with what they get, so the
+                 * frames together hold about the chunk, not a chunk each */
+                if (snd->frames.n == 1)
+                    weir_buf_reserve(&fr->bytes, weir_chunk_bytes(c) + strlen(t) + 64);
                 len_off = fo_frame_begin(&fr->bytes, t, strlen(t));
             }
         }
