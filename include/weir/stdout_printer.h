@@ -9,6 +9,7 @@
 #include "weir/config.h"
 #include "weir/event.h"
 #include "weir/format.h"
+#include "weir/log.h"
 
 typedef struct weir_stdout_printer {
     const char *who; /* "stdout" or "filter stdout", for messages; borrowed */
@@ -16,6 +17,7 @@ typedef struct weir_stdout_printer {
     weir_inject_t inject;
     weir_buf_t out;
     weir_buf_t scratch;
+    weir_ratelimit_t rl; /* its warnings and errors: one line per WEIR_WARN_INTERVAL_MS */
 } weir_stdout_printer_t;
 
 /* Reads the <format> and <inject> sections of `sec` (marking them used). */

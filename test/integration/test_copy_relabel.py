@@ -166,6 +166,23 @@ def test_ignore_error_store_fails_alone():
     assert status == 200, (status, body)
     assert a == [1, 2] and b == [1, 2], (a, b)
     assert "ignore_error: the other stores go on" in w.log(), w.log()
+    assert "stdout: write failed: No space left on device" in w.log(), w.log()
+
+
+def test_failing_stdout_is_logged_once_per_interval():
+    """A stdout that cannot be written (a closed pipe, a full disk) fails every batch; the log
+    says so once per 5 s, not once per batch."""
+    d = tmpdir("weir-copy-err-")
+    port = free_port()
+    t0 = time.monotonic()
+    w = start(copy_with_failing_stdout(d, port, " ignore_error"), d, [port], out_path="/dev/full")
+    for i in range(20):
+        assert post(port, "app.audit", [{"seq": i}])[0] == 200
+    assert w.stop() == 0, w.log()
+    intervals = int((time.monotonic() - t0) / 5) + 1  # a line may open each 5 s interval
+    assert json_field(d + "/b/events*.log") == list(range(20))
+    n = w.log().count("write failed")
+    assert 1 <= n <= intervals and n < 20, (n, intervals, w.log())
 
 
 def test_ignore_if_prev_success_is_a_fallback():
@@ -619,6 +636,7 @@ if __name__ == "__main__":
             test_copy_docs_example_to_two_files_and_stdout,
             test_failing_store_without_ignore_error_fails_the_request,
             test_ignore_error_store_fails_alone,
+            test_failing_stdout_is_logged_once_per_interval,
             test_ignore_if_prev_success_is_a_fallback,
             test_full_store_holds_the_ack_and_no_store_gets_a_batch_twice,
             test_reload_while_a_store_is_full_fails_the_held_frame_and_goes_on,

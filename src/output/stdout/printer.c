@@ -1,5 +1,7 @@
 /* The line printer behind @type stdout, the output and the filter (see stdout_printer.h). */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "weir/log.h"
 #include "weir/stdout_printer.h"
@@ -7,7 +9,7 @@
 int weir_stdout_printer_init(weir_stdout_printer_t *p, weir_conf_section_t *sec, const char *who,
                              weir_err_t *err)
 {
-    *p = (weir_stdout_printer_t){.who = who};
+    *p = (weir_stdout_printer_t){.who = who, .rl = {.interval_ms = WEIR_WARN_INTERVAL_MS}};
     weir_format_opts_t fo;
     weir_inject_opts_t io;
     weir_format_opts_init(&fo, WEIR_FORMAT_STDOUT);
@@ -41,11 +43,18 @@ int weir_stdout_printer_print(weir_stdout_printer_t *p, const weir_batch_t *b)
     p->out.len = 0;
     long n = weir_format_batch(&p->fmt, &p->inject, b, &p->out, &p->scratch, &skipped, &err);
     if (n < 0) return -1;
-    if (skipped)
-        weir_warn("%s: skipped %zu records that cannot be formatted: %s", p->who, skipped, err.msg);
+    unsigned long suppressed = 0;
+    if (skipped && weir_ratelimit_ok(&p->rl, &suppressed))
+        weir_warn("%s: skipped %zu records that cannot be formatted: %s (%lu similar lines "
+                  "suppressed)",
+                  p->who, skipped, err.msg, suppressed);
     if (p->out.len &&
         (fwrite(p->out.data, 1, p->out.len, stdout) != p->out.len || fflush(stdout) != 0)) {
-        weir_error("%s: write failed", p->who);
+        int e = errno;
+        clearerr(stdout);
+        if (weir_ratelimit_ok(&p->rl, &suppressed))
+            weir_error("%s: write failed: %s (%lu similar lines suppressed)", p->who, strerror(e),
+                       suppressed);
         return -1;
     }
     return 0;
