@@ -562,6 +562,27 @@ def test_relabel_loop_and_unknown_label_are_refused():
     check_refused("<match **>\n  @type relabel\n</match>\n", "needs '@label @name'")
 
 
+def test_limits_on_stores_and_filters_at_and_past_the_edge():
+    """A copy takes 64 <store>s and a label 64 <filter>s (a route's filters are a 64-bit
+    mask); one more of either is refused by --dry-run with the reason."""
+    d = tmpdir("weir-limits-")
+    path = os.path.join(d, "fluent.conf")
+    store = "  <store>\n    @type null\n  </store>\n"
+    filt = "<filter **>\n  @type grep\n</filter>\n"
+    for n in (64, 65):
+        for body, refusal in (("<match **>\n  @type copy\n" + store * n + "</match>\n",
+                               "@type copy takes at most 64 <store> sections"),
+                              (filt * n + "<match **>\n  @type null\n</match>\n",
+                               "more than 64 <filter> sections in one label")):
+            with open(path, "w") as f:
+                f.write(body)
+            rc, err = dry_run(path)
+            if n == 64:
+                assert rc == 0, err
+            else:
+                assert rc != 0 and refusal in err, err
+
+
 def test_copy_configuration_errors():
     check_refused("<match **>\n  @type copy\n</match>\n", "at least one <store>")
     check_refused("<match **>\n  @type copy\n  <store ignore_if_prev_success>\n"
@@ -646,6 +667,7 @@ if __name__ == "__main__":
             test_relabel_into_a_label_with_a_filter,
             test_relabel_loop_and_unknown_label_are_refused,
             test_copy_configuration_errors,
+            test_limits_on_stores_and_filters_at_and_past_the_edge,
             test_stores_are_listed_by_monitor_agent_and_metrics,
         ])
     finally:
