@@ -20,13 +20,21 @@ WEIR_BIN = os.environ.get("WEIR_BIN", os.path.join(os.path.dirname(__file__), ".
 SOURCE_DIR = os.environ.get("WEIR_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 
 
+GIVEN_PORTS = set()
+
+
 def free_port():
-    """A TCP port that is free on 127.0.0.1 now (and whose UDP twin is free too)."""
+    """A TCP port that is free on 127.0.0.1 now (and whose UDP twin is free too), never one
+    this process was given before: the kernel can hand the same free port out twice in a row,
+    and a test that asks for three ports before starting weir would then get two alike."""
     for _ in range(50):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
+        if port in GIVEN_PORTS:
+            continue
+        GIVEN_PORTS.add(port)
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             u.bind(("127.0.0.1", port))
